@@ -1,0 +1,167 @@
+"""Shared fixtures: a migrated database per test, an instance folder, the app and a client.
+
+The suite runs on SQLite by default. With ``VAULT_TEST_DATABASE_URL`` it runs on
+PostgreSQL, in a schema of its own; with ``VAULT_TEST_STORAGE=s3`` the recordings go to
+a real SeaweedFS S3 server started for the session.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import uuid
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+import pytest
+from flask import Flask
+from flask.testing import FlaskClient
+from sqlalchemy import Engine, text
+from sqlalchemy.engine import make_url
+
+from storage_backends.base import LifecycleRules
+from vault import schema
+from vault.app import build_runtime, create_app, create_secret_file
+from vault.db import make_engine
+from vault.models import Base
+from vault.services.runtime import Runtime
+from vault.settings import Settings, normalise_database_url
+
+if TYPE_CHECKING:
+    from tests.seaweed import SeaweedServer
+
+pytest_plugins = ["tests.seaweed"]
+
+POSTGRES_URL_VARIABLE = "VAULT_TEST_DATABASE_URL"
+STORAGE_VARIABLE = "VAULT_TEST_STORAGE"
+
+
+def storage_kind() -> str:
+    return os.environ.get(STORAGE_VARIABLE, "local")
+
+
+def postgres_base_url() -> str | None:
+    url = os.environ.get(POSTGRES_URL_VARIABLE, "").strip()
+    return normalise_database_url(url) if url else None
+
+
+def postgres_schema_url(base_url: str, schema_name: str) -> str:
+    """A URL whose connections see only ``schema_name`` (isolates test runs in one database)."""
+    url = make_url(base_url)
+    return url.update_query_dict({"options": f"-csearch_path={schema_name}"}).render_as_string(
+        hide_password=False
+    )
+
+
+@dataclass(frozen=True)
+class TestDatabase:
+    """Hands each test a freshly migrated, empty database."""
+
+    kind: str
+    template: Path | None = None
+    shared_url: str | None = None
+
+    def url_for(self, directory: Path) -> str:
+        if self.template is not None:
+            target = directory / "vault.db"
+            shutil.copyfile(self.template, target)
+            return f"sqlite:///{target}"
+        assert self.shared_url is not None
+        engine = make_engine(self.shared_url)
+        try:
+            truncate_all(engine)
+        finally:
+            engine.dispose()
+        return self.shared_url
+
+
+def truncate_all(engine: Engine) -> None:
+    tables = ", ".join(f'"{t.name}"' for t in Base.metadata.sorted_tables)
+    with engine.begin() as connection:
+        connection.execute(text(f"TRUNCATE {tables} RESTART IDENTITY CASCADE"))
+
+
+def create_postgres_schema(base_url: str, prefix: str) -> tuple[str, str]:
+    name = f"{prefix}_{uuid.uuid4().hex[:12]}"
+    admin = make_engine(base_url)
+    try:
+        with admin.begin() as connection:
+            connection.execute(text(f'CREATE SCHEMA "{name}"'))
+    finally:
+        admin.dispose()
+    return name, postgres_schema_url(base_url, name)
+
+
+def drop_postgres_schema(base_url: str, name: str) -> None:
+    admin = make_engine(base_url)
+    try:
+        with admin.begin() as connection:
+            connection.execute(text(f'DROP SCHEMA IF EXISTS "{name}" CASCADE'))
+    finally:
+        admin.dispose()
+
+
+@pytest.fixture(scope="session")
+def test_database(tmp_path_factory: pytest.TempPathFactory) -> Iterator[TestDatabase]:
+    base_url = postgres_base_url()
+    if base_url is None:
+        template = tmp_path_factory.mktemp("db-template") / "template.db"
+        engine = make_engine(f"sqlite:///{template}")
+        schema.upgrade(engine)
+        engine.dispose()
+        yield TestDatabase(kind="sqlite", template=template)
+        return
+    name, url = create_postgres_schema(base_url, "vault_test")
+    engine = make_engine(url)
+    try:
+        schema.upgrade(engine)
+    finally:
+        engine.dispose()
+    yield TestDatabase(kind="postgresql", shared_url=url)
+    drop_postgres_schema(base_url, name)
+
+
+@pytest.fixture
+def storage_url(tmp_path: Path, request: pytest.FixtureRequest) -> str:
+    if storage_kind() == "s3":
+        server: SeaweedServer = request.getfixturevalue("s3_env")
+        return server.new_bucket()
+    return (tmp_path / "store").as_uri()
+
+
+@pytest.fixture
+def settings(tmp_path: Path, test_database: TestDatabase, storage_url: str) -> Settings:
+    instance = tmp_path / "instance"
+    instance.mkdir(mode=0o700)
+    (instance / "keys").mkdir(mode=0o700)
+    settings = Settings.from_env(
+        {
+            "VAULT_INSTANCE_DIR": str(instance),
+            "VAULT_DATABASE_URL": test_database.url_for(instance),
+            "VAULT_STORAGE_URL": storage_url,
+            "VAULT_SCHOOL_NAME": "Daugavpils Centra vidusskola",
+        }
+    )
+    create_secret_file(settings.secret_key_file)
+    return settings
+
+
+@pytest.fixture
+def runtime(settings: Settings) -> Iterator[Runtime]:
+    runtime = build_runtime(settings)
+    runtime.store.ensure_ready(LifecycleRules())
+    yield runtime
+    runtime.engine.dispose()
+
+
+@pytest.fixture
+def app(settings: Settings, runtime: Runtime) -> Flask:
+    # TESTING stays off: a test must see the 500 page a user would, not a propagated exception.
+    return create_app(settings, runtime)
+
+
+@pytest.fixture
+def client(app: Flask) -> FlaskClient:
+    return app.test_client()

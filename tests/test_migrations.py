@@ -1,0 +1,72 @@
+"""The migrated schema equals the models, and every revision upgrades and downgrades."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from alembic.autogenerate import compare_metadata
+from alembic.runtime.migration import MigrationContext
+from sqlalchemy import Engine, inspect
+
+from tests.conftest import create_postgres_schema, drop_postgres_schema, postgres_base_url
+from vault import schema
+from vault.db import make_engine
+from vault.models import Base
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+def empty_engine(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Engine]:
+    if request.param == "sqlite":
+        engine = make_engine(f"sqlite:///{tmp_path / 'migrations.db'}")
+        yield engine
+        engine.dispose()
+        return
+    base_url = postgres_base_url()
+    if base_url is None:
+        pytest.skip("PostgreSQL migrations run in the PostgreSQL pass (VAULT_TEST_DATABASE_URL)")
+    name, url = create_postgres_schema(base_url, "vault_migrations")
+    engine = make_engine(url)
+    yield engine
+    engine.dispose()
+    drop_postgres_schema(base_url, name)
+
+
+def test_head_matches_models(empty_engine: Engine) -> None:
+    schema.upgrade(empty_engine)
+    with empty_engine.connect() as connection:
+        context = MigrationContext.configure(connection, opts={"compare_type": True})
+        differences = compare_metadata(context, Base.metadata)
+    assert differences == []
+    assert schema.current_revision(empty_engine) == schema.head_revision()
+
+
+def test_every_revision_upgrades_and_downgrades(empty_engine: Engine) -> None:
+    revisions = schema.revisions_base_to_head()
+    assert revisions, "there must be at least one migration"
+    for revision in revisions:
+        schema.upgrade(empty_engine, revision)
+        assert schema.current_revision(empty_engine) == revision
+    for revision in reversed(revisions[:-1]):
+        schema.downgrade(empty_engine, revision)
+        assert schema.current_revision(empty_engine) == revision
+    schema.downgrade(empty_engine, "base")
+    remaining = set(inspect(empty_engine).get_table_names()) - {"alembic_version"}
+    assert remaining == set()
+    schema.upgrade(empty_engine)
+    assert schema.current_revision(empty_engine) == schema.head_revision()
+
+
+def test_sqlite_runs_in_wal_mode_with_busy_timeout(tmp_path: Path) -> None:
+    engine = make_engine(f"sqlite:///{tmp_path / 'wal.db'}")
+    try:
+        with engine.connect() as connection:
+            journal = connection.exec_driver_sql("PRAGMA journal_mode").scalar()
+            timeout = connection.exec_driver_sql("PRAGMA busy_timeout").scalar()
+            foreign_keys = connection.exec_driver_sql("PRAGMA foreign_keys").scalar()
+    finally:
+        engine.dispose()
+    assert journal == "wal"
+    assert timeout is not None and int(timeout) >= 5000
+    assert foreign_keys == 1

@@ -1,0 +1,83 @@
+"""Deny by default, security headers everywhere, CSRF on state changes."""
+
+from __future__ import annotations
+
+from flask import Flask
+from flask.testing import FlaskClient
+
+from tests.routes import every_route
+from tests.webclient import csrf_token_from
+from vault.web.security import PUBLIC_ENDPOINTS
+
+
+def test_every_route_is_public_by_allowlist_or_requires_sign_in(app: Flask) -> None:
+    client = app.test_client()
+    checked = 0
+    for route in every_route(app):
+        if route.endpoint in PUBLIC_ENDPOINTS:
+            continue
+        response = client.open(route.url, method=route.method)
+        assert response.status_code == 401 or (
+            response.status_code == 302 and "/login" in response.headers["Location"]
+        ), f"{route.method} {route.url} ({route.endpoint}) answered {response.status_code}"
+        checked += 1
+    assert checked > 0
+
+
+def test_allowlist_names_only_existing_endpoints(app: Flask) -> None:
+    existing = {rule.endpoint for rule in app.url_map.iter_rules()}
+    assert existing >= PUBLIC_ENDPOINTS
+
+
+def assert_security_headers(headers: dict[str, str]) -> None:
+    csp = headers["Content-Security-Policy"]
+    assert "frame-ancestors 'none'" in csp
+    assert "script-src 'self'" in csp
+    assert "style-src 'self'" in csp
+    assert "unsafe-inline" not in csp
+    assert headers["Referrer-Policy"] == "no-referrer"
+    assert headers["X-Content-Type-Options"] == "nosniff"
+    assert "camera=()" in headers["Permissions-Policy"]
+
+
+def test_security_headers_on_html_json_and_error_responses(client: FlaskClient) -> None:
+    html = client.get("/")
+    assert html.status_code == 200 and html.mimetype == "text/html"
+    json_response = client.get("/healthz")
+    assert json_response.is_json
+    error = client.get("/no-such-page")
+    assert error.status_code == 404
+    api_error = client.get("/api/v1/me")
+    assert api_error.status_code == 401
+    for response in (html, json_response, error, api_error):
+        assert_security_headers(dict(response.headers))
+        assert "Strict-Transport-Security" not in response.headers
+
+
+def test_hsts_when_served_over_https(client: FlaskClient) -> None:
+    response = client.get("/", base_url="https://vault.example.lv")
+    assert response.headers["Strict-Transport-Security"].startswith("max-age=")
+
+
+def test_pages_have_no_inline_script_or_style(client: FlaskClient) -> None:
+    body = client.get("/").get_data(as_text=True)
+    assert "<script>" not in body and "<script " not in body.replace("<script src=", "")
+    assert "<style" not in body and " style=" not in body
+    assert " on" + "click=" not in body
+
+
+def test_state_change_without_csrf_token_is_refused(client: FlaskClient) -> None:
+    client.get("/")
+    response = client.post("/language", data={"lang": "en", "next": "/"})
+    assert response.status_code == 400
+    assert "vault_lang" not in response.headers.get("Set-Cookie", "")
+
+
+def test_language_switch_rejects_open_redirects(client: FlaskClient) -> None:
+    token = csrf_token_from(client)
+    for target in ("https://evil.example/", "//evil.example/", "/\\evil.example", "javascript:x"):
+        response = client.post(
+            "/language", data={"lang": "en", "next": target, "csrf_token": token}
+        )
+        assert response.status_code == 303
+        assert response.headers["Location"] == "/", target

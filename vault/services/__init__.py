@@ -1,0 +1,1 @@
+"""Use cases as plain typed functions. Nothing here imports Flask."""

@@ -1,0 +1,77 @@
+"""Recording audit events.
+
+``record`` adds the event to the caller's session and never commits: the event and the act
+it describes are committed together or not at all, so the log can neither claim an act
+that was rolled back nor miss one that happened.
+"""
+
+from __future__ import annotations
+
+import uuid
+from dataclasses import dataclass, field
+from enum import StrEnum
+from typing import Any
+
+from sqlalchemy.orm import Session
+
+from vault.models import AuditEvent, AuditEventContext
+
+
+class AuditAction(StrEnum):
+    """Every audited act, named ``subject:action``."""
+
+    SYSTEM_INIT = "system:init"
+    SYSTEM_DEMO_SEEDED = "system:demo_seeded"
+    KEYS_MASTER_INITIALISED = "keys:master_initialised"
+
+
+class Outcome(StrEnum):
+    SUCCESS = "success"
+    DENIED = "denied"
+    FAILURE = "failure"
+
+
+@dataclass(frozen=True)
+class RequestContext:
+    """Personal details of the request, stored apart from the event so they can be erased."""
+
+    ip_address: str | None = None
+    user_agent: str | None = None
+
+
+@dataclass(frozen=True)
+class Event:
+    action: AuditAction
+    outcome: Outcome = Outcome.SUCCESS
+    actor_id: uuid.UUID | None = None
+    recording_id: uuid.UUID | None = None
+    object_id: str | None = None
+    details: dict[str, Any] = field(default_factory=dict)
+    context: RequestContext | None = None
+
+
+# User agents are attacker-chosen; keep the stored copy bounded.
+MAX_USER_AGENT_LENGTH = 512
+
+
+def record(session: Session, event: Event) -> AuditEvent:
+    row = AuditEvent(
+        action=event.action.value,
+        outcome=event.outcome.value,
+        actor_id=event.actor_id,
+        recording_id=event.recording_id,
+        object_id=event.object_id,
+        details=dict(event.details),
+    )
+    session.add(row)
+    session.flush()
+    if event.context is not None and (event.context.ip_address or event.context.user_agent):
+        user_agent = event.context.user_agent
+        session.add(
+            AuditEventContext(
+                event_id=row.id,
+                ip_address=event.context.ip_address,
+                user_agent=user_agent[:MAX_USER_AGENT_LENGTH] if user_agent else None,
+            )
+        )
+    return row

@@ -1,0 +1,69 @@
+"""The service layer's own exceptions.
+
+Each carries an English message id, marked with ``N_`` so the catalogue extractor finds
+it; the web layer translates it when it renders the answer. The web layer maps each
+class to an HTTP status in one place (``vault.web.errors``).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+
+
+def N_(message: str) -> str:  # noqa: N802 - the conventional name of the gettext no-op marker
+    """Mark a message for translation without translating it here."""
+    return message
+
+
+class ServiceError(Exception):
+    """Base class: a refusal or failure the user can be told about."""
+
+    message = N_("The request could not be completed.")
+
+    def __init__(self, message: str | None = None, **params: str | int) -> None:
+        if message is not None:
+            self.message = message
+        self.params: dict[str, str | int] = dict(params)
+        super().__init__(self.message % self.params if self.params else self.message)
+
+
+class NotFound(ServiceError):
+    message = N_("Not found.")
+
+
+class PermissionDenied(ServiceError):
+    message = N_("You do not have permission to do this.")
+
+
+class Conflict(ServiceError):
+    message = N_("This conflicts with the current state. Reload and try again.")
+
+
+class Gone(ServiceError):
+    message = N_("This item has been deleted.")
+
+
+class PayloadTooLarge(ServiceError):
+    message = N_("The file is too large.")
+
+
+class UnsupportedMediaType(ServiceError):
+    message = N_("This file type is not accepted.")
+
+
+class RangeNotSatisfiable(ServiceError):
+    message = N_("The requested range is outside the recording.")
+
+
+class StorageUnavailable(ServiceError):
+    message = N_("The recording storage is unavailable. Please try again in a few minutes.")
+
+
+class ValidationFailed(ServiceError):
+    """Input that breaks a rule; ``field_errors`` maps each field to its message ids."""
+
+    message = N_("Some fields need correcting.")
+
+    def __init__(self, field_errors: Mapping[str, list[str]], message: str | None = None) -> None:
+        super().__init__(message)
+        self.field_errors: dict[str, list[str]] = {k: list(v) for k, v in field_errors.items()}

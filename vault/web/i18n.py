@@ -1,0 +1,25 @@
+"""Latvian by default, English on request; the choice persists in a cookie."""
+
+from __future__ import annotations
+
+from flask import Flask, request
+from flask_babel import Babel
+
+DEFAULT_LOCALE = "lv"
+# Each language is named in itself, so the switch is readable whatever the current language.
+LANGUAGES: dict[str, str] = {"lv": "Latviešu", "en": "English"}
+LANGUAGE_COOKIE = "vault_lang"
+LANGUAGE_COOKIE_MAX_AGE = 365 * 24 * 3600
+
+
+def select_locale() -> str:
+    requested = request.args.get("lang") or request.cookies.get(LANGUAGE_COOKIE)
+    return requested if requested in LANGUAGES else DEFAULT_LOCALE
+
+
+def init_app(app: Flask) -> None:
+    app.config["BABEL_DEFAULT_LOCALE"] = DEFAULT_LOCALE
+    app.config["BABEL_DEFAULT_TIMEZONE"] = "UTC"
+    # Catalogues live in vault/translations, relative to the app's root path.
+    app.config["BABEL_TRANSLATION_DIRECTORIES"] = "translations"
+    Babel(app, locale_selector=select_locale)

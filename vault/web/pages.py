@@ -1,0 +1,60 @@
+"""Public pages of the shell: the landing page, the language switch and the health check."""
+
+from __future__ import annotations
+
+from urllib.parse import urlsplit
+
+from flask import Blueprint, Response, jsonify, redirect, render_template, request
+from werkzeug.wrappers import Response as BaseResponse
+
+from vault.services import health
+from vault.web import context
+from vault.web.i18n import LANGUAGE_COOKIE, LANGUAGE_COOKIE_MAX_AGE, LANGUAGES
+
+blueprint = Blueprint("pages", __name__)
+
+
+@blueprint.get("/")
+def index() -> str:
+    return render_template("index.html")
+
+
+@blueprint.post("/language")
+def set_language() -> BaseResponse:
+    language = request.form.get("lang", "")
+    target = _local_target(request.form.get("next", ""))
+    response = redirect(target, code=303)
+    if language in LANGUAGES:
+        response.set_cookie(
+            LANGUAGE_COOKIE,
+            language,
+            max_age=LANGUAGE_COOKIE_MAX_AGE,
+            secure=context.settings().served_over_https,
+            httponly=True,
+            samesite="Lax",
+        )
+    return response
+
+
+def _local_target(target: str) -> str:
+    """Only same-site paths: an open redirect would lend the school's domain to phishing."""
+    target = target.replace("\\", "/")
+    parts = urlsplit(target)
+    if parts.scheme or parts.netloc or not target.startswith("/") or target.startswith("//"):
+        return "/"
+    return target
+
+
+@blueprint.get("/healthz")
+def healthz() -> tuple[Response, int]:
+    runtime = context.runtime()
+    report = health.check(runtime.sessions, runtime.store)
+    body = jsonify(
+        status="ok" if report.ok else "unavailable",
+        database="ok" if report.database_ok else "unavailable",
+        storage="ok" if report.storage_ok else "unavailable",
+    )
+    body.headers["Cache-Control"] = "no-store"
+    if not report.ok:
+        body.headers["Retry-After"] = "30"
+    return body, 200 if report.ok else 503
