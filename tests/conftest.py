@@ -26,6 +26,7 @@ from vault import schema
 from vault.app import build_runtime, create_app, create_secret_file
 from vault.db import make_engine
 from vault.models import Base
+from vault.services import keys
 from vault.services.runtime import Runtime
 from vault.settings import Settings, normalise_database_url
 
@@ -58,6 +59,8 @@ def postgres_schema_url(base_url: str, schema_name: str) -> str:
 @dataclass(frozen=True)
 class TestDatabase:
     """Hands each test a freshly migrated, empty database."""
+
+    __test__ = False  # a fixture value, not a test class
 
     kind: str
     template: Path | None = None
@@ -152,6 +155,7 @@ def settings(tmp_path: Path, test_database: TestDatabase, storage_url: str) -> S
 def runtime(settings: Settings) -> Iterator[Runtime]:
     runtime = build_runtime(settings)
     runtime.store.ensure_ready(LifecycleRules())
+    keys.initialise_master_key(runtime)
     yield runtime
     runtime.engine.dispose()
 

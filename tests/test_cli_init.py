@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import base64
 from pathlib import Path
 
 import pytest
@@ -53,3 +54,35 @@ def test_commands_document_themselves(command: list[str]) -> None:
     result = CliRunner().invoke(main, command)
     assert result.exit_code == 0
     assert "Usage" in result.output
+
+
+def test_init_refuses_a_wrong_keys_directory(tmp_path: Path) -> None:
+    runner = CliRunner()
+    env = instance_env(tmp_path)
+    assert runner.invoke(main, ["init"], env=env).exit_code == 0
+    empty_keys = tmp_path / "other-keys"
+    empty_keys.mkdir()
+    result = runner.invoke(main, ["init"], env={**env, "VAULT_KEYS_DIR": str(empty_keys)})
+    assert result.exit_code != 0
+    assert "never starts afresh" in result.output
+    assert list(empty_keys.iterdir()) == []
+
+
+def test_keys_generate_prints_a_256_bit_key() -> None:
+    result = CliRunner().invoke(main, ["keys", "generate"])
+    assert result.exit_code == 0
+    assert len(base64.b64decode(result.output.strip())) == 32
+
+
+def test_keys_rotate_replaces_the_master_key_file(tmp_path: Path) -> None:
+    runner = CliRunner()
+    env = instance_env(tmp_path)
+    assert runner.invoke(main, ["init"], env=env).exit_code == 0
+    keys_dir = tmp_path / "instance" / "keys"
+    before = sorted(keys_dir.glob("master-*.key"))
+    result = runner.invoke(main, ["keys", "rotate", "--force"], env=env)
+    assert result.exit_code == 0, result.output
+    assert "rotated to version 2" in result.output
+    after = sorted(keys_dir.glob("master-*.key"))
+    assert len(after) == 1 and after != before
+    assert runner.invoke(main, ["keys", "rotate"], env=env).output.strip() == "nothing to do"

@@ -3,13 +3,16 @@
 from __future__ import annotations
 
 import sys
+from datetime import UTC, datetime
 from typing import Any
 
 import click
 from flask import Flask
 from gunicorn.app.base import BaseApplication
 
-from vault.app import create_app, initialise_instance
+from vault.app import build_runtime, create_app, initialise_instance
+from vault.services import keys as key_service
+from vault.services.errors import ServiceError
 from vault.settings import Settings, SettingsError
 
 
@@ -27,9 +30,44 @@ def main() -> None:
 
 @main.command(help="Create or update the instance: folders, secrets, database schema, storage.")
 def init() -> None:
-    report = initialise_instance(_settings())
+    try:
+        report = initialise_instance(_settings())
+    except ServiceError as exc:
+        raise click.ClickException(str(exc)) from None
     for line in report.lines():
         click.echo(line)
+
+
+@main.group(help="Master key operations (see keys/README.md).")
+def keys() -> None:
+    """Group of key commands."""
+
+
+@keys.command("generate", help="Print a new random master key (base64) for VAULT_MASTER_KEY.")
+def keys_generate() -> None:
+    click.echo(key_service.generate_master_key_material())
+
+
+@keys.command("rotate", help="Finish a pending master-key rotation, or rotate now with --force.")
+@click.option("--force", is_flag=True, help="Rotate even though no shred requires it.")
+def keys_rotate(force: bool) -> None:
+    runtime = build_runtime(_settings())
+    try:
+        outcome = key_service.finish_master_rotation(runtime, datetime.now(UTC), force=force)
+    except ServiceError as exc:
+        raise click.ClickException(str(exc)) from None
+    finally:
+        runtime.engine.dispose()
+    if outcome.new_version is not None:
+        click.echo(f"master key rotated to version {outcome.new_version}")
+    if outcome.destroyed_versions:
+        versions = ", ".join(map(str, outcome.destroyed_versions))
+        click.echo(f"destroyed master key versions: {versions}")
+    if outcome.pending_operator_action:
+        click.echo(outcome.pending_operator_action, err=True)
+        sys.exit(3)
+    if outcome.new_version is None and not outcome.destroyed_versions:
+        click.echo("nothing to do")
 
 
 class _GunicornApplication(BaseApplication):  # type: ignore[misc]  # gunicorn ships no types
@@ -84,3 +122,7 @@ def serve(host: str, port: int, workers: int, threads: int) -> None:
     }
     _GunicornApplication(settings, options).run()
     sys.exit(0)
+
+
+if __name__ == "__main__":
+    main()

@@ -437,6 +437,16 @@ class Keyring:
         session.flush()
         return Rotation(retired_versions=tuple(retired), new_version=new_version.version)
 
+    def retired_undestroyed_versions(self, session: Session) -> list[int]:
+        return list(
+            session.scalars(
+                select(MasterKeyVersion.version).where(
+                    MasterKeyVersion.retired_at.is_not(None),
+                    MasterKeyVersion.destroyed_at.is_(None),
+                )
+            )
+        )
+
     def destroy_retired_masters(self, session: Session, now: datetime) -> list[int]:
         """Step 3: destroy retired master versions. Returns those still pending.
 

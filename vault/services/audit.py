@@ -23,6 +23,9 @@ class AuditAction(StrEnum):
     SYSTEM_INIT = "system:init"
     SYSTEM_DEMO_SEEDED = "system:demo_seeded"
     KEYS_MASTER_INITIALISED = "keys:master_initialised"
+    KEYS_YEAR_KEY_DESTROYED = "keys:year_key_destroyed"
+    KEYS_MASTER_ROTATED = "keys:master_rotated"
+    KEYS_MASTER_DESTROYED = "keys:master_destroyed"
 
 
 class Outcome(StrEnum):

@@ -59,6 +59,12 @@ class StorageUnavailable(ServiceError):
     message = N_("The recording storage is unavailable. Please try again in a few minutes.")
 
 
+class KeysUnavailable(ServiceError):
+    """The encryption keys are missing or do not match the database (an operator's problem)."""
+
+    message = N_("The encryption keys are not available. Please contact the administrator.")
+
+
 class ValidationFailed(ServiceError):
     """Input that breaks a rule; ``field_errors`` maps each field to its message ids."""
 

@@ -63,6 +63,7 @@ SERVICE_STATUS: dict[type[service_errors.ServiceError], int] = {
     service_errors.RangeNotSatisfiable: 416,
     service_errors.ValidationFailed: 422,
     service_errors.StorageUnavailable: 503,
+    service_errors.KeysUnavailable: 503,
 }
 
 RETRY_AFTER_SECONDS = "30"

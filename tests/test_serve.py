@@ -1,0 +1,79 @@
+"""`recvault init` then `recvault serve`: the app answers under gunicorn, in Latvian, switchable."""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+import requests
+
+from tests.webclient import CSRF_META
+
+
+def free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port: int = probe.getsockname()[1]
+        return port
+
+
+@pytest.fixture
+def served(tmp_path: Path, storage_url: str) -> Iterator[str]:
+    env = {
+        **os.environ,
+        "VAULT_INSTANCE_DIR": str(tmp_path / "instance"),
+        "VAULT_STORAGE_URL": storage_url,
+    }
+    recvault = [sys.executable, "-m", "vault.cli"]
+    subprocess.run([*recvault, "init"], env=env, check=True, capture_output=True, timeout=60)
+    port = free_port()
+    process = subprocess.Popen(
+        [*recvault, "serve", "--port", str(port), "--workers", "1"],
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        start_new_session=True,
+    )
+    base = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline:
+            try:
+                requests.get(f"{base}/healthz", timeout=1)
+                break
+            except requests.ConnectionError:
+                time.sleep(0.2)
+        yield base
+    finally:
+        os.killpg(process.pid, signal.SIGTERM)
+        try:
+            process.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            os.killpg(process.pid, signal.SIGKILL)
+            process.wait()
+
+
+def test_served_page_is_latvian_and_switches_to_english(served: str) -> None:
+    browser = requests.Session()
+    page = browser.get(f"{served}/", timeout=5)
+    assert page.status_code == 200
+    assert '<html lang="lv">' in page.text
+    assert page.headers["Server"].lower().startswith("gunicorn")
+    match = CSRF_META.search(page.text)
+    assert match
+    switched = browser.post(
+        f"{served}/language",
+        data={"lang": "en", "next": "/", "csrf_token": match.group(1)},
+        timeout=5,
+    )
+    assert switched.status_code == 200
+    assert '<html lang="en">' in switched.text
+    assert '<html lang="en">' in browser.get(f"{served}/", timeout=5).text
+    assert browser.get(f"{served}/healthz", timeout=5).json()["status"] == "ok"
