@@ -204,7 +204,7 @@ def test_environment_master_key_shred_waits_for_the_operator(
     env_settings = dataclasses.replace(settings, master_key=first, keys_dir=tmp_path / "nokeys")
     runtime = build_runtime(env_settings)
     try:
-        assert keys.initialise_master_key(runtime) == "registered master key version 1 (env)"
+        assert keys.initialise_master_key(runtime) == "master key version 1 (existing, env)"
         kept_id, kept_key, kept_wrapped = make_data_key(runtime, KEPT)
         make_data_key(runtime, SHREDDED)
 

@@ -2,17 +2,23 @@
 
 from __future__ import annotations
 
+import json
+import secrets
 import sys
+import uuid
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, NoReturn
 
 import click
 from flask import Flask
 from gunicorn.app.base import BaseApplication
 
 from vault.app import build_runtime, create_app, initialise_instance
+from vault.services import account_admin, accounts
 from vault.services import keys as key_service
-from vault.services.errors import ServiceError
+from vault.services.accounts import Role
+from vault.services.errors import ServiceError, ValidationFailed
+from vault.services.runtime import Runtime
 from vault.settings import Settings, SettingsError
 
 
@@ -51,7 +57,7 @@ def keys_generate() -> None:
 @keys.command("rotate", help="Finish a pending master-key rotation, or rotate now with --force.")
 @click.option("--force", is_flag=True, help="Rotate even though no shred requires it.")
 def keys_rotate(force: bool) -> None:
-    runtime = build_runtime(_settings())
+    runtime = _runtime()
     try:
         outcome = key_service.finish_master_rotation(runtime, datetime.now(UTC), force=force)
     except ServiceError as exc:
@@ -68,6 +74,190 @@ def keys_rotate(force: bool) -> None:
         sys.exit(3)
     if outcome.new_version is None and not outcome.destroyed_versions:
         click.echo("nothing to do")
+
+
+def _runtime() -> Runtime:
+    return build_runtime(_settings())
+
+
+def _now() -> datetime:
+    return datetime.now(UTC)
+
+
+def _fail(exc: ServiceError) -> NoReturn:
+    if isinstance(exc, ValidationFailed):
+        details = "; ".join(
+            f"{field}: {' '.join(msgs)}" for field, msgs in exc.field_errors.items()
+        )
+        raise click.ClickException(details) from None
+    raise click.ClickException(str(exc)) from None
+
+
+def _generated_password() -> str:
+    # Four groups of five characters: easy to type once, ~100 bits of entropy.
+    alphabet = "abcdefghijkmnpqrstuvwxyz23456789"
+    return "-".join("".join(secrets.choice(alphabet) for _ in range(5)) for _ in range(4))
+
+
+@main.group(help="Accounts: add, list, disable.")
+def user() -> None:
+    """Group of account commands."""
+
+
+@user.command(
+    "add", help="Create an account (TOTP is enrolled and printed where the role needs it)."
+)
+@click.argument("username")
+@click.option(
+    "--role",
+    "roles",
+    multiple=True,
+    required=True,
+    type=click.Choice([role.value for role in Role]),
+)
+@click.option("--name", "full_name", required=True)
+@click.option("--email", default=None)
+@click.option("--password-stdin", is_flag=True, help="Read the password from standard input.")
+def user_add(
+    username: str, roles: tuple[str, ...], full_name: str, email: str | None, password_stdin: bool
+) -> None:
+    password = sys.stdin.readline().rstrip("\n") if password_stdin else _generated_password()
+    runtime = _runtime()
+    try:
+        created = account_admin.add_account(
+            runtime,
+            username=username,
+            full_name=full_name,
+            email=email,
+            roles=roles,
+            password=password,
+            now=_now(),
+        )
+    except ServiceError as exc:
+        _fail(exc)
+    finally:
+        runtime.engine.dispose()
+    click.echo(f"created {created.username} ({', '.join(created.roles)})")
+    if not password_stdin:
+        click.echo(f"password: {password}")
+    if created.totp_secret:
+        click.echo(f"totp secret: {created.totp_secret}")
+        click.echo("recovery codes: " + " ".join(created.recovery_codes))
+
+
+@user.command("list", help="List accounts.")
+def user_list() -> None:
+    runtime = _runtime()
+    try:
+        with runtime.sessions() as session:
+            for account in accounts.list_users(session):
+                status = "disabled" if account.disabled_at else "active"
+                roles = ",".join(sorted(account.roles))
+                click.echo(f"{account.username}\t{roles}\t{status}\t{account.full_name}")
+    finally:
+        runtime.engine.dispose()
+
+
+@user.command("disable", help="Disable an account and end its sessions and tokens.")
+@click.argument("username")
+def user_disable(username: str) -> None:
+    runtime = _runtime()
+    try:
+        account_admin.disable_account(runtime, username, _now())
+    except ServiceError as exc:
+        _fail(exc)
+    finally:
+        runtime.engine.dispose()
+    click.echo(f"disabled {username}")
+
+
+@main.group(help="Personal API tokens (the operator's tool on the server).")
+def token() -> None:
+    """Group of token commands."""
+
+
+@token.command("create", help="Print only a new token for USERNAME on standard output.")
+@click.argument("username")
+@click.option("--ttl", default="30d", show_default=True, help="Lifetime, e.g. 30d or 12h.")
+@click.option("--name", default="operator", show_default=True)
+def token_create(username: str, ttl: str, name: str) -> None:
+    runtime = _runtime()
+    try:
+        issued = account_admin.issue_token(runtime, username, name, ttl, _now())
+    except ServiceError as exc:
+        _fail(exc)
+    finally:
+        runtime.engine.dispose()
+    click.echo(issued)
+
+
+@token.command("list", help="List USERNAME's tokens (never the tokens themselves).")
+@click.argument("username")
+def token_list(username: str) -> None:
+    runtime = _runtime()
+    try:
+        rows = account_admin.tokens_of(runtime, username)
+    except ServiceError as exc:
+        _fail(exc)
+    finally:
+        runtime.engine.dispose()
+    for row in rows:
+        state = (
+            "revoked" if row.revoked_at else ("expired" if row.expires_at <= _now() else "active")
+        )
+        used = row.last_used_at.isoformat() if row.last_used_at else "never"
+        click.echo(
+            f"{row.id}\t{row.name}\t{state}\texpires {row.expires_at.isoformat()}\tlast used {used}"
+        )
+
+
+@token.command("revoke", help="Revoke a token by its id.")
+@click.argument("token_id", type=click.UUID)
+def token_revoke(token_id: uuid.UUID) -> None:
+    runtime = _runtime()
+    try:
+        account_admin.revoke_token(runtime, token_id, _now())
+    except ServiceError as exc:
+        _fail(exc)
+    finally:
+        runtime.engine.dispose()
+    click.echo(f"revoked {token_id}")
+
+
+@main.command(help="Seed one account per role for a first look; refuses a database with accounts.")
+@click.option("--json", "as_json", is_flag=True, help="Print a JSON list instead of text.")
+def demo(as_json: bool) -> None:
+    runtime = _runtime()
+    try:
+        seeded = account_admin.seed_demo(runtime, _generated_password, _now())
+    except ServiceError as exc:
+        _fail(exc)
+    finally:
+        runtime.engine.dispose()
+    if as_json:
+        click.echo(
+            json.dumps(
+                [
+                    {
+                        "username": a.username,
+                        "password": a.password,
+                        "roles": list(a.roles),
+                        "totp_secret": a.totp_secret,
+                    }
+                    for a in seeded
+                ],
+                indent=2,
+            )
+        )
+        return
+    click.echo("Demo accounts (shown once; keep them for this instance):")
+    for account in seeded:
+        line = (
+            f"  {account.username:<10} password {account.password}  roles {','.join(account.roles)}"
+        )
+        if account.totp_secret:
+            line += f"  totp secret {account.totp_secret}"
+        click.echo(line)
 
 
 class _GunicornApplication(BaseApplication):  # type: ignore[misc]  # gunicorn ships no types

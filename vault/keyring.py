@@ -278,8 +278,8 @@ class Keyring:
             MasterKeyVersion(version=1, fingerprint=fingerprint(key), provider=self._provider.name)
         )
         session.flush()
-        verb = "created" if created else "registered"
-        return f"{verb} master key version 1 ({self._provider.name})"
+        origin = "new" if created else "existing"
+        return f"master key version 1 ({origin}, {self._provider.name})"
 
     def _current_master(self, session: Session) -> tuple[int, bytes]:
         current = self.current_version(session)

@@ -29,6 +29,11 @@ def settings() -> Settings:
     return runtime().settings
 
 
+def settings_of(app: Flask) -> Settings:
+    runtime_of_app: Runtime = app.extensions[EXTENSION_KEY]
+    return runtime_of_app.settings
+
+
 def db_session() -> Session:
     """The request's database session; closed (and rolled back if uncommitted) at teardown."""
     if "db_session" not in g:

@@ -32,7 +32,11 @@ class NavLink:
     label: str
 
 
-MENU: tuple[NavItem, ...] = (NavItem("pages.index", N_("Home")),)
+MENU: tuple[NavItem, ...] = (
+    NavItem("pages.index", N_("Home")),
+    NavItem("admin.users", N_("Accounts"), frozenset({"admin"})),
+    NavItem("account.overview", N_("My account")),
+)
 
 
 def menu_for_current_user() -> list[NavLink]:

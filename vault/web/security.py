@@ -6,10 +6,16 @@ deliberate, reviewable edit of ``PUBLIC_ENDPOINTS``.
 
 from __future__ import annotations
 
-from flask import Flask, Response, request
-from flask_login import current_user
+from collections.abc import Callable
+from functools import wraps
+from typing import ParamSpec, TypeVar
 
-from vault.web.errors import error_response
+from flask import Flask, Response, current_app, redirect, request, url_for
+from flask_login import current_user
+from werkzeug.wrappers import Response as BaseResponse
+
+from vault.services.errors import PermissionDenied
+from vault.web.errors import error_response, wants_problem_json
 
 PUBLIC_ENDPOINTS: frozenset[str] = frozenset(
     {
@@ -17,8 +23,14 @@ PUBLIC_ENDPOINTS: frozenset[str] = frozenset(
         "pages.index",
         "pages.healthz",
         "pages.set_language",
+        "auth.login",
+        "auth.link_setup",
     }
 )
+UNSAFE_METHODS = frozenset({"POST", "PUT", "PATCH", "DELETE"})
+
+P = ParamSpec("P")
+R = TypeVar("R")
 
 CONTENT_SECURITY_POLICY = "; ".join(
     [
@@ -50,13 +62,42 @@ SECURITY_HEADERS: dict[str, str] = {
 HSTS = "max-age=31536000; includeSubDomains"
 
 
-def require_sign_in() -> Response | None:
+def require_sign_in() -> BaseResponse | None:
     # A URL that matches no route (404, 405) has no endpoint to protect; let routing answer.
     if request.routing_exception is not None or request.endpoint in PUBLIC_ENDPOINTS:
         return None
     if current_user.is_authenticated:
         return None
-    return error_response(401)
+    if wants_problem_json():
+        return error_response(401)
+    return redirect(url_for("auth.login", next=request.full_path.rstrip("?")))
+
+
+def require_csrf_token() -> None:
+    """Every cookie-authenticated (or anonymous) state change carries the CSRF token.
+
+    Bearer-token requests are exempt: a browser never attaches that header cross-site.
+    """
+    if request.method not in UNSAFE_METHODS or request.routing_exception is not None:
+        return
+    if current_user.is_authenticated and current_user.via_token:
+        return
+    current_app.extensions["csrf"].protect()
+
+
+def require_roles(*roles: str) -> Callable[[Callable[P, R]], Callable[P, R]]:
+    """A view for the named roles only; anyone else signed in gets 403."""
+
+    def decorate(view: Callable[P, R]) -> Callable[P, R]:
+        @wraps(view)
+        def guarded(*args: P.args, **kwargs: P.kwargs) -> R:
+            if not (current_user.is_authenticated and current_user.has_role(*roles)):
+                raise PermissionDenied()
+            return view(*args, **kwargs)
+
+        return guarded
+
+    return decorate
 
 
 def add_security_headers(response: Response) -> Response:
@@ -70,5 +111,7 @@ def add_security_headers(response: Response) -> Response:
 def init_app(app: Flask) -> None:
     # Registered before CSRF protection, so an anonymous state change is answered
     # "sign in" rather than revealing which endpoints exist behind a CSRF error.
+    app.config["WTF_CSRF_CHECK_DEFAULT"] = False  # checked by require_csrf_token instead
     app.before_request(require_sign_in)
+    app.before_request(require_csrf_token)
     app.after_request(add_security_headers)

@@ -1,0 +1,73 @@
+"""Accounts for tests, created through the operator's service, and browser sign-in helpers."""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+from datetime import UTC, datetime
+
+import pyotp
+from flask.testing import FlaskClient
+from werkzeug.test import TestResponse
+
+from tests.webclient import csrf_token_from
+from vault.services import account_admin
+from vault.services.runtime import Runtime
+
+PASSWORD = "correct horse battery staple"
+
+
+@dataclass
+class Person:
+    username: str
+    password: str
+    totp_secret: str | None
+    recovery_codes: tuple[str, ...]
+    # Each sign-in consumes a TOTP time step; tests move forward one step per code.
+    next_step_offset: int = 0
+
+    def fresh_code(self) -> str:
+        assert self.totp_secret is not None
+        # Accepted window: the current step and one either side; walk forward within it.
+        offset = self.next_step_offset
+        self.next_step_offset += 1
+        if offset > 1:
+            time.sleep(30 - time.time() % 30 + 0.5)
+            self.next_step_offset = 1
+            offset = 0
+        return pyotp.TOTP(self.totp_secret).at(time.time() + 30 * offset)
+
+
+def add_person(runtime: Runtime, username: str, *roles: str, name: str | None = None) -> Person:
+    created = account_admin.add_account(
+        runtime,
+        username=username,
+        full_name=name or username.title(),
+        email=f"{username}@school.example.lv",
+        roles=roles,
+        password=PASSWORD,
+        now=datetime.now(UTC),
+    )
+    return Person(username, PASSWORD, created.totp_secret, created.recovery_codes)
+
+
+def sign_in(
+    client: FlaskClient,
+    person: Person,
+    *,
+    ip: str = "127.0.0.1",
+    password: str | None = None,
+    totp: str | None = None,
+) -> TestResponse:
+    token = csrf_token_from(client, "/login")
+    code = totp if totp is not None else (person.fresh_code() if person.totp_secret else "")
+    return client.post(
+        "/login",
+        data={
+            "username": person.username,
+            "password": person.password if password is None else password,
+            "totp": code,
+            "csrf_token": token,
+        },
+        environ_base={"REMOTE_ADDR": ip},
+    )

@@ -1,0 +1,747 @@
+"""Accounts and sign-in: lockout, TOTP, server-side sessions, CSRF, links, tokens, roles."""
+
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+import json
+import re
+import socket
+import uuid
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+from email import message_from_bytes
+from email.message import Message
+
+import pyotp
+import pytest
+import redis
+from aiosmtpd.controller import Controller
+from click.testing import CliRunner
+from flask import Flask
+from flask.testing import FlaskClient
+from sqlalchemy import select, update
+
+from tests.backends import missing_backend
+from tests.people import PASSWORD, Person, add_person, sign_in
+from tests.webclient import csrf_token_from
+from vault.app import create_app
+from vault.cli import main
+from vault.models import AccountLink, ApiToken, AuditEvent, LoginSession, User
+from vault.services import accounts
+from vault.services.audit import RequestContext
+from vault.services.errors import ValidationFailed
+from vault.services.runtime import Runtime
+from vault.settings import Settings
+
+
+def cli_env(settings: Settings) -> dict[str, str]:
+    return {
+        "VAULT_INSTANCE_DIR": str(settings.instance_dir),
+        "VAULT_DATABASE_URL": settings.database_url,
+        "VAULT_STORAGE_URL": settings.storage_url,
+    }
+
+
+def app_with(settings: Settings, runtime: Runtime, **changes: object) -> Flask:
+    """The app under changed settings, on the same database and store."""
+    changed = dataclasses.replace(settings, **changes)  # type: ignore[arg-type]
+    return create_app(changed, dataclasses.replace(runtime, settings=changed))
+
+
+def audit_actions(runtime: Runtime) -> list[str]:
+    with runtime.sessions() as session:
+        return list(session.scalars(select(AuditEvent.action).order_by(AuditEvent.id)))
+
+
+@pytest.fixture
+def teacher(runtime: Runtime) -> Person:
+    return add_person(runtime, "skolotaja", "teacher", name="Anna Bērziņa")
+
+
+@pytest.fixture
+def director(runtime: Runtime) -> Person:
+    return add_person(runtime, "direktore", "director", name="Ilze Ozola")
+
+
+@pytest.fixture
+def admin(runtime: Runtime) -> Person:
+    return add_person(runtime, "it-admin", "admin", name="Pēteris Krūmiņš")
+
+
+def is_signed_in(client: FlaskClient) -> bool:
+    return client.get("/account").status_code == 200
+
+
+# -- sign-in and lockout ------------------------------------------------------------------------
+
+
+def test_sign_in_rotates_the_session_and_answers_302(app: Flask, teacher: Person) -> None:
+    client = app.test_client()
+    client.get("/login")
+    before = client.get_cookie("vault_session")
+    assert before is not None
+    response = sign_in(client, teacher)
+    assert response.status_code == 302
+    after = client.get_cookie("vault_session")
+    assert after is not None and after.value != before.value
+    assert is_signed_in(client)
+    me = client.get("/api/v1/me").get_json()
+    assert me == {"username": "skolotaja", "name": "Anna Bērziņa", "roles": ["teacher"]}
+
+
+def test_wrong_password_is_refused_in_both_languages(app: Flask, teacher: Person) -> None:
+    client = app.test_client()
+    response = sign_in(client, teacher, password="wrong password!")
+    assert response.status_code == 401
+    assert "Nepareizs lietotājvārds, parole vai kods." in response.get_data(as_text=True)
+    client.set_cookie("vault_lang", "en")
+    english = sign_in(client, teacher, password="wrong password!")
+    assert "Wrong username, password or code." in english.get_data(as_text=True)
+    assert not is_signed_in(client)
+
+
+def test_lockout_per_address_spares_the_account_elsewhere(
+    app: Flask, runtime: Runtime, director: Person
+) -> None:
+    attacker = app.test_client()
+    for _ in range(accounts.PAIR_FAILURE_LIMIT):
+        assert (
+            sign_in(
+                attacker, director, ip="203.0.113.9", password="guess-guess-guess", totp="000000"
+            ).status_code
+            == 401
+        )
+    locked = sign_in(attacker, director, ip="203.0.113.9")
+    assert locked.status_code == 429
+    assert int(locked.headers["Retry-After"]) > 0
+    assert "Pārāk daudz neveiksmīgu" in locked.get_data(as_text=True) or "pārāk daudz" in (
+        locked.get_data(as_text=True).lower()
+    )
+    attacker.set_cookie("vault_lang", "en")
+    english = sign_in(attacker, director, ip="203.0.113.9", password="x", totp="0")
+    assert "Too many failed sign-in attempts" in english.get_data(as_text=True)
+
+    owner = app.test_client()
+    assert sign_in(owner, director, ip="198.51.100.20").status_code == 302
+    assert is_signed_in(owner)
+    actions = audit_actions(runtime)
+    assert "auth:login_locked" in actions
+    assert actions.count("auth:login_failed") >= accounts.PAIR_FAILURE_LIMIT
+    assert "auth:login_succeeded" in actions
+
+
+def test_attacks_from_many_addresses_only_slow_the_account(
+    runtime: Runtime, teacher: Person
+) -> None:
+    waits: list[float] = []
+    now = datetime.now(UTC)
+    with runtime.sessions() as session:
+        for address in range(4):
+            for _ in range(accounts.PAIR_FAILURE_LIMIT - 1):
+                with pytest.raises(accounts.SignInFailed):
+                    accounts.sign_in(
+                        session,
+                        runtime.keyring,
+                        accounts.Secrets.from_secret_key(runtime.settings.read_secret_key()),
+                        username=teacher.username,
+                        password="nope-nope-nope",
+                        totp="",
+                        context=RequestContext(ip_address=f"203.0.113.{address}"),
+                        now=now,
+                        sleep=waits.append,
+                    )
+        result = accounts.sign_in(
+            session,
+            runtime.keyring,
+            accounts.Secrets.from_secret_key(runtime.settings.read_secret_key()),
+            username=teacher.username,
+            password=PASSWORD,
+            totp="",
+            context=RequestContext(ip_address="198.51.100.1"),
+            now=now,
+            sleep=waits.append,
+        )
+    assert result.user.username == teacher.username
+    assert waits, "the account-wide slowdown should have applied"
+    assert max(waits) <= accounts.ACCOUNT_SLOWDOWN_MAX_SECONDS
+
+
+# -- second factor -----------------------------------------------------------------------------
+
+
+def test_director_without_totp_cannot_get_in(app: Flask, runtime: Runtime) -> None:
+    with runtime.sessions() as session, session.begin():
+        accounts.create_user(
+            session,
+            accounts.OPERATOR,
+            username="direktors2",
+            full_name="Bez TOTP",
+            email=None,
+            roles=["director"],
+            password=PASSWORD,
+        )
+    client = app.test_client()
+    person = Person("direktors2", PASSWORD, None, ())
+    response = sign_in(client, person, totp="123456")
+    assert response.status_code == 401
+    assert "divfaktoru" in response.get_data(as_text=True)
+    assert not is_signed_in(client)
+
+
+def test_director_needs_the_code(app: Flask, director: Person) -> None:
+    client = app.test_client()
+    assert sign_in(client, director, totp="").status_code == 401
+    assert sign_in(client, director, totp="123456").status_code in (401,)
+    assert not is_signed_in(client)
+
+
+def test_a_reused_totp_code_is_refused(app: Flask, director: Person) -> None:
+    code = director.fresh_code()
+    first = app.test_client()
+    assert sign_in(first, director, totp=code).status_code == 302
+    second = app.test_client()
+    assert sign_in(second, director, totp=code).status_code == 401
+    assert not is_signed_in(second)
+
+
+def test_a_recovery_code_works_once(app: Flask, runtime: Runtime, director: Person) -> None:
+    code = director.recovery_codes[0]
+    first = app.test_client()
+    assert sign_in(first, director, totp=code).status_code == 302
+    assert is_signed_in(first)
+    second = app.test_client()
+    assert sign_in(second, director, totp=code).status_code == 401
+    assert "account:recovery_code_used" in audit_actions(runtime)
+
+
+def test_a_privileged_role_granted_later_ends_password_only_sessions(
+    app: Flask, runtime: Runtime, teacher: Person
+) -> None:
+    client = app.test_client()
+    assert sign_in(client, teacher).status_code == 302
+    with runtime.sessions() as session, session.begin():
+        user = accounts.find_user(session, teacher.username)
+        assert user is not None
+        accounts.set_roles(session, accounts.OPERATOR, user, ["teacher", "director"])
+    assert not is_signed_in(client)
+
+
+# -- sessions ----------------------------------------------------------------------------------
+
+
+def age_sessions(runtime: Runtime, username: str, **values: datetime) -> None:
+    with runtime.sessions() as session, session.begin():
+        user = accounts.find_user(session, username)
+        assert user is not None
+        session.execute(
+            update(LoginSession).where(LoginSession.user_id == user.id).values(**values)
+        )
+
+
+def test_an_idle_session_expires(app: Flask, runtime: Runtime, teacher: Person) -> None:
+    client = app.test_client()
+    sign_in(client, teacher)
+    assert is_signed_in(client)
+    age_sessions(
+        runtime,
+        teacher.username,
+        last_seen_at=datetime.now(UTC) - accounts.IDLE_TIMEOUT - timedelta(seconds=5),
+    )
+    response = client.get("/account")
+    assert response.status_code == 302 and "/login" in response.headers["Location"]
+    assert "auth:session_ended" in audit_actions(runtime)
+
+
+def test_the_absolute_timeout_ends_a_busy_session(
+    app: Flask, runtime: Runtime, teacher: Person
+) -> None:
+    client = app.test_client()
+    sign_in(client, teacher)
+    age_sessions(
+        runtime,
+        teacher.username,
+        created_at=datetime.now(UTC) - accounts.ABSOLUTE_TIMEOUT - timedelta(minutes=1),
+    )
+    assert not is_signed_in(client)
+
+
+def test_after_sign_out_the_old_cookie_is_rejected(
+    app: Flask, runtime: Runtime, teacher: Person
+) -> None:
+    client = app.test_client()
+    sign_in(client, teacher)
+    stolen = client.get_cookie("vault_session")
+    assert stolen is not None
+    token = csrf_token_from(client, "/account")
+    assert client.post("/logout", data={"csrf_token": token}).status_code == 302
+    replay = app.test_client()
+    replay.set_cookie("vault_session", stolen.value)
+    assert not is_signed_in(replay)
+    assert replay.get("/api/v1/me").status_code == 401
+    assert "auth:logout" in audit_actions(runtime)
+
+
+def test_disabling_an_account_ends_its_sessions(
+    app: Flask, runtime: Runtime, teacher: Person, admin: Person
+) -> None:
+    victim = app.test_client()
+    sign_in(victim, teacher)
+    assert is_signed_in(victim)
+    operator = app.test_client()
+    assert sign_in(operator, admin).status_code == 302
+    with runtime.sessions() as session:
+        user = accounts.find_user(session, teacher.username)
+        assert user is not None
+        teacher_id = user.id
+    token = csrf_token_from(operator, f"/admin/users/{teacher_id}")
+    response = operator.post(f"/admin/users/{teacher_id}/disable", data={"csrf_token": token})
+    assert response.status_code == 302
+    assert not is_signed_in(victim)
+    assert sign_in(app.test_client(), teacher).status_code == 401
+    assert "account:disabled" in audit_actions(runtime)
+
+
+def test_changing_the_password_ends_every_session(
+    app: Flask, runtime: Runtime, teacher: Person
+) -> None:
+    laptop, phone = app.test_client(), app.test_client()
+    sign_in(laptop, teacher)
+    sign_in(phone, teacher)
+    token = csrf_token_from(laptop, "/account")
+    new_password = "a much longer new passphrase"
+    response = laptop.post(
+        "/account/password",
+        data={
+            "csrf_token": token,
+            "current_password": PASSWORD,
+            "new_password": new_password,
+            "new_password_repeat": new_password,
+        },
+    )
+    assert response.status_code == 302
+    assert not is_signed_in(laptop)
+    assert not is_signed_in(phone)
+    assert sign_in(app.test_client(), teacher, password=new_password).status_code == 302
+
+
+# -- CSRF --------------------------------------------------------------------------------------
+
+
+def test_a_form_without_csrf_token_gets_400(app: Flask, teacher: Person) -> None:
+    client = app.test_client()
+    sign_in(client, teacher)
+    response = client.post("/account/tokens", data={"name": "laptop", "days": "30"})
+    assert response.status_code == 400
+    assert not client.get("/account").get_data(as_text=True).count("rv_")
+
+
+def test_a_json_post_with_the_cookie_but_no_header_gets_400(app: Flask, teacher: Person) -> None:
+    client = app.test_client()
+    sign_in(client, teacher)
+    response = client.post("/account/tokens", json={"name": "laptop", "days": "30"})
+    assert response.status_code == 400
+    token = csrf_token_from(client, "/account")
+    allowed = client.post(
+        "/account/tokens", data={"name": "laptop", "days": "30"}, headers={"X-CSRF-Token": token}
+    )
+    assert allowed.status_code == 201
+
+
+def test_sign_in_form_without_csrf_token_gets_400(app: Flask, teacher: Person) -> None:
+    response = app.test_client().post(
+        "/login", data={"username": teacher.username, "password": PASSWORD}
+    )
+    assert response.status_code == 400
+
+
+# -- invitation and reset links ----------------------------------------------------------------
+
+
+@dataclass
+class Mailbox:
+    messages: list[Message] = field(default_factory=list)
+
+    async def handle_DATA(self, server: object, session: object, envelope: object) -> str:
+        self.messages.append(message_from_bytes(envelope.content))  # type: ignore[attr-defined]
+        return "250 Message accepted"
+
+
+def free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port: int = probe.getsockname()[1]
+        return port
+
+
+@pytest.fixture
+def mailbox() -> Iterator[tuple[Mailbox, int]]:
+    box = Mailbox()
+    port = free_port()
+    controller = Controller(box, hostname="127.0.0.1", port=port)
+    controller.start()
+    try:
+        yield box, port
+    finally:
+        controller.stop()
+        asyncio.set_event_loop(None)
+
+
+@pytest.fixture
+def mail_app(settings: Settings, runtime: Runtime, mailbox: tuple[Mailbox, int]) -> Flask:
+    return app_with(
+        settings,
+        runtime,
+        smtp_url=f"smtp://127.0.0.1:{mailbox[1]}",
+        mail_from="vault@school.example.lv",
+    )
+
+
+LINK = re.compile(r"https?://\S+/account/setup/\S+")
+
+
+def invite(client: FlaskClient, username: str, *roles: str) -> str:
+    token = csrf_token_from(client, "/admin/users")
+    response = client.post(
+        "/admin/users",
+        data={
+            "csrf_token": token,
+            "username": username,
+            "full_name": "Jauna Skolotāja",
+            "email": f"{username}@school.example.lv",
+            "roles": list(roles),
+        },
+    )
+    assert response.status_code == 201, response.get_data(as_text=True)
+    return response.get_data(as_text=True)
+
+
+def test_an_invitation_link_works_once_through_real_smtp(
+    mail_app: Flask, runtime: Runtime, admin: Person, mailbox: tuple[Mailbox, int]
+) -> None:
+    operator = mail_app.test_client()
+    assert sign_in(operator, admin).status_code == 302
+    page = invite(operator, "jauna", "teacher")
+    assert "/account/setup/" not in page, "with SMTP the link goes by e-mail only"
+    box, _ = mailbox
+    assert len(box.messages) == 1
+    body = box.messages[0].get_payload(decode=True)
+    assert isinstance(body, bytes)
+    match = LINK.search(body.decode())
+    assert match
+    path = "/account/setup/" + match.group(0).split("/account/setup/")[1]
+
+    newcomer = mail_app.test_client()
+    assert newcomer.get(path).status_code == 200
+    token = csrf_token_from(newcomer, path)
+    chosen = "my own long passphrase"
+    done = newcomer.post(
+        path, data={"csrf_token": token, "password": chosen, "password_repeat": chosen}
+    )
+    assert done.status_code == 200
+    person = Person("jauna", chosen, None, ())
+    assert sign_in(mail_app.test_client(), person).status_code == 302
+
+    again = mail_app.test_client()
+    assert again.get(path).status_code == 410
+    actions = audit_actions(runtime)
+    assert {
+        "account:created",
+        "account:link_issued",
+        "account:link_redeemed",
+        "account:link_rejected",
+    } <= set(actions)
+
+
+def test_an_invited_director_enrols_totp_through_the_link(
+    app: Flask, runtime: Runtime, admin: Person
+) -> None:
+    operator = app.test_client()
+    assert sign_in(operator, admin).status_code == 302
+    page = invite(operator, "jaunadir", "director")
+    match = re.search(r"/account/setup/[^<\s\"]+", page)
+    assert match, "without SMTP the admin sees the link"
+    path = match.group(0)
+    newcomer = app.test_client()
+    form = newcomer.get(path).get_data(as_text=True)
+    assert 'src="data:image/svg+xml' in form
+    secret_match = re.search(r"<code>([A-Z2-7]{32})</code>", form)
+    assert secret_match
+    secret = secret_match.group(1)
+    token = csrf_token_from(newcomer, path)
+    chosen = "director long passphrase"
+    wrong = newcomer.post(
+        path,
+        data={"csrf_token": token, "password": chosen, "password_repeat": chosen, "totp": "000000"},
+    )
+    assert wrong.status_code == 422
+    code = pyotp.TOTP(secret).now()
+    done = newcomer.post(
+        path,
+        data={"csrf_token": token, "password": chosen, "password_repeat": chosen, "totp": code},
+    )
+    assert done.status_code == 200
+    assert (
+        len(
+            re.findall(
+                r"<li><code>[0-9a-f]{5}-[0-9a-f]{5}</code></li>", done.get_data(as_text=True)
+            )
+        )
+        == 10
+    )
+    person = Person("jaunadir", chosen, secret, (), next_step_offset=1)
+    assert sign_in(app.test_client(), person).status_code == 302
+    assert "account:totp_enrolled" in audit_actions(runtime)
+
+
+def test_an_expired_link_is_refused(app: Flask, runtime: Runtime, admin: Person) -> None:
+    operator = app.test_client()
+    sign_in(operator, admin)
+    page = invite(operator, "velais", "teacher")
+    match = re.search(r"/account/setup/[^<\s\"]+", page)
+    assert match
+    with runtime.sessions() as session, session.begin():
+        session.execute(
+            update(AccountLink).values(expires_at=datetime.now(UTC) - timedelta(minutes=1))
+        )
+    assert app.test_client().get(match.group(0)).status_code == 410
+
+
+def test_a_forged_link_is_refused(app: Flask) -> None:
+    assert app.test_client().get(f"/account/setup/{uuid.uuid4()}.forged").status_code == 410
+
+
+# -- personal API tokens -----------------------------------------------------------------------
+
+
+def create_token_through_the_page(client: FlaskClient, **extra: str) -> str:
+    token = csrf_token_from(client, "/account")
+    response = client.post(
+        "/account/tokens", data={"csrf_token": token, "name": "script", "days": "30", **extra}
+    )
+    assert response.status_code == 201, response.get_data(as_text=True)
+    match = re.search(r'id="new-token">(rv_[^<]+)<', response.get_data(as_text=True))
+    assert match
+    return match.group(1)
+
+
+def bearer(token: str) -> dict[str, str]:
+    return {"Authorization": f"Bearer {token}"}
+
+
+def test_a_bearer_token_works_until_revoked(app: Flask, runtime: Runtime, teacher: Person) -> None:
+    browser = app.test_client()
+    sign_in(browser, teacher)
+    token = create_token_through_the_page(browser)
+    api = app.test_client()
+    me = api.get("/api/v1/me", headers=bearer(token))
+    assert me.status_code == 200 and me.get_json()["username"] == teacher.username
+    with runtime.sessions() as session:
+        record = session.scalars(select(ApiToken)).one()
+        assert record.token_hmac != token and token not in record.token_hmac
+        assert record.last_used_at is not None
+    csrf = csrf_token_from(browser, "/account")
+    browser.post(f"/account/tokens/{record.id}/revoke", data={"csrf_token": csrf})
+    assert api.get("/api/v1/me", headers=bearer(token)).status_code == 401
+    assert {"token:created", "token:revoked", "auth:token_rejected"} <= set(audit_actions(runtime))
+
+
+def test_an_expired_or_forged_token_gets_401(app: Flask, runtime: Runtime, teacher: Person) -> None:
+    browser = app.test_client()
+    sign_in(browser, teacher)
+    token = create_token_through_the_page(browser)
+    with runtime.sessions() as session, session.begin():
+        session.execute(
+            update(ApiToken).values(expires_at=datetime.now(UTC) - timedelta(seconds=1))
+        )
+    api = app.test_client()
+    response = api.get("/api/v1/me", headers=bearer(token))
+    assert response.status_code == 401
+    assert response.mimetype == "application/problem+json"
+    assert api.get("/api/v1/me", headers=bearer(token[:-2] + "xx")).status_code == 401
+
+
+def test_a_bearer_request_ignores_the_cookie(app: Flask, teacher: Person) -> None:
+    browser = app.test_client()
+    sign_in(browser, teacher)
+    assert browser.get("/api/v1/me", headers=bearer("rv_not-a-real-token")).status_code == 401
+
+
+def test_privileged_roles_need_a_fresh_code_for_a_token(app: Flask, director: Person) -> None:
+    browser = app.test_client()
+    sign_in(browser, director)
+    csrf = csrf_token_from(browser, "/account")
+    refused = browser.post(
+        "/account/tokens", data={"csrf_token": csrf, "name": "x", "days": "7", "totp": "000000"}
+    )
+    assert refused.status_code == 403
+    create_token_through_the_page(browser, totp=director.fresh_code())
+
+
+def test_an_admin_cannot_mint_a_token_for_the_director(
+    app: Flask, runtime: Runtime, admin: Person, director: Person
+) -> None:
+    browser = app.test_client()
+    sign_in(browser, admin)
+    with runtime.sessions() as session:
+        director_user = accounts.find_user(session, director.username)
+        assert director_user is not None
+        director_id = director_user.id
+    csrf = csrf_token_from(browser, "/account")
+    for path in (f"/admin/users/{director_id}/tokens", "/api/v1/tokens"):
+        response = browser.post(path, data={"csrf_token": csrf, "username": director.username})
+        assert response.status_code in (404, 405)
+    token = create_token_through_the_page(
+        browser, username=director.username, user_id=str(director_id), totp=admin.fresh_code()
+    )
+    assert app.test_client().get("/api/v1/me", headers=bearer(token)).get_json()["username"] == (
+        admin.username
+    )
+    with runtime.sessions() as session:
+        assert session.scalars(select(ApiToken).where(ApiToken.user_id == director_id)).all() == []
+
+
+def test_the_cli_token_is_printed_alone_and_audited(
+    settings: Settings, runtime: Runtime, teacher: Person, app: Flask
+) -> None:
+    env = cli_env(settings)
+    result = CliRunner().invoke(main, ["token", "create", teacher.username, "--ttl", "2d"], env=env)
+    assert result.exit_code == 0, result.output
+    token = result.output.strip()
+    assert re.fullmatch(r"rv_[A-Za-z0-9_-]{43}", token)
+    assert app.test_client().get("/api/v1/me", headers=bearer(token)).status_code == 200
+    with runtime.sessions() as session:
+        event = session.scalars(
+            select(AuditEvent).where(AuditEvent.action == "token:created")
+        ).one()
+    assert event.details["via"] == "cli"
+    listed = CliRunner().invoke(main, ["token", "list", teacher.username], env=env)
+    assert token not in listed.output and "active" in listed.output
+    token_id = listed.output.split("\t")[0]
+    revoked = CliRunner().invoke(main, ["token", "revoke", token_id], env=env)
+    assert revoked.exit_code == 0
+    assert app.test_client().get("/api/v1/me", headers=bearer(token)).status_code == 401
+
+
+# -- roles -------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("combination", [["admin", "director"], ["admin", "auditor"]])
+def test_admin_cannot_be_combined_with_director_or_auditor(
+    app: Flask,
+    runtime: Runtime,
+    admin: Person,
+    teacher: Person,
+    combination: list[str],
+    settings: Settings,
+) -> None:
+    with pytest.raises(ValidationFailed):
+        accounts.parse_roles(combination)
+    browser = app.test_client()
+    sign_in(browser, admin)
+    with runtime.sessions() as session:
+        user = accounts.find_user(session, teacher.username)
+        assert user is not None
+        teacher_id = user.id
+    csrf = csrf_token_from(browser, f"/admin/users/{teacher_id}")
+    response = browser.post(
+        f"/admin/users/{teacher_id}/roles", data={"csrf_token": csrf, "roles": combination}
+    )
+    assert response.status_code == 422
+    with runtime.sessions() as session:
+        assert session.get(User, teacher_id).roles == {"teacher"}  # type: ignore[union-attr]
+    env = cli_env(settings)
+    args = [
+        "user",
+        "add",
+        "dual",
+        "--name",
+        "Dual Role",
+        "--role",
+        combination[0],
+        "--role",
+        combination[1],
+    ]
+    result = CliRunner().invoke(main, args, env=env)
+    assert result.exit_code != 0 and "administrator role cannot be combined" in result.output
+
+
+def test_only_admins_reach_the_admin_pages(app: Flask, teacher: Person) -> None:
+    browser = app.test_client()
+    sign_in(browser, teacher)
+    assert browser.get("/admin/users").status_code == 403
+
+
+def test_cli_user_add_prints_totp_for_privileged_roles(
+    settings: Settings, runtime: Runtime
+) -> None:
+    env = cli_env(settings)
+    result = CliRunner().invoke(
+        main, ["user", "add", "dpo", "--name", "Māris Liepa", "--role", "auditor"], env=env
+    )
+    assert result.exit_code == 0, result.output
+    assert re.search(r"totp secret: [A-Z2-7]{32}", result.output)
+    listed = CliRunner().invoke(main, ["user", "list"], env=env)
+    assert "dpo\tauditor\tactive" in listed.output
+    disabled = CliRunner().invoke(main, ["user", "disable", "dpo"], env=env)
+    assert disabled.exit_code == 0
+    assert "account:disabled" in audit_actions(runtime)
+
+
+def test_demo_seeds_every_role_once(settings: Settings, runtime: Runtime) -> None:
+    env = cli_env(settings)
+    result = CliRunner().invoke(main, ["demo", "--json"], env=env)
+    assert result.exit_code == 0, result.output
+    seeded = json.loads(result.output)
+    assert sorted(role for entry in seeded for role in entry["roles"]) == sorted(
+        role.value for role in accounts.Role
+    )
+    for entry in seeded:
+        assert set(entry) == {"username", "password", "roles", "totp_secret"}
+        assert (entry["totp_secret"] is not None) == accounts.requires_totp(entry["roles"])
+    again = CliRunner().invoke(main, ["demo"], env=env)
+    assert again.exit_code != 0 and "already has accounts" in again.output
+
+
+def limiter_app(settings: Settings, runtime: Runtime, storage_url: str | None) -> Flask:
+    return app_with(settings, runtime, ratelimit_storage_url=storage_url)
+
+
+def hammer(client: FlaskClient, attempts: int, prefix: str, ip: str = "203.0.113.77") -> list[int]:
+    token = csrf_token_from(client, "/login")
+    return [
+        client.post(
+            "/login",
+            data={"username": f"{prefix}{n}", "password": "x" * 12, "csrf_token": token},
+            environ_base={"REMOTE_ADDR": ip},
+        ).status_code
+        for n in range(attempts)
+    ]
+
+
+def test_sign_in_is_rate_limited_per_address(settings: Settings, runtime: Runtime) -> None:
+    client = limiter_app(settings, runtime, None).test_client()
+    statuses = hammer(client, 21, "nobody")
+    assert statuses[:20] == [401] * 20
+    assert statuses[20] == 429
+    other = client.post(
+        "/login",
+        data={"username": "x", "password": "y"},
+        environ_base={"REMOTE_ADDR": "198.51.100.5"},
+    )
+    assert other.status_code != 429
+
+
+def test_rate_limits_are_shared_through_redis(settings: Settings, runtime: Runtime) -> None:
+    try:
+        redis.Redis(host="127.0.0.1", port=6379, socket_timeout=2).ping()
+    except redis.RedisError:
+        missing_backend("Redis on 127.0.0.1:6379 (shared rate-limit storage)")
+    url = "redis://127.0.0.1:6379"
+    # A fresh documentation address per run, so earlier runs' counters do not interfere.
+    address = f"2001:db8::{uuid.uuid4().hex[:4]}:{uuid.uuid4().hex[:4]}"
+    first = limiter_app(settings, runtime, url).test_client()
+    second = limiter_app(settings, runtime, url).test_client()
+    assert hammer(first, 20, "shared", address) == [401] * 20
+    assert hammer(second, 1, "other", address) == [429]

@@ -1,0 +1,117 @@
+"""The signed-in person's own account: password, personal API tokens."""
+
+from __future__ import annotations
+
+import uuid
+from datetime import timedelta
+
+from flask import Blueprint, Response, flash, redirect, render_template, request, url_for
+from flask_babel import gettext
+from flask_login import logout_user
+from werkzeug.wrappers import Response as BaseResponse
+
+from vault.services import accounts
+from vault.services.errors import ValidationFailed
+from vault.web import context
+from vault.web.auth import account_secrets, actor, current_principal, now
+
+blueprint = Blueprint("account", __name__, url_prefix="/account")
+
+DEFAULT_TOKEN_DAYS = 30
+
+
+def _render(status: int = 200, **extra: object) -> Response:
+    db = context.db_session()
+    principal = current_principal()
+    user = accounts.get_user(db, principal.id)
+    page = render_template(
+        "account.html",
+        user=user,
+        tokens=accounts.list_tokens(db, principal.id),
+        needs_totp=accounts.requires_totp(user.roles),
+        now=now(),
+        default_token_days=DEFAULT_TOKEN_DAYS,
+        errors=extra.pop("errors", {}),
+        **extra,
+    )
+    response = Response(page, status=status, mimetype="text/html")
+    # The page may show a new token once; it must not linger in any cache.
+    response.headers["Cache-Control"] = "no-store"
+    return response
+
+
+def _translated(exc: ValidationFailed) -> dict[str, list[str]]:
+    return {field: [gettext(m) for m in messages] for field, messages in exc.field_errors.items()}
+
+
+@blueprint.get("")
+def overview() -> Response:
+    return _render()
+
+
+@blueprint.post("/password")
+def change_password() -> BaseResponse:
+    db = context.db_session()
+    user = accounts.get_user(db, current_principal().id)
+    if request.form.get("new_password", "") != request.form.get("new_password_repeat", ""):
+        return _render(
+            422, errors={"new_password_repeat": [gettext("The passwords do not match.")]}
+        )
+    try:
+        accounts.change_password(
+            db,
+            actor(),
+            user,
+            request.form.get("current_password", ""),
+            request.form.get("new_password", ""),
+            now(),
+        )
+    except ValidationFailed as exc:
+        db.rollback()
+        return _render(422, errors=_translated(exc))
+    db.commit()
+    logout_user()
+    flash(gettext("Your password was changed. Please sign in again."), "success")
+    return redirect(url_for("auth.login"))
+
+
+@blueprint.post("/tokens")
+def create_token() -> Response:
+    db = context.db_session()
+    user = accounts.get_user(db, current_principal().id)
+    secrets_ = account_secrets()
+    try:
+        if accounts.requires_totp(user.roles):
+            accounts.verify_second_factor(
+                db, context.runtime().keyring, secrets_, user, request.form.get("totp", ""), now()
+            )
+        days = request.form.get("days", str(DEFAULT_TOKEN_DAYS)).strip()
+        if not days.isdigit():
+            raise ValidationFailed({"days": [gettext("Enter a whole number of days.")]})
+        # The token is always the signed-in person's own: no form field can name another.
+        issued = accounts.create_token(
+            db,
+            secrets_,
+            actor(),
+            user,
+            request.form.get("name", ""),
+            timedelta(days=int(days)),
+            now(),
+        )
+    except accounts.SecondFactorRequired as exc:
+        db.rollback()
+        return _render(403, errors={"totp": [gettext(exc.message)]})
+    except ValidationFailed as exc:
+        db.rollback()
+        return _render(422, errors=_translated(exc))
+    db.commit()
+    return _render(201, new_token=issued.token, new_token_name=issued.record.name)
+
+
+@blueprint.post("/tokens/<uuid:token_id>/revoke")
+def revoke_token(token_id: uuid.UUID) -> BaseResponse:
+    db = context.db_session()
+    accounts.revoke_token(db, actor(), token_id, now(), owner_id=current_principal().id)
+    db.commit()
+    flash(gettext("The token was revoked."), "success")
+    return redirect(url_for("account.overview"))

@@ -1,0 +1,178 @@
+"""The administrator's pages: invite accounts, set roles, disable and re-enable, reset links.
+
+The administrator runs the machine but cannot act as anyone: no page here signs in as
+another person or issues a token on their behalf.
+"""
+
+from __future__ import annotations
+
+import uuid
+
+from flask import Blueprint, Response, flash, redirect, render_template, request, url_for
+from flask_babel import gettext
+from werkzeug.wrappers import Response as BaseResponse
+
+from vault.models import User
+from vault.services import accounts
+from vault.services.accounts import LinkPurpose, Role
+from vault.services.errors import Conflict, ValidationFailed
+from vault.services.mail import Mailer, MailNotSent
+from vault.web import context
+from vault.web.auth import actor, link_url, now
+from vault.web.security import require_roles
+
+blueprint = Blueprint("admin", __name__, url_prefix="/admin")
+
+
+def _render_users(status: int = 200, **extra: object) -> Response:
+    page = render_template(
+        "admin_users.html",
+        users=accounts.list_users(context.db_session()),
+        roles=list(Role),
+        role_labels=accounts.ROLE_LABELS,
+        errors=extra.pop("errors", {}),
+        form=extra.pop("form", {}),
+        **extra,
+    )
+    return Response(page, status=status, mimetype="text/html")
+
+
+def _render_user(user: User, status: int = 200, **extra: object) -> Response:
+    page = render_template(
+        "admin_user.html",
+        user=user,
+        roles=list(Role),
+        role_labels=accounts.ROLE_LABELS,
+        needs_totp=accounts.requires_totp(user.roles),
+        errors=extra.pop("errors", {}),
+        **extra,
+    )
+    response = Response(page, status=status, mimetype="text/html")
+    response.headers["Cache-Control"] = "no-store"  # may show a set-up link
+    return response
+
+
+def _deliver(user: User, url: str, purpose: LinkPurpose) -> bool:
+    """E-mail the link if mail is configured; False means the admin must hand it over."""
+    settings = context.settings()
+    if not (settings.smtp_url and user.email):
+        return False
+    if purpose is LinkPurpose.INVITATION:
+        subject = gettext("Your Recording Vault account")
+        body = gettext(
+            "An account was created for you. Set your password within 48 hours: %(url)s", url=url
+        )
+    else:
+        subject = gettext("Reset your Recording Vault password")
+        body = gettext("Set a new password within 48 hours: %(url)s", url=url)
+    try:
+        Mailer(settings.smtp_url, settings.mail_from or "recording-vault@localhost").send(
+            user.email, subject, body
+        )
+    except MailNotSent as exc:
+        flash(gettext(exc.message), "error")
+        return False
+    return True
+
+
+def _translated(exc: ValidationFailed) -> dict[str, list[str]]:
+    return {field: [gettext(m) for m in messages] for field, messages in exc.field_errors.items()}
+
+
+@blueprint.get("/users")
+@require_roles(Role.ADMIN)
+def users() -> Response:
+    return _render_users()
+
+
+@blueprint.post("/users")
+@require_roles(Role.ADMIN)
+def invite() -> Response:
+    db = context.db_session()
+    form = request.form
+    try:
+        user = accounts.create_user(
+            db,
+            actor(),
+            username=form.get("username", ""),
+            full_name=form.get("full_name", ""),
+            email=form.get("email") or None,
+            roles=form.getlist("roles"),
+            password=None,
+        )
+        link = accounts.create_link(db, actor(), user, LinkPurpose.INVITATION, now())
+    except ValidationFailed as exc:
+        db.rollback()
+        return _render_users(422, errors=_translated(exc), form=form)
+    db.commit()
+    url = link_url(link.id, LinkPurpose.INVITATION)
+    if _deliver(user, url, LinkPurpose.INVITATION):
+        flash(gettext("The invitation was sent by e-mail."), "success")
+        return _render_user(user, 201)
+    return _render_user(user, 201, link=url)
+
+
+@blueprint.get("/users/<uuid:user_id>")
+@require_roles(Role.ADMIN)
+def user_detail(user_id: uuid.UUID) -> Response:
+    return _render_user(accounts.get_user(context.db_session(), user_id))
+
+
+@blueprint.post("/users/<uuid:user_id>/roles")
+@require_roles(Role.ADMIN)
+def set_roles(user_id: uuid.UUID) -> BaseResponse:
+    db = context.db_session()
+    user = accounts.get_user(db, user_id)
+    try:
+        accounts.set_roles(db, actor(), user, request.form.getlist("roles"))
+    except ValidationFailed as exc:
+        db.rollback()
+        return _render_user(accounts.get_user(db, user_id), 422, errors=_translated(exc))
+    db.commit()
+    flash(gettext("The roles were saved."), "success")
+    return redirect(url_for("admin.user_detail", user_id=user_id))
+
+
+@blueprint.post("/users/<uuid:user_id>/disable")
+@require_roles(Role.ADMIN)
+def disable(user_id: uuid.UUID) -> BaseResponse:
+    return _set_disabled(user_id, disabled=True)
+
+
+@blueprint.post("/users/<uuid:user_id>/enable")
+@require_roles(Role.ADMIN)
+def enable(user_id: uuid.UUID) -> BaseResponse:
+    return _set_disabled(user_id, disabled=False)
+
+
+def _set_disabled(user_id: uuid.UUID, *, disabled: bool) -> BaseResponse:
+    db = context.db_session()
+    user = accounts.get_user(db, user_id)
+    try:
+        accounts.set_disabled(db, actor(), user, disabled, now())
+    except Conflict as exc:
+        db.rollback()
+        flash(gettext(exc.message), "error")
+        return redirect(url_for("admin.user_detail", user_id=user_id))
+    db.commit()
+    flash(
+        gettext("The account was disabled and its sessions ended.")
+        if disabled
+        else gettext("The account was enabled."),
+        "success",
+    )
+    return redirect(url_for("admin.user_detail", user_id=user_id))
+
+
+@blueprint.post("/users/<uuid:user_id>/reset-link")
+@require_roles(Role.ADMIN)
+def reset_link(user_id: uuid.UUID) -> Response:
+    db = context.db_session()
+    user = accounts.get_user(db, user_id)
+    link = accounts.create_link(db, actor(), user, LinkPurpose.RESET, now())
+    db.commit()
+    url = link_url(link.id, LinkPurpose.RESET)
+    if _deliver(user, url, LinkPurpose.RESET):
+        flash(gettext("The reset link was sent by e-mail."), "success")
+        return _render_user(user)
+    return _render_user(user, link=url)
