@@ -7,7 +7,7 @@ The audit table keeps an integer sequence, because the hash chain needs a total 
 from __future__ import annotations
 
 import uuid
-from datetime import UTC, datetime
+from datetime import UTC, date, datetime
 from typing import Any
 
 from sqlalchemy import (
@@ -68,6 +68,7 @@ class Base(DeclarativeBase):
     type_annotation_map = {  # noqa: RUF012 - SQLAlchemy reads this class attribute
         datetime: UTCDateTime(),
         dict[str, Any]: JSON(),
+        list[dict[str, Any]]: JSON(),
     }
 
 
@@ -262,3 +263,137 @@ class AccountLink(Base):
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
     expires_at: Mapped[datetime]
     used_at: Mapped[datetime | None]
+
+
+class SchoolYear(Base):
+    """The school-year calendar: the last school day decides retention and the shred."""
+
+    __tablename__ = "school_years"
+
+    school_year: Mapped[str] = mapped_column(String(9), primary_key=True)
+    last_day: Mapped[date]
+    updated_at: Mapped[datetime] = mapped_column(default=utcnow, onupdate=utcnow)
+
+
+class MethodologicalRequest(Base):
+    """The director's request to a teacher to record a lesson for methodological work
+    (procedure §12 and §20)."""
+
+    __tablename__ = "methodological_requests"
+
+    id: Mapped[uuid.UUID] = mapped_column(primary_key=True, default=new_id)
+    director_id: Mapped[uuid.UUID] = mapped_column(ForeignKey("users.id"))
+    teacher_id: Mapped[uuid.UUID] = mapped_column(ForeignKey("users.id"), index=True)
+    lesson: Mapped[str] = mapped_column(String(300))
+    aim: Mapped[str] = mapped_column(Text)
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+
+
+class Recording(Base):
+    """A lesson recording: the metadata the procedure demands, and where its ciphertext is.
+
+    After deletion or shredding the row stays as a tombstone (status ``deleted`` or
+    ``shredded``) without its key or object, so art. 15 questions can still be answered.
+    """
+
+    __tablename__ = "recordings"
+
+    id: Mapped[uuid.UUID] = mapped_column(primary_key=True, default=new_id)
+    owner_id: Mapped[uuid.UUID] = mapped_column(ForeignKey("users.id"), index=True)
+    # Set when the director takes over responsibility for a disabled teacher's recording.
+    responsible_id: Mapped[uuid.UUID | None] = mapped_column(ForeignKey("users.id"))
+    title: Mapped[str] = mapped_column(String(200))
+    subject: Mapped[str] = mapped_column(String(100))
+    class_group: Mapped[str] = mapped_column(String(50), index=True)
+    lesson_date: Mapped[date] = mapped_column(index=True)
+    platform: Mapped[str] = mapped_column(String(16))
+    purpose: Mapped[str] = mapped_column(String(24))
+    aim: Mapped[str] = mapped_column(Text)
+    visible: Mapped[str] = mapped_column(String(24))
+    subjects_informed_method: Mapped[str] = mapped_column(String(300))
+    subjects_informed_at: Mapped[date]
+    third_party_warning: Mapped[bool]
+    device: Mapped[str] = mapped_column(String(24))
+    request_id: Mapped[uuid.UUID | None] = mapped_column(ForeignKey("methodological_requests.id"))
+    school_year: Mapped[str] = mapped_column(String(9), index=True)
+    retain_until: Mapped[date]
+    status: Mapped[str] = mapped_column(String(16), index=True)
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+    # The encrypted object: key in the store, data key wrapped by the school-year key.
+    object_key: Mapped[str | None] = mapped_column(String(200))
+    wrapped_data_key: Mapped[bytes | None] = mapped_column(LargeBinary)
+    size_bytes: Mapped[int | None] = mapped_column(BigInteger)
+    content_type: Mapped[str | None] = mapped_column(String(64))
+    plaintext_sha256: Mapped[str | None] = mapped_column(String(64))
+    ciphertext_sha256: Mapped[str | None] = mapped_column(String(64))
+    available_at: Mapped[datetime | None]
+    restricted_at: Mapped[datetime | None]
+    deleted_at: Mapped[datetime | None]
+    deletion_reason: Mapped[str | None] = mapped_column(String(32))
+    certificate_id: Mapped[uuid.UUID | None]
+
+
+class Upload(Base):
+    """A resumable (tus) upload in progress. Holds no plaintext: the encryptor state keeps
+    its carry-over encrypted, and the pending bytes are ciphertext waiting to fill a part."""
+
+    __tablename__ = "uploads"
+
+    id: Mapped[uuid.UUID] = mapped_column(primary_key=True, default=new_id)
+    recording_id: Mapped[uuid.UUID] = mapped_column(
+        ForeignKey("recordings.id", ondelete="CASCADE"), unique=True
+    )
+    length: Mapped[int] = mapped_column(BigInteger)
+    offset: Mapped[int] = mapped_column(BigInteger, default=0)
+    multipart_id: Mapped[str | None] = mapped_column(String(1024))
+    parts: Mapped[list[dict[str, Any]]] = mapped_column(JSON, default=list)
+    encryptor_state: Mapped[bytes | None] = mapped_column(LargeBinary)
+    pending_ciphertext: Mapped[bytes] = mapped_column(LargeBinary, default=b"")
+    content_type: Mapped[str | None] = mapped_column(String(64))
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+    updated_at: Mapped[datetime] = mapped_column(default=utcnow, index=True)
+    completed_at: Mapped[datetime | None]
+
+
+class AccessOrder(Base):
+    """A director's order naming persons and recordings (procedure §22). Immutable once
+    issued; revocation is a separate act recorded on it."""
+
+    __tablename__ = "access_orders"
+
+    id: Mapped[uuid.UUID] = mapped_column(primary_key=True, default=new_id)
+    number: Mapped[str] = mapped_column(String(64))
+    issued_on: Mapped[date]
+    purpose: Mapped[str] = mapped_column(Text)
+    issued_by: Mapped[uuid.UUID] = mapped_column(ForeignKey("users.id"))
+    valid_from: Mapped[date]
+    valid_until: Mapped[date]
+    # The filter the recordings were chosen by, kept for the printed order; the chosen
+    # recordings themselves are frozen in access_order_recordings at issue time.
+    selection_filter: Mapped[dict[str, Any] | None] = mapped_column(JSON)
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+    revoked_at: Mapped[datetime | None]
+    revoked_by: Mapped[uuid.UUID | None] = mapped_column(ForeignKey("users.id"))
+    revocation_reason: Mapped[str | None] = mapped_column(Text)
+
+
+class AccessOrderGrantee(Base):
+    __tablename__ = "access_order_grantees"
+
+    order_id: Mapped[uuid.UUID] = mapped_column(
+        ForeignKey("access_orders.id", ondelete="CASCADE"), primary_key=True
+    )
+    user_id: Mapped[uuid.UUID] = mapped_column(
+        ForeignKey("users.id"), primary_key=True, index=True
+    )
+
+
+class AccessOrderRecording(Base):
+    __tablename__ = "access_order_recordings"
+
+    order_id: Mapped[uuid.UUID] = mapped_column(
+        ForeignKey("access_orders.id", ondelete="CASCADE"), primary_key=True
+    )
+    recording_id: Mapped[uuid.UUID] = mapped_column(
+        ForeignKey("recordings.id"), primary_key=True, index=True
+    )

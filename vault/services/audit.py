@@ -44,6 +44,7 @@ class AuditAction(StrEnum):
     ACCOUNT_LINK_REJECTED = "account:link_rejected"
     TOKEN_CREATED = "token:created"
     TOKEN_REVOKED = "token:revoked"
+    ACCESS_DENIED = "access:denied"
 
 
 class Outcome(StrEnum):

@@ -1,0 +1,192 @@
+"""The one access policy: who may do what with a recording, and which order allows it.
+
+Procedure §22: only the subject teacher and persons named in a director's order may access
+a recording. ``decide`` is the single place that rule lives; every route that touches a
+recording goes through ``authorize``, which calls ``decide`` and audits every denial.
+"""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Iterable
+from dataclasses import dataclass
+from datetime import date, datetime
+from enum import StrEnum
+from zoneinfo import ZoneInfo
+
+from sqlalchemy import select
+from sqlalchemy.orm import Session
+
+from vault.models import AccessOrder, AccessOrderGrantee, AccessOrderRecording, Recording
+from vault.services import audit
+from vault.services.audit import AuditAction, Outcome, RequestContext
+from vault.services.errors import Gone, PermissionDenied
+
+
+class Action(StrEnum):
+    VIEW_METADATA = "view_metadata"
+    START_VIEW = "start_view"
+    STREAM = "stream"
+    DOWNLOAD = "download"
+    DELETE = "delete"
+    LIST_ACCESSES = "list_accesses"
+    RESTRICT = "restrict"
+    ERASE = "erase"
+
+
+class Status(StrEnum):
+    REGISTERED = "registered"
+    UPLOADING = "uploading"
+    PROCESSING = "processing"
+    AVAILABLE = "available"
+    FAILED = "failed"
+    RESTRICTED = "restricted"
+    DELETED = "deleted"
+    SHREDDED = "shredded"
+
+
+TOMBSTONE_STATUSES = frozenset({Status.DELETED, Status.SHREDDED})
+# Acts on the media itself need an available object.
+MEDIA_ACTIONS = frozenset({Action.START_VIEW, Action.STREAM, Action.DOWNLOAD})
+# Roles that may be named in an order (SPEC §2: never an admin-only or auditor-only account).
+DESIGNATABLE_ROLES = frozenset({"teacher", "staff", "director"})
+
+
+@dataclass(frozen=True)
+class Subject:
+    """Who asks: an account's id and roles (disabled accounts never reach the policy)."""
+
+    id: uuid.UUID
+    roles: frozenset[str]
+
+
+@dataclass(frozen=True)
+class Decision:
+    allowed: bool
+    reason: str
+    order: AccessOrder | None = None
+
+    @property
+    def gone(self) -> bool:
+        return self.reason == "gone"
+
+
+def orders_naming(
+    session: Session, user_id: uuid.UUID, recording_id: uuid.UUID
+) -> list[AccessOrder]:
+    return list(
+        session.scalars(
+            select(AccessOrder)
+            .join(AccessOrderGrantee, AccessOrderGrantee.order_id == AccessOrder.id)
+            .join(AccessOrderRecording, AccessOrderRecording.order_id == AccessOrder.id)
+            .where(
+                AccessOrderGrantee.user_id == user_id,
+                AccessOrderRecording.recording_id == recording_id,
+            )
+            .order_by(AccessOrder.valid_until.desc())
+        )
+    )
+
+
+def order_is_valid(order: AccessOrder, today: date) -> bool:
+    return order.revoked_at is None and order.valid_from <= today <= order.valid_until
+
+
+def _valid_order(orders: Iterable[AccessOrder], today: date) -> AccessOrder | None:
+    return next((order for order in orders if order_is_valid(order, today)), None)
+
+
+def decide(
+    session: Session,
+    subject: Subject,
+    action: Action,
+    recording: Recording,
+    now: datetime,
+    zone: ZoneInfo,
+) -> Decision:
+    """Whether ``subject`` may perform ``action`` on ``recording`` at ``now``, and why."""
+    status = Status(recording.status)
+    is_owner = recording.owner_id == subject.id
+    is_responsible = recording.responsible_id == subject.id
+    roles = subject.roles
+
+    if status in TOMBSTONE_STATUSES and action is not Action.VIEW_METADATA:
+        if action is Action.LIST_ACCESSES and (is_owner or "auditor" in roles):
+            return Decision(True, "owner" if is_owner else "auditor")
+        return Decision(False, "gone")
+
+    if action is Action.VIEW_METADATA:
+        if is_owner or is_responsible:
+            return Decision(True, "owner")
+        if "director" in roles:
+            return Decision(True, "director_register")
+        if "auditor" in roles:
+            return Decision(True, "auditor")
+    elif action is Action.LIST_ACCESSES:
+        if is_owner or is_responsible:
+            return Decision(True, "owner")
+        if "auditor" in roles:
+            return Decision(True, "auditor")
+        return Decision(False, "not_permitted")
+    elif action is Action.DELETE:
+        if status is Status.RESTRICTED:
+            return Decision(False, "restricted")
+        if is_owner or is_responsible:
+            return Decision(True, "owner")
+        if "director" in roles and recording.purpose == "methodological":
+            return Decision(True, "director_methodological")
+        return Decision(False, "not_permitted")
+    elif action in (Action.RESTRICT, Action.ERASE):
+        if "auditor" in roles:
+            return Decision(True, "auditor")
+        return Decision(False, "not_permitted")
+    elif action in MEDIA_ACTIONS:
+        if status is Status.RESTRICTED:
+            return Decision(False, "restricted")
+        if status is not Status.AVAILABLE:
+            return Decision(False, "not_available")
+        if is_owner:
+            return Decision(True, "owner")
+        if action is Action.DOWNLOAD:
+            return Decision(False, "download_owner_only")
+
+    # Everything left needs an order naming this person and this recording.
+    if not roles & DESIGNATABLE_ROLES:
+        return Decision(False, "not_permitted")
+    orders = orders_naming(session, subject.id, recording.id)
+    if not orders:
+        return Decision(False, "not_named")
+    order = _valid_order(orders, now.astimezone(zone).date())
+    if order is None:
+        return Decision(False, "order_not_valid")
+    return Decision(True, "order", order)
+
+
+def authorize(
+    session: Session,
+    subject: Subject,
+    action: Action,
+    recording: Recording,
+    now: datetime,
+    zone: ZoneInfo,
+    context: RequestContext | None = None,
+) -> Decision:
+    """``decide``, then audit a denial and raise it as the service's own exception."""
+    decision = decide(session, subject, action, recording, now, zone)
+    if decision.allowed:
+        return decision
+    audit.record(
+        session,
+        audit.Event(
+            AuditAction.ACCESS_DENIED,
+            outcome=Outcome.DENIED,
+            actor_id=subject.id,
+            recording_id=recording.id,
+            details={"action": action.value, "reason": decision.reason},
+            context=context,
+        ),
+    )
+    session.commit()
+    if decision.gone:
+        raise Gone()
+    raise PermissionDenied()
