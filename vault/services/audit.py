@@ -45,6 +45,9 @@ class AuditAction(StrEnum):
     TOKEN_CREATED = "token:created"
     TOKEN_REVOKED = "token:revoked"
     ACCESS_DENIED = "access:denied"
+    CALENDAR_LAST_DAY_SET = "calendar:last_day_set"
+    RECORDING_REGISTERED = "recording:registered"
+    REQUEST_CREATED = "request:created"
 
 
 class Outcome(StrEnum):
