@@ -383,9 +383,7 @@ class AccessOrderGrantee(Base):
     order_id: Mapped[uuid.UUID] = mapped_column(
         ForeignKey("access_orders.id", ondelete="CASCADE"), primary_key=True
     )
-    user_id: Mapped[uuid.UUID] = mapped_column(
-        ForeignKey("users.id"), primary_key=True, index=True
-    )
+    user_id: Mapped[uuid.UUID] = mapped_column(ForeignKey("users.id"), primary_key=True, index=True)
 
 
 class AccessOrderRecording(Base):
@@ -397,3 +395,23 @@ class AccessOrderRecording(Base):
     recording_id: Mapped[uuid.UUID] = mapped_column(
         ForeignKey("recordings.id"), primary_key=True, index=True
     )
+
+
+class Certificate(Base):
+    """A signed deletion certificate: early deletion of one recording, or a year's shred.
+
+    ``body`` is the signed statement (canonical JSON); ``signature`` is Ed25519 over it with
+    the audit signing key, verifiable offline with the published public key.
+    """
+
+    __tablename__ = "certificates"
+
+    id: Mapped[uuid.UUID] = mapped_column(primary_key=True, default=new_id)
+    kind: Mapped[str] = mapped_column(String(24))
+    recording_id: Mapped[uuid.UUID | None] = mapped_column(index=True)
+    owner_id: Mapped[uuid.UUID | None] = mapped_column(index=True)
+    school_year: Mapped[str] = mapped_column(String(9), index=True)
+    issued_at: Mapped[datetime] = mapped_column(default=utcnow)
+    body: Mapped[str] = mapped_column(Text)
+    signature: Mapped[str] = mapped_column(String(128))
+    key_fingerprint: Mapped[str] = mapped_column(String(64))
