@@ -32,6 +32,7 @@ class Action(StrEnum):
     LIST_ACCESSES = "list_accesses"
     RESTRICT = "restrict"
     ERASE = "erase"
+    UPLOAD = "upload"
 
 
 class Status(StrEnum):
@@ -136,6 +137,12 @@ def decide(
         if "director" in roles and recording.purpose == "methodological":
             return Decision(True, "director_methodological")
         return Decision(False, "not_permitted")
+    elif action is Action.UPLOAD:
+        if not is_owner:
+            return Decision(False, "not_permitted")
+        if status in (Status.REGISTERED, Status.UPLOADING):
+            return Decision(True, "owner")
+        return Decision(False, "not_uploadable")
     elif action in (Action.RESTRICT, Action.ERASE):
         if "auditor" in roles:
             return Decision(True, "auditor")
