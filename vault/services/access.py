@@ -47,6 +47,8 @@ class Status(StrEnum):
 
 
 TOMBSTONE_STATUSES = frozenset({Status.DELETED, Status.SHREDDED})
+# What a tombstone still answers (art. 15): its metadata, and who accessed it while it lived.
+TOMBSTONE_ACTIONS = frozenset({Action.VIEW_METADATA, Action.LIST_ACCESSES})
 # Acts on the media itself need an available object.
 MEDIA_ACTIONS = frozenset({Action.START_VIEW, Action.STREAM, Action.DOWNLOAD})
 # Roles that may be named in an order (SPEC §2: never an admin-only or auditor-only account).
@@ -107,14 +109,27 @@ def decide(
 ) -> Decision:
     """Whether ``subject`` may perform ``action`` on ``recording`` at ``now``, and why."""
     status = Status(recording.status)
+    if status in TOMBSTONE_STATUSES and action not in TOMBSTONE_ACTIONS:
+        # Only someone the live recording would have admitted learns that it is gone;
+        # anyone else gets the ordinary refusal, so probing ids tells a stranger nothing.
+        live = _rules(session, subject, action, recording, Status.AVAILABLE, now, zone)
+        return Decision(False, "gone") if live.allowed else live
+    return _rules(session, subject, action, recording, status, now, zone)
+
+
+def _rules(
+    session: Session,
+    subject: Subject,
+    action: Action,
+    recording: Recording,
+    status: Status,
+    now: datetime,
+    zone: ZoneInfo,
+) -> Decision:
+    """SPEC §2 for a recording in ``status``."""
     is_owner = recording.owner_id == subject.id
     is_responsible = recording.responsible_id == subject.id
     roles = subject.roles
-
-    if status in TOMBSTONE_STATUSES and action is not Action.VIEW_METADATA:
-        if action is Action.LIST_ACCESSES and (is_owner or "auditor" in roles):
-            return Decision(True, "owner" if is_owner else "auditor")
-        return Decision(False, "gone")
 
     if action is Action.VIEW_METADATA:
         if is_owner or is_responsible:
