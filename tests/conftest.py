@@ -156,6 +156,7 @@ def runtime(settings: Settings) -> Iterator[Runtime]:
     runtime = build_runtime(settings)
     runtime.store.ensure_ready(LifecycleRules())
     keys.initialise_master_key(runtime)
+    keys.initialise_signing_key(runtime)
     yield runtime
     runtime.engine.dispose()
 

@@ -11,7 +11,6 @@ from pathlib import Path
 from flask import Flask
 from werkzeug.middleware.proxy_fix import ProxyFix
 
-from storage_backends.base import LifecycleRules
 from storage_backends.url import open_store
 from vault import schema, web
 from vault.db import make_engine, make_session_factory
@@ -78,11 +77,13 @@ class InitReport:
     instance_dir: str
     created: tuple[str, ...]
     schema_revision: str
+    audit_key_fingerprint: str
 
     def lines(self) -> list[str]:
         lines = [f"instance: {self.instance_dir}"]
         lines += [f"created: {item}" for item in self.created] or ["nothing new to create"]
         lines.append(f"database schema: {self.schema_revision}")
+        lines.append(f"audit public-key fingerprint (publish it): {self.audit_key_fingerprint}")
         return lines
 
 
@@ -102,10 +103,13 @@ def initialise_instance(settings: Settings) -> InitReport:
         master_key = keys.initialise_master_key(runtime)
         if master_key is not None:
             created.append(master_key)
-        runtime.store.ensure_ready(LifecycleRules())
+        fingerprint, signing_key_created = keys.initialise_signing_key(runtime)
+        if signing_key_created:
+            created.append("audit signing key")
+        runtime.store.ensure_ready(keys.storage_rules(runtime))
     finally:
         runtime.engine.dispose()
-    return InitReport(str(settings.instance_dir), tuple(created), revision)
+    return InitReport(str(settings.instance_dir), tuple(created), revision, fingerprint)
 
 
 def create_secret_file(path: Path) -> bool:

@@ -7,14 +7,15 @@ import secrets
 import sys
 import uuid
 from datetime import UTC, datetime
-from typing import Any, NoReturn
+from typing import Any, NoReturn, TextIO
 
 import click
 from flask import Flask
 from gunicorn.app.base import BaseApplication
 
 from vault.app import build_runtime, create_app, initialise_instance
-from vault.services import account_admin, accounts
+from vault.services import account_admin, accounts, certificates
+from vault.services import calendar as school_calendar
 from vault.services import keys as key_service
 from vault.services.accounts import Role
 from vault.services.errors import ServiceError, ValidationFailed
@@ -258,6 +259,71 @@ def demo(as_json: bool) -> None:
         if account.totp_secret:
             line += f"  totp secret {account.totp_secret}"
         click.echo(line)
+
+
+@main.group(help="The school-year calendar: the last school day decides retention and the shred.")
+def calendar() -> None:
+    """Group of calendar commands."""
+
+
+@calendar.command("set", help="Set a school year's last school day (audited; re-tags objects).")
+@click.argument("school_year")
+@click.option("--last-day", required=True, type=click.DateTime(formats=["%Y-%m-%d"]))
+def calendar_set(school_year: str, last_day: datetime) -> None:
+    runtime = _runtime()
+    try:
+        retagged = school_calendar.set_last_day_as_operator(runtime, school_year, last_day.date())
+    except ServiceError as exc:
+        _fail(exc)
+    finally:
+        runtime.engine.dispose()
+    day = last_day.date().isoformat()
+    click.echo(f"{school_year}: last school day {day}; {retagged} objects re-tagged")
+
+
+@calendar.command("show", help="Show the known school years and their last school days.")
+def calendar_show() -> None:
+    runtime = _runtime()
+    try:
+        with runtime.sessions() as session:
+            entries = school_calendar.known_years(session)
+    finally:
+        runtime.engine.dispose()
+    for entry in entries:
+        origin = "set" if entry.configured else "default"
+        click.echo(f"{entry.school_year}\t{entry.last_day.isoformat()}\t{origin}")
+
+
+@main.group(help="Deletion certificates.")
+def certificate() -> None:
+    """Group of certificate commands."""
+
+
+@certificate.command("verify", help="Verify a deletion certificate file (JSON) offline.")
+@click.argument("file", type=click.File("r", encoding="utf-8"))
+@click.option(
+    "--fingerprint",
+    default=None,
+    help="The published key fingerprint; default: this instance's signing key.",
+)
+def certificate_verify(file: TextIO, fingerprint: str | None) -> None:
+    try:
+        document = json.load(file)
+    except json.JSONDecodeError:
+        raise click.ClickException("the file is not JSON") from None
+    if fingerprint is None:
+        runtime = _runtime()
+        try:
+            fingerprint, _ = key_service.initialise_signing_key(runtime)
+        finally:
+            runtime.engine.dispose()
+    try:
+        result = certificates.verify_document(document, fingerprint)
+    except ServiceError as exc:
+        _fail(exc)
+    if not result.valid:
+        raise click.ClickException(f"INVALID: {result.reason} (key {result.fingerprint})")
+    click.echo(f"valid: signed by the key with fingerprint {result.fingerprint}")
 
 
 class _GunicornApplication(BaseApplication):  # type: ignore[misc]  # gunicorn ships no types

@@ -26,6 +26,7 @@ class AuditAction(StrEnum):
     KEYS_YEAR_KEY_DESTROYED = "keys:year_key_destroyed"
     KEYS_MASTER_ROTATED = "keys:master_rotated"
     KEYS_MASTER_DESTROYED = "keys:master_destroyed"
+    KEYS_SIGNING_KEY_CREATED = "keys:signing_key_created"
     AUTH_LOGIN_SUCCEEDED = "auth:login_succeeded"
     AUTH_LOGIN_FAILED = "auth:login_failed"
     AUTH_LOGIN_LOCKED = "auth:login_locked"
@@ -45,9 +46,20 @@ class AuditAction(StrEnum):
     TOKEN_CREATED = "token:created"
     TOKEN_REVOKED = "token:revoked"
     ACCESS_DENIED = "access:denied"
+    ORDER_ISSUED = "order:issued"
+    ORDER_REVOKED = "order:revoked"
     CALENDAR_LAST_DAY_SET = "calendar:last_day_set"
     RECORDING_REGISTERED = "recording:registered"
+    RECORDING_DOWNLOADED = "recording:downloaded"
+    RECORDING_DELETED = "recording:deleted"
     REQUEST_CREATED = "request:created"
+    UPLOAD_CREATED = "upload:created"
+    UPLOAD_COMPLETED = "upload:completed"
+    UPLOAD_TERMINATED = "upload:terminated"
+    UPLOAD_REJECTED = "upload:rejected"
+    UPLOAD_FAILED = "upload:failed"
+    UPLOAD_EXPIRED = "upload:expired"
+    UPLOAD_ORPHAN_ABORTED = "upload:orphan_aborted"
 
 
 class Outcome(StrEnum):

@@ -20,9 +20,10 @@ from sqlalchemy.orm import Session
 from storage_backends.base import BlobStore, LifecycleRules, StorageError, YearExpiry
 from vault.models import Recording, SchoolYear
 from vault.services import audit, errors
-from vault.services.accounts import Actor
+from vault.services.accounts import OPERATOR, Actor
 from vault.services.audit import AuditAction
 from vault.services.errors import N_, ValidationFailed
+from vault.services.runtime import Runtime
 
 SCHOOL_YEAR_PATTERN = re.compile(r"^(\d{4})-(\d{4})$")
 FIRST_MONTH = 9  # a school year starts on 1 September
@@ -159,3 +160,9 @@ def set_last_day(
     except StorageError as exc:
         raise errors.StorageUnavailable() from exc
     return retagged
+
+
+def set_last_day_as_operator(runtime: Runtime, school_year: str, new_last_day: date) -> int:
+    """`recvault calendar set`: one transaction; the store's tags follow the database."""
+    with runtime.sessions() as session, session.begin():
+        return set_last_day(session, runtime.store, OPERATOR, school_year, new_last_day)

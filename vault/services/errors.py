@@ -59,6 +59,12 @@ class StorageUnavailable(ServiceError):
     message = N_("The recording storage is unavailable. Please try again in a few minutes.")
 
 
+class IntegrityFailure(ServiceError):
+    """Stored ciphertext failed verification: tampering, truncation or a swapped object."""
+
+    message = N_("The recording failed its integrity check and cannot be played.")
+
+
 class KeysUnavailable(ServiceError):
     """The encryption keys are missing or do not match the database (an operator's problem)."""
 

@@ -13,9 +13,10 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import datetime
 
+from storage_backends.base import LifecycleRules
 from vault import crypto
 from vault.keyring import ENV_ROTATION_INSTRUCTION, KeyringError, OperatorActionRequired
-from vault.services import audit
+from vault.services import audit, calendar, certificates
 from vault.services.audit import AuditAction, Outcome
 from vault.services.errors import KeysUnavailable
 from vault.services.runtime import Runtime
@@ -130,3 +131,24 @@ def finish_master_rotation(runtime: Runtime, now: datetime, *, force: bool) -> R
         if still_pending or keyring.rotation_due(session):
             pending = ENV_ROTATION_INSTRUCTION
     return RotationOutcome(new_version, destroyed, pending)
+
+
+def initialise_signing_key(runtime: Runtime) -> tuple[str, bool]:
+    """The audit signing key (created on first use); returns its public fingerprint."""
+    with _keyring_errors(), runtime.sessions() as session, session.begin():
+        identity, created = certificates.ensure_signing_key(session, runtime.keyring)
+        if created:
+            audit.record(
+                session,
+                audit.Event(
+                    AuditAction.KEYS_SIGNING_KEY_CREATED,
+                    details={"fingerprint": identity.fingerprint},
+                ),
+            )
+        return identity.fingerprint, created
+
+
+def storage_rules(runtime: Runtime) -> LifecycleRules:
+    """The bucket's lifecycle rules, from the calendar (applied by `recvault init`)."""
+    with runtime.sessions() as session:
+        return calendar.lifecycle_rules(session)

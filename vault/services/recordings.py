@@ -16,13 +16,19 @@ from enum import StrEnum
 from typing import Any, TypeVar
 from zoneinfo import ZoneInfo
 
-from sqlalchemy import Select, select
+from sqlalchemy import Select, or_, select
 from sqlalchemy.orm import Session
 
 from vault.keyring import Keyring
-from vault.models import MethodologicalRequest, Recording, User
+from vault.models import (
+    AccessOrderGrantee,
+    AccessOrderRecording,
+    MethodologicalRequest,
+    Recording,
+    User,
+)
 from vault.services import audit, calendar
-from vault.services.access import Action, Subject, authorize
+from vault.services.access import Action, Subject, authorize, decide
 from vault.services.accounts import Actor, Role
 from vault.services.audit import AuditAction, RequestContext
 from vault.services.errors import N_, NotFound, PermissionDenied, ValidationFailed
@@ -71,6 +77,17 @@ VISIBILITY_LABELS = {
 DEVICE_LABELS = {
     Device.SCHOOL: N_("School device"),
     Device.PERSONAL_APPROVED: N_("Personal device approved by the school"),
+}
+
+STATUS_LABELS = {
+    "registered": N_("registered"),
+    "uploading": N_("uploading"),
+    "processing": N_("processing"),
+    "available": N_("available"),
+    "failed": N_("failed"),
+    "restricted": N_("restricted (art. 18)"),
+    "deleted": N_("deleted"),
+    "shredded": N_("shredded at year-end"),
 }
 
 ChoiceT = TypeVar("ChoiceT", bound=StrEnum)
@@ -327,3 +344,32 @@ def requests_for(session: Session, user: User) -> list[MethodologicalRequest]:
     if Role.DIRECTOR not in user.roles:
         query = query.where(MethodologicalRequest.teacher_id == user.id)
     return list(session.scalars(query))
+
+
+def visible_to(
+    session: Session,
+    subject: Subject,
+    now: datetime,
+    zone: ZoneInfo,
+    status: str | None = None,
+    school_year: str | None = None,
+) -> list[Recording]:
+    """The recordings whose metadata the policy shows this person (the API's list)."""
+    query: Select[Recording] = select(Recording)
+    if not subject.roles & {Role.DIRECTOR, Role.AUDITOR}:
+        named = (
+            select(AccessOrderRecording.recording_id)
+            .join(AccessOrderGrantee, AccessOrderGrantee.order_id == AccessOrderRecording.order_id)
+            .where(AccessOrderGrantee.user_id == subject.id)
+        )
+        query = query.where(or_(Recording.owner_id == subject.id, Recording.id.in_(named)))
+    if status:
+        query = query.where(Recording.status == status)
+    if school_year:
+        query = query.where(Recording.school_year == school_year)
+    candidates = session.scalars(query.order_by(Recording.lesson_date.desc(), Recording.id))
+    return [
+        recording
+        for recording in candidates
+        if decide(session, subject, Action.VIEW_METADATA, recording, now, zone).allowed
+    ]

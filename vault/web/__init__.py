@@ -6,7 +6,19 @@ from flask import Flask
 from flask_wtf.csrf import CSRFProtect
 
 from vault.services.runtime import Runtime
-from vault.web import account, admin, api, auth, errors, i18n, layout, pages, security
+from vault.web import (
+    account,
+    admin,
+    api,
+    auth,
+    errors,
+    i18n,
+    layout,
+    orders,
+    pages,
+    recordings,
+    security,
+)
 from vault.web.context import install
 
 
@@ -22,3 +34,6 @@ def init_app(app: Flask, runtime: Runtime) -> None:
     app.register_blueprint(account.blueprint)
     app.register_blueprint(admin.blueprint)
     app.register_blueprint(api.blueprint)
+    app.register_blueprint(recordings.pages)
+    app.register_blueprint(recordings.api)
+    orders.init_app(app)

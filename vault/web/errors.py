@@ -64,6 +64,7 @@ SERVICE_STATUS: dict[type[service_errors.ServiceError], int] = {
     service_errors.ValidationFailed: 422,
     service_errors.StorageUnavailable: 503,
     service_errors.KeysUnavailable: 503,
+    service_errors.IntegrityFailure: 500,
 }
 
 RETRY_AFTER_SECONDS = "30"

@@ -15,6 +15,7 @@ from flask_babel import get_locale, gettext
 from flask_login import current_user
 
 from vault.services.errors import N_
+from vault.services.recordings import STATUS_LABELS
 from vault.web import context
 from vault.web.i18n import LANGUAGES
 
@@ -34,6 +35,11 @@ class NavLink:
 
 MENU: tuple[NavItem, ...] = (
     NavItem("pages.index", N_("Home")),
+    NavItem("recordings.mine", N_("My recordings"), frozenset({"teacher"})),
+    NavItem("recordings.requests_page", N_("Requests"), frozenset({"director", "teacher"})),
+    NavItem("orders.available", N_("Available to me"), frozenset({"teacher", "staff", "director"})),
+    NavItem("orders.index", N_("Orders"), frozenset({"director", "auditor"})),
+    NavItem("orders.register", N_("Register"), frozenset({"director", "auditor"})),
     NavItem("admin.users", N_("Accounts"), frozenset({"admin"})),
     NavItem("account.overview", N_("My account")),
 )
@@ -59,6 +65,7 @@ def layout_context() -> dict[str, Any]:
         "current_locale": str(get_locale() or "lv"),
         "current_path": request.path + (f"?{query}" if query else ""),
         "school_name": context.settings().school_name,
+        "status_labels": STATUS_LABELS,
     }
 
 

@@ -1,0 +1,105 @@
+"""Recordings for tests: valid registrations, and available recordings stored directly.
+
+``store_plaintext`` encrypts and stores a file the way a finished upload leaves it, so that
+tests of reading, deleting and access do not depend on the upload protocol.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import uuid
+from datetime import UTC, date, datetime, timedelta
+from typing import Any
+
+from vault import crypto
+from vault.models import Recording
+from vault.services import accounts, calendar, recordings
+from vault.services.runtime import Runtime
+
+
+def lesson_day() -> date:
+    """A recent day in the current school year (never before its 1 September)."""
+    today = datetime.now(UTC).date()
+    start, _ = calendar.year_bounds(calendar.school_year_of(today))
+    return max(start, today - timedelta(days=3))
+
+
+def keep_year_open(runtime: Runtime) -> None:
+    """In summer the default last school day has passed; move it so lessons still register."""
+    today = datetime.now(UTC).date()
+    year = calendar.school_year_of(today)
+    with runtime.sessions() as session, session.begin():
+        if calendar.last_day(session, year) < today:
+            _, end = calendar.year_bounds(year)
+            calendar.set_last_day(session, runtime.store, accounts.OPERATOR, year, end)
+
+
+def registration(**overrides: Any) -> dict[str, Any]:
+    day = lesson_day()
+    payload: dict[str, Any] = {
+        "title": "Fotosintēze",
+        "subject": "Bioloģija",
+        "class_group": "9.b",
+        "lesson_date": day.isoformat(),
+        "platform": "zoom",
+        "purpose": "quality_safety",
+        "aim": "Pārskatīt stundas tempu un skolēnu iesaisti.",
+        "visible": "teacher_and_students",
+        "subjects_informed": {"method": "e-klase ziņa vecākiem", "at": day.isoformat()},
+        "third_party_warning": True,
+        "device": "school",
+    }
+    payload.update(overrides)
+    return payload
+
+
+def register(runtime: Runtime, owner_username: str, **overrides: Any) -> uuid.UUID:
+    keep_year_open(runtime)
+    with runtime.sessions() as session, session.begin():
+        owner = accounts.find_user(session, owner_username)
+        assert owner is not None
+        recording = recordings.register(
+            session,
+            runtime.keyring,
+            accounts.Actor(user_id=owner.id),
+            owner,
+            recordings.parse_registration(registration(**overrides)),
+            datetime.now(UTC),
+            runtime.settings.zone,
+        )
+        return recording.id
+
+
+MP4_HEADER = b"\x00\x00\x00\x18ftypisom\x00\x00\x02\x00isomiso2"
+
+
+def sample_media(size: int, marker: bytes = b"") -> bytes:
+    body = (marker + bytes(range(256))) * (size // (256 + len(marker)) + 1)
+    return (MP4_HEADER + body)[:size]
+
+
+def store_plaintext(
+    runtime: Runtime, recording_id: uuid.UUID, plaintext: bytes, *, chunk_size: int = 65536
+) -> None:
+    """Encrypt and store ``plaintext`` as the recording's finished object."""
+    with runtime.sessions() as session, session.begin():
+        recording = session.get(Recording, recording_id)
+        assert recording is not None
+        data_key, wrapped = runtime.keyring.new_data_key(
+            session, recording.id, recording.school_year
+        )
+        ciphertext = crypto.encrypt_bytes(
+            data_key, recording.id, recording.school_year, plaintext, chunk_size=chunk_size
+        )
+        key = f"recordings/{recording.school_year}/{recording.id}"
+        runtime.store.put(
+            key, ciphertext, calendar.object_tags(recording.school_year, recording.retain_until)
+        )
+        recording.object_key = key
+        recording.wrapped_data_key = wrapped
+        recording.size_bytes = len(plaintext)
+        recording.content_type = "video/mp4"
+        recording.plaintext_sha256 = hashlib.sha256(plaintext).hexdigest()
+        recording.ciphertext_sha256 = hashlib.sha256(ciphertext).hexdigest()
+        recording.status = "available"
+        recording.available_at = datetime.now(UTC)

@@ -1,0 +1,144 @@
+"""Early deletion of a recording (procedure §19, §20): object gone, tombstone kept,
+certificate signed.
+
+Early deletion is not crypto-shredding. The object is deleted from storage at once, in
+every version, and the wrapped data key is dropped from the live database; but while the
+school-year key lives, a backup holding both the wrapped data key and the ciphertext could
+still decrypt it. The certificate says so and names the year-end date on which
+cryptographic erasure completes.
+"""
+
+from __future__ import annotations
+
+import uuid
+from datetime import datetime
+from zoneinfo import ZoneInfo
+
+from sqlalchemy import select
+from sqlalchemy.orm import Session
+
+from storage_backends.base import BlobStore, StorageError
+from vault.keyring import Keyring
+from vault.models import AuditEvent, Certificate, Recording, Upload, User
+from vault.services import audit, calendar, certificates, recordings
+from vault.services.access import Action, Subject
+from vault.services.audit import AuditAction, RequestContext
+from vault.services.errors import StorageUnavailable
+
+EARLY_DELETION = "early_deletion"
+
+
+def copies_outside_the_vault(session: Session, recording_id: uuid.UUID) -> list[dict[str, str]]:
+    """Every owner download of the recording: copies the teacher must delete by hand."""
+    rows = session.execute(
+        select(AuditEvent.occurred_at, User.username)
+        .join(User, User.id == AuditEvent.actor_id, isouter=True)
+        .where(
+            AuditEvent.recording_id == recording_id,
+            AuditEvent.action == AuditAction.RECORDING_DOWNLOADED.value,
+        )
+        .order_by(AuditEvent.id)
+    )
+    return [
+        {"downloaded_at": occurred_at.isoformat(), "by": username or "unknown"}
+        for occurred_at, username in rows
+    ]
+
+
+def delete_early(
+    session: Session,
+    keyring: Keyring,
+    store: BlobStore,
+    subject: Subject,
+    recording_id: uuid.UUID,
+    now: datetime,
+    zone: ZoneInfo,
+    shred_hour: int,
+    context: RequestContext | None = None,
+) -> Certificate:
+    recording = recordings.get(session, subject, recording_id, Action.DELETE, now, zone, context)
+    upload = session.scalars(select(Upload).where(Upload.recording_id == recording.id)).first()
+    try:
+        if upload is not None and upload.multipart_id and recording.object_key:
+            store.abort_multipart(recording.object_key, upload.multipart_id)
+        if recording.object_key is not None:
+            store.delete(recording.object_key)
+    except StorageError as exc:
+        raise StorageUnavailable() from exc
+    if upload is not None:
+        session.delete(upload)
+    owner = session.get(User, recording.owner_id)
+    deleter = session.get(User, subject.id)
+    reason = "owner" if recording.owner_id == subject.id else "director_methodological"
+    shred_at = calendar.shred_time(recording.retain_until, shred_hour, zone)
+    certificate = certificates.issue(
+        session,
+        keyring,
+        kind=EARLY_DELETION,
+        school_year=recording.school_year,
+        recording_id=recording.id,
+        owner_id=recording.owner_id,
+        now=now,
+        statement=_statement(session, recording, owner, deleter, reason, now, shred_at),
+    )
+    recording.status = "deleted"
+    recording.deleted_at = now
+    recording.deletion_reason = reason
+    recording.wrapped_data_key = None
+    recording.certificate_id = certificate.id
+    audit.record(
+        session,
+        audit.Event(
+            AuditAction.RECORDING_DELETED,
+            actor_id=subject.id,
+            recording_id=recording.id,
+            object_id=str(certificate.id),
+            details={"reason": reason},
+            context=context,
+        ),
+    )
+    session.commit()
+    return certificate
+
+
+def _statement(
+    session: Session,
+    recording: Recording,
+    owner: User | None,
+    deleter: User | None,
+    reason: str,
+    now: datetime,
+    shred_at: datetime,
+) -> dict[str, object]:
+    return {
+        "recording": {
+            "id": str(recording.id),
+            "title": recording.title,
+            "subject": recording.subject,
+            "class_group": recording.class_group,
+            "lesson_date": recording.lesson_date.isoformat(),
+            "purpose": recording.purpose,
+            "owner": owner.full_name if owner else None,
+        },
+        "deleted_at": now.isoformat(),
+        "deleted_by": deleter.full_name if deleter else None,
+        "reason": reason,
+        "object": {
+            "key": recording.object_key,
+            "size_bytes": recording.size_bytes,
+            "ciphertext_sha256": recording.ciphertext_sha256,
+            "every_version_deleted": recording.object_key is not None,
+        },
+        "cryptographic_erasure": {
+            "complete": False,
+            "completes_at": shred_at.isoformat(),
+            "explanation": (
+                "The encrypted object was deleted from storage in every version and its "
+                "wrapped data key was removed from the database. Until the school year's key "
+                "is destroyed at the year-end shred, a backup holding both the wrapped data "
+                "key and the ciphertext could still decrypt it; cryptographic erasure "
+                "completes then."
+            ),
+        },
+        "copies_outside_the_vault": copies_outside_the_vault(session, recording.id),
+    }

@@ -1,0 +1,115 @@
+"""Reading a recording's plaintext out of its encrypted object, range by range.
+
+Only verified plaintext ever leaves this module: the decryptor checks each chunk before
+releasing it, so a tampered object fails instead of being served as garbage. A failure in
+the middle of a body surfaces as an exception from the iterator, which makes the server
+abort the connection rather than finish a response with unverified bytes.
+"""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Iterator
+from dataclasses import dataclass
+from datetime import datetime
+from zoneinfo import ZoneInfo
+
+from sqlalchemy.orm import Session
+
+from storage_backends.base import BlobStore, ObjectNotFound, StorageError
+from vault import crypto
+from vault.keyring import Keyring, KeyringError, YearShredded
+from vault.models import Recording
+from vault.services import audit, recordings
+from vault.services.access import Action, Subject
+from vault.services.audit import AuditAction, RequestContext
+from vault.services.errors import Gone, IntegrityFailure, StorageUnavailable
+
+
+@dataclass(frozen=True)
+class OpenedMedia:
+    recording_id: str
+    size: int
+    content_type: str
+    _store: BlobStore
+    _object_key: str
+    _decryptor: crypto.Decryptor
+
+    def _read_ciphertext(self, offset: int, length: int) -> bytes:
+        return b"".join(self._store.read_range(self._object_key, offset, offset + length))
+
+    def read(self, start: int, end: int) -> Iterator[bytes]:
+        """Plaintext bytes [start, end), fetched and verified chunk by chunk."""
+        try:
+            yield from self._decryptor.read_range(start, end, self._read_ciphertext)
+        except crypto.IntegrityError as exc:
+            raise IntegrityFailure() from exc
+        except StorageError as exc:
+            raise StorageUnavailable() from exc
+
+
+def open_media(
+    session: Session, keyring: Keyring, store: BlobStore, recording: Recording
+) -> OpenedMedia:
+    """Unwrap the data key and verify the object's header and end (once per opening)."""
+    if recording.object_key is None or recording.wrapped_data_key is None:
+        raise Gone()
+    try:
+        data_key = keyring.data_key(
+            session, recording.id, recording.school_year, recording.wrapped_data_key
+        )
+    except YearShredded as exc:
+        raise Gone() from exc
+    except (KeyringError, crypto.IntegrityError) as exc:
+        raise IntegrityFailure() from exc
+    object_key = recording.object_key
+
+    def read_ciphertext(offset: int, length: int) -> bytes:
+        return b"".join(store.read_range(object_key, offset, offset + length))
+
+    try:
+        decryptor = crypto.Decryptor.open(
+            data_key, recording.id, recording.school_year, read_ciphertext
+        )
+    except crypto.IntegrityError as exc:
+        raise IntegrityFailure() from exc
+    except ObjectNotFound as exc:
+        raise IntegrityFailure() from exc
+    except StorageError as exc:
+        raise StorageUnavailable() from exc
+    return OpenedMedia(
+        recording_id=str(recording.id),
+        size=decryptor.plaintext_length,
+        content_type=recording.content_type or "application/octet-stream",
+        _store=store,
+        _object_key=object_key,
+        _decryptor=decryptor,
+    )
+
+
+def download(
+    session: Session,
+    keyring: Keyring,
+    store: BlobStore,
+    subject: Subject,
+    recording_id: uuid.UUID,
+    now: datetime,
+    zone: ZoneInfo,
+    context: RequestContext | None = None,
+) -> tuple[Recording, OpenedMedia]:
+    """The owner's own copy. Recorded as a copy outside the vault, which the deletion
+    certificates list so the teacher knows what to delete by hand."""
+    recording = recordings.get(session, subject, recording_id, Action.DOWNLOAD, now, zone, context)
+    media = open_media(session, keyring, store, recording)
+    audit.record(
+        session,
+        audit.Event(
+            AuditAction.RECORDING_DOWNLOADED,
+            actor_id=subject.id,
+            recording_id=recording.id,
+            details={"copy_outside_vault": True},
+            context=context,
+        ),
+    )
+    session.commit()
+    return recording, media

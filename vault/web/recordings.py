@@ -1,0 +1,455 @@
+"""Recordings: registration, the teacher's pages, download, early deletion, certificates,
+and the director's methodological-work requests. Pages and the JSON API share the services,
+so both follow the same rules."""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Iterator, Mapping
+from datetime import date
+from typing import Any
+
+from flask import (
+    Blueprint,
+    Response,
+    flash,
+    jsonify,
+    redirect,
+    render_template,
+    request,
+    stream_with_context,
+    url_for,
+)
+from flask_babel import gettext
+from werkzeug.datastructures import MultiDict
+from werkzeug.wrappers import Response as BaseResponse
+
+from vault.models import Certificate, Recording
+from vault.services import accounts, certificates, deletion, media, recordings
+from vault.services.access import Action, Subject
+from vault.services.accounts import Role
+from vault.services.errors import NotFound, PermissionDenied, ValidationFailed
+from vault.services.recordings import (
+    DEVICE_LABELS,
+    PLATFORM_LABELS,
+    PURPOSE_LABELS,
+    VISIBILITY_LABELS,
+    Device,
+    Platform,
+    Purpose,
+    Visibility,
+)
+from vault.web import context
+from vault.web.auth import actor, current_principal, now, request_context
+from vault.web.security import require_roles
+
+pages = Blueprint("recordings", __name__)
+api = Blueprint("recordings_api", __name__, url_prefix="/api/v1")
+
+TUS_CREATION_PATH = "/api/v1/uploads"
+DOWNLOAD_CHUNK = 1024 * 1024
+
+
+def subject() -> Subject:
+    principal = current_principal()
+    return Subject(principal.id, principal.roles)
+
+
+def _today() -> date:
+    return now().astimezone(context.settings().zone).date()
+
+
+def _get(recording_id: uuid.UUID, action: Action) -> Recording:
+    settings = context.settings()
+    return recordings.get(
+        context.db_session(),
+        subject(),
+        recording_id,
+        action,
+        now(),
+        settings.zone,
+        request_context(),
+    )
+
+
+def recording_json(recording: Recording) -> dict[str, Any]:
+    owner = accounts.get_user(context.db_session(), recording.owner_id)
+    return {
+        "id": str(recording.id),
+        "title": recording.title,
+        "subject": recording.subject,
+        "class_group": recording.class_group,
+        "lesson_date": recording.lesson_date.isoformat(),
+        "platform": recording.platform,
+        "purpose": recording.purpose,
+        "aim": recording.aim,
+        "visible": recording.visible,
+        "subjects_informed": {
+            "method": recording.subjects_informed_method,
+            "at": recording.subjects_informed_at.isoformat(),
+        },
+        "third_party_warning": recording.third_party_warning,
+        "device": recording.device,
+        "request_id": str(recording.request_id) if recording.request_id else None,
+        "school_year": recording.school_year,
+        "retain_until": recording.retain_until.isoformat(),
+        "status": recording.status,
+        "classification": "restricted",
+        "owner": owner.username,
+        "owner_disabled": owner.disabled_at is not None,
+        "size_bytes": recording.size_bytes,
+        "content_type": recording.content_type,
+        "plaintext_sha256": recording.plaintext_sha256,
+        "created_at": recording.created_at.isoformat(),
+        "available_at": recording.available_at.isoformat() if recording.available_at else None,
+        "deleted_at": recording.deleted_at.isoformat() if recording.deleted_at else None,
+        "certificate_id": str(recording.certificate_id) if recording.certificate_id else None,
+    }
+
+
+def _register(raw: Mapping[str, Any]) -> Recording:
+    db = context.db_session()
+    owner = accounts.get_user(db, current_principal().id)
+    registration = recordings.parse_registration(raw)
+    recording = recordings.register(
+        db, context.runtime().keyring, actor(), owner, registration, now(), context.settings().zone
+    )
+    db.commit()
+    return recording
+
+
+def _visible_recordings(status: str | None, school_year: str | None) -> list[Recording]:
+    db = context.db_session()
+    settings = context.settings()
+    return recordings.visible_to(db, subject(), now(), settings.zone, status, school_year)
+
+
+# -- JSON API -----------------------------------------------------------------------------------
+
+
+@api.post("/recordings")
+@require_roles(Role.TEACHER)
+def api_register() -> tuple[Response, int]:
+    body = request.get_json(silent=True)
+    if not isinstance(body, dict):
+        raise ValidationFailed({"body": [gettext("Send the fields as a JSON object.")]})
+    recording = _register(body)
+    response = jsonify(
+        id=str(recording.id),
+        status=recording.status,
+        upload_url=TUS_CREATION_PATH,
+        school_year=recording.school_year,
+        retain_until=recording.retain_until.isoformat(),
+    )
+    response.headers["Location"] = url_for(
+        "recordings_api.api_recording", recording_id=recording.id
+    )
+    return response, 201
+
+
+@api.get("/recordings")
+def api_list() -> Response:
+    found = _visible_recordings(request.args.get("status"), request.args.get("school_year"))
+    return jsonify(recordings=[recording_json(r) for r in found])
+
+
+@api.get("/recordings/<uuid:recording_id>")
+def api_recording(recording_id: uuid.UUID) -> Response:
+    return jsonify(recording_json(_get(recording_id, Action.VIEW_METADATA)))
+
+
+@api.delete("/recordings/<uuid:recording_id>")
+def api_delete(recording_id: uuid.UUID) -> tuple[str, int]:
+    _delete(recording_id)
+    return "", 204
+
+
+def _delete(recording_id: uuid.UUID) -> Certificate:
+    runtime = context.runtime()
+    return deletion.delete_early(
+        context.db_session(),
+        runtime.keyring,
+        runtime.store,
+        subject(),
+        recording_id,
+        now(),
+        runtime.settings.zone,
+        runtime.settings.shred_hour,
+        request_context(),
+    )
+
+
+@api.get("/recordings/<uuid:recording_id>/download")
+def api_download(recording_id: uuid.UUID) -> Response:
+    runtime = context.runtime()
+    recording, opened = media.download(
+        context.db_session(),
+        runtime.keyring,
+        runtime.store,
+        subject(),
+        recording_id,
+        now(),
+        runtime.settings.zone,
+        request_context(),
+    )
+
+    def body() -> Iterator[bytes]:
+        for start in range(0, opened.size, DOWNLOAD_CHUNK):
+            yield from opened.read(start, min(start + DOWNLOAD_CHUNK, opened.size))
+
+    response = Response(stream_with_context(body()), mimetype=opened.content_type)
+    response.headers["Content-Length"] = str(opened.size)
+    response.headers["Cache-Control"] = "no-store"
+    filename = (
+        f"{recording.lesson_date.isoformat()}-{recording.id}{_extension(opened.content_type)}"
+    )
+    response.headers["Content-Disposition"] = f'attachment; filename="{filename}"'
+    return response
+
+
+EXTENSIONS = {
+    "video/mp4": ".mp4",
+    "audio/mp4": ".m4a",
+    "video/quicktime": ".mov",
+    "video/webm": ".webm",
+    "video/x-matroska": ".mkv",
+    "audio/ogg": ".ogg",
+    "video/ogg": ".ogv",
+    "audio/mpeg": ".mp3",
+    "audio/wav": ".wav",
+}
+
+
+def _extension(content_type: str) -> str:
+    return EXTENSIONS.get(content_type, ".bin")
+
+
+@api.post("/requests")
+@require_roles(Role.DIRECTOR)
+def api_create_request() -> tuple[Response, int]:
+    body = request.get_json(silent=True)
+    if not isinstance(body, dict):
+        raise ValidationFailed({"body": [gettext("Send the fields as a JSON object.")]})
+    made = _create_request(body)
+    return jsonify(_request_json(made)), 201
+
+
+def _create_request(raw: Mapping[str, Any]) -> Any:
+    db = context.db_session()
+    director = accounts.get_user(db, current_principal().id)
+    made = recordings.create_request(
+        db,
+        actor(),
+        director,
+        str(raw.get("teacher", "")),
+        str(raw.get("lesson", "")),
+        str(raw.get("aim", "")),
+    )
+    db.commit()
+    return made
+
+
+def _request_json(made: Any) -> dict[str, Any]:
+    db = context.db_session()
+    teacher = accounts.get_user(db, made.teacher_id)
+    return {
+        "id": str(made.id),
+        "teacher": teacher.username,
+        "lesson": made.lesson,
+        "aim": made.aim,
+        "created_at": made.created_at.isoformat(),
+    }
+
+
+@api.get("/requests")
+@require_roles(Role.DIRECTOR, Role.TEACHER)
+def api_requests() -> Response:
+    db = context.db_session()
+    user = accounts.get_user(db, current_principal().id)
+    return jsonify(requests=[_request_json(r) for r in recordings.requests_for(db, user)])
+
+
+def _certificate_readable(certificate: Certificate) -> None:
+    principal = current_principal()
+    if principal.has_role(Role.AUDITOR, Role.DIRECTOR) or certificate.owner_id == principal.id:
+        return
+    raise PermissionDenied()
+
+
+@api.get("/certificates")
+def api_certificates() -> Response:
+    principal = current_principal()
+    everyone = principal.has_role(Role.AUDITOR, Role.DIRECTOR)
+    found = certificates.for_owner_or_all(context.db_session(), None if everyone else principal.id)
+    return jsonify(certificates=[_certificate_summary(c) for c in found])
+
+
+def _certificate_summary(certificate: Certificate) -> dict[str, Any]:
+    return {
+        "id": str(certificate.id),
+        "kind": certificate.kind,
+        "school_year": certificate.school_year,
+        "recording_id": str(certificate.recording_id) if certificate.recording_id else None,
+        "issued_at": certificate.issued_at.isoformat(),
+    }
+
+
+def _load_certificate(certificate_id: uuid.UUID) -> Certificate:
+    found = context.db_session().get(Certificate, certificate_id)
+    if found is None:
+        raise NotFound()
+    _certificate_readable(found)
+    return found
+
+
+@api.get("/certificates/<uuid:certificate_id>")
+def api_certificate(certificate_id: uuid.UUID) -> Response:
+    certificate = _load_certificate(certificate_id)
+    identity, _ = certificates.ensure_signing_key(context.db_session(), context.runtime().keyring)
+    return jsonify(certificates.exported(certificate, identity))
+
+
+# -- pages ----------------------------------------------------------------------------------------
+
+
+def form_to_registration(form: MultiDict[str, str]) -> dict[str, Any]:
+    """The registration form, shaped like the API's JSON object."""
+    return {
+        **{
+            name: form.get(name, "")
+            for name in (
+                "title",
+                "subject",
+                "class_group",
+                "lesson_date",
+                "platform",
+                "purpose",
+                "aim",
+                "visible",
+                "device",
+                "request_id",
+            )
+        },
+        "subjects_informed": {
+            "method": form.get("subjects_informed_method", ""),
+            "at": form.get("subjects_informed_at", ""),
+        },
+        "third_party_warning": form.get("third_party_warning") == "yes",
+    }
+
+
+def _form_page(form: Mapping[str, Any], errors: Mapping[str, list[str]], status: int) -> Response:
+    db = context.db_session()
+    user = accounts.get_user(db, current_principal().id)
+    page = render_template(
+        "recording_form.html",
+        form=form,
+        errors=errors,
+        platforms=[(p.value, PLATFORM_LABELS[p]) for p in Platform],
+        purposes=[(p.value, PURPOSE_LABELS[p]) for p in Purpose],
+        visibilities=[(v.value, VISIBILITY_LABELS[v]) for v in Visibility],
+        devices=[(d.value, DEVICE_LABELS[d]) for d in Device],
+        requests=[r for r in recordings.requests_for(db, user) if r.teacher_id == user.id],
+        today=_today().isoformat(),
+    )
+    return Response(page, status=status, mimetype="text/html")
+
+
+@pages.get("/recordings")
+@require_roles(Role.TEACHER)
+def mine() -> str:
+    db = context.db_session()
+    found = recordings.own_recordings(db, current_principal().id)
+    return render_template(
+        "recordings_mine.html", recordings=found, today=_today(), purpose_labels=PURPOSE_LABELS
+    )
+
+
+@pages.route("/recordings/new", methods=["GET", "POST"])
+@require_roles(Role.TEACHER)
+def register() -> BaseResponse:
+    if request.method == "GET":
+        return _form_page({}, {}, 200)
+    try:
+        recording = _register(form_to_registration(request.form))
+    except ValidationFailed as exc:
+        context.db_session().rollback()
+        errors = {k: [gettext(m) for m in v] for k, v in exc.field_errors.items()}
+        return _form_page(request.form, errors, 422)
+    return redirect(url_for("recordings.upload", recording_id=recording.id))
+
+
+@pages.get("/recordings/<uuid:recording_id>")
+def detail(recording_id: uuid.UUID) -> str:
+    recording = _get(recording_id, Action.VIEW_METADATA)
+    principal = current_principal()
+    return render_template(
+        "recording_detail.html",
+        recording=recording,
+        owner=accounts.get_user(context.db_session(), recording.owner_id),
+        is_owner=recording.owner_id == principal.id,
+        today=_today(),
+        labels={
+            "platform": PLATFORM_LABELS,
+            "purpose": PURPOSE_LABELS,
+            "visible": VISIBILITY_LABELS,
+            "device": DEVICE_LABELS,
+        },
+    )
+
+
+@pages.get("/recordings/<uuid:recording_id>/upload")
+def upload(recording_id: uuid.UUID) -> str:
+    recording = _get(recording_id, Action.UPLOAD)
+    return render_template(
+        "recording_upload.html",
+        recording=recording,
+        creation_url=TUS_CREATION_PATH,
+        max_bytes=context.settings().max_upload_bytes,
+    )
+
+
+@pages.route("/recordings/<uuid:recording_id>/delete", methods=["GET", "POST"])
+def delete(recording_id: uuid.UUID) -> BaseResponse | str:
+    if request.method == "GET":
+        recording = _get(recording_id, Action.DELETE)
+        return render_template("recording_delete.html", recording=recording)
+    certificate = _delete(recording_id)
+    flash(gettext("The recording was deleted. Its deletion certificate is below."), "success")
+    return redirect(url_for("recordings.certificate", certificate_id=certificate.id))
+
+
+@pages.get("/certificates/<uuid:certificate_id>")
+def certificate(certificate_id: uuid.UUID) -> str:
+    found = _load_certificate(certificate_id)
+    identity, _ = certificates.ensure_signing_key(context.db_session(), context.runtime().keyring)
+    document = certificates.exported(found, identity)
+    return render_template("certificate.html", document=document, certificate=found)
+
+
+@pages.route("/requests", methods=["GET", "POST"])
+@require_roles(Role.DIRECTOR, Role.TEACHER)
+def requests_page() -> BaseResponse | tuple[str, int]:
+    db = context.db_session()
+    user = accounts.get_user(db, current_principal().id)
+    errors: dict[str, list[str]] = {}
+    if request.method == "POST":
+        if Role.DIRECTOR not in user.roles:
+            raise PermissionDenied()
+        try:
+            _create_request(request.form)
+        except ValidationFailed as exc:
+            db.rollback()
+            errors = {k: [gettext(m) for m in v] for k, v in exc.field_errors.items()}
+        else:
+            flash(gettext("The request was sent to the teacher."), "success")
+            return redirect(url_for("recordings.requests_page"))
+    teachers = [u for u in accounts.list_users(db) if Role.TEACHER in u.roles and not u.disabled_at]
+    return render_template(
+        "requests.html",
+        requests=[_request_json(r) for r in recordings.requests_for(db, user)],
+        is_director=Role.DIRECTOR in user.roles,
+        teachers=teachers,
+        errors=errors,
+        form=request.form,
+    ), (422 if errors else 200)
