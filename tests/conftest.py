@@ -33,7 +33,7 @@ from vault.settings import Settings, normalise_database_url
 if TYPE_CHECKING:
     from tests.seaweed import SeaweedServer
 
-pytest_plugins = ["tests.seaweed"]
+pytest_plugins = ["tests.seaweed", "tests.live_server", "tests.browser"]
 
 POSTGRES_URL_VARIABLE = "VAULT_TEST_DATABASE_URL"
 STORAGE_VARIABLE = "VAULT_TEST_STORAGE"
