@@ -47,6 +47,7 @@ class Status(StrEnum):
 
 
 TOMBSTONE_STATUSES = frozenset({Status.DELETED, Status.SHREDDED})
+LIVE_STATUSES = tuple(status for status in Status if status not in TOMBSTONE_STATUSES)
 # What a tombstone still answers (art. 15): its metadata, and who accessed it while it lived.
 TOMBSTONE_ACTIONS = frozenset({Action.VIEW_METADATA, Action.LIST_ACCESSES})
 # Acts on the media itself need an available object.
@@ -112,8 +113,12 @@ def decide(
     if status in TOMBSTONE_STATUSES and action not in TOMBSTONE_ACTIONS:
         # Only someone the live recording would have admitted learns that it is gone;
         # anyone else gets the ordinary refusal, so probing ids tells a stranger nothing.
-        live = _rules(session, subject, action, recording, Status.AVAILABLE, now, zone)
-        return Decision(False, "gone") if live.allowed else live
+        if any(
+            _rules(session, subject, action, recording, live, now, zone).allowed
+            for live in LIVE_STATUSES
+        ):
+            return Decision(False, "gone")
+        return _rules(session, subject, action, recording, Status.AVAILABLE, now, zone)
     return _rules(session, subject, action, recording, status, now, zone)
 
 
