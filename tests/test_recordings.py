@@ -28,7 +28,7 @@ from tests.recording_support import (
 from tests.webclient import csrf_token_from
 from vault.cli import main
 from vault.models import AuditEvent, Recording
-from vault.services import account_admin, calendar
+from vault.services import account_admin, accounts, calendar
 from vault.services.errors import IntegrityFailure
 from vault.services.runtime import Runtime
 from vault.settings import Settings
@@ -453,3 +453,40 @@ def test_the_default_last_day_is_the_last_weekday_of_may() -> None:
     assert calendar.default_last_day("2026-2027") == date(2027, 5, 31)
     assert calendar.school_year_of(date(2026, 8, 31)) == "2025-2026"
     assert calendar.school_year_of(date(2026, 9, 1)) == "2026-2027"
+
+
+def test_a_disabled_teachers_recording_passes_to_the_director(
+    app: Flask, runtime: Runtime, teacher: Person, director: Person
+) -> None:
+    recording_id = register(runtime, teacher.username)
+    store_plaintext(runtime, recording_id, sample_media(4_000))
+    browser = app.test_client()
+    sign_in(browser, director)
+    token = csrf_token_from(browser, f"/recordings/{recording_id}")
+    refused = browser.post(
+        f"/recordings/{recording_id}/take-responsibility", data={"csrf_token": token}
+    )
+    assert refused.status_code == 403, "the owner is still active"
+
+    with runtime.sessions() as session, session.begin():
+        owner = accounts.find_user(session, teacher.username)
+        assert owner is not None
+        accounts.set_disabled(session, accounts.OPERATOR, owner, True, datetime.now(UTC))
+    page = browser.get(f"/recordings/{recording_id}").get_data(as_text=True)
+    assert "īpašnieks atspējots" in page
+    assert (
+        browser.delete(
+            f"/api/v1/recordings/{recording_id}", headers={"X-CSRF-Token": token}
+        ).status_code
+        == 403
+    )
+    taken = browser.post(
+        f"/recordings/{recording_id}/take-responsibility", data={"csrf_token": token}
+    )
+    assert taken.status_code == 302
+    with runtime.sessions() as session:
+        recording = session.get(Recording, recording_id)
+        assert recording is not None and recording.status == "available"
+    assert "recording:responsibility_taken" in actions(runtime)
+    deleted = browser.delete(f"/api/v1/recordings/{recording_id}", headers={"X-CSRF-Token": token})
+    assert deleted.status_code == 204

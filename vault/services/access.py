@@ -17,7 +17,13 @@ from zoneinfo import ZoneInfo
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from vault.models import AccessOrder, AccessOrderGrantee, AccessOrderRecording, Recording
+from vault.models import (
+    AccessOrder,
+    AccessOrderGrantee,
+    AccessOrderRecording,
+    Recording,
+    User,
+)
 from vault.services import audit
 from vault.services.audit import AuditAction, Outcome, RequestContext
 from vault.services.errors import Gone, PermissionDenied
@@ -33,6 +39,7 @@ class Action(StrEnum):
     RESTRICT = "restrict"
     ERASE = "erase"
     UPLOAD = "upload"
+    TAKE_RESPONSIBILITY = "take_responsibility"
 
 
 class Status(StrEnum):
@@ -163,6 +170,13 @@ def _rules(
         if status in (Status.REGISTERED, Status.UPLOADING):
             return Decision(True, "owner")
         return Decision(False, "not_uploadable")
+    elif action is Action.TAKE_RESPONSIBILITY:
+        # A disabled teacher's recordings stay; the director may take over the duty to
+        # delete them (procedure §20: school and teacher share that responsibility).
+        owner = session.get(User, recording.owner_id)
+        if "director" in roles and owner is not None and owner.disabled_at is not None:
+            return Decision(True, "director_handover")
+        return Decision(False, "not_permitted")
     elif action in (Action.RESTRICT, Action.ERASE):
         if "auditor" in roles:
             return Decision(True, "auditor")

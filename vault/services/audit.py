@@ -52,6 +52,7 @@ class AuditAction(StrEnum):
     RECORDING_REGISTERED = "recording:registered"
     RECORDING_DOWNLOADED = "recording:downloaded"
     RECORDING_DELETED = "recording:deleted"
+    RECORDING_RESPONSIBILITY_TAKEN = "recording:responsibility_taken"
     REQUEST_CREATED = "request:created"
     UPLOAD_CREATED = "upload:created"
     UPLOAD_COMPLETED = "upload:completed"

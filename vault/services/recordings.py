@@ -373,3 +373,28 @@ def visible_to(
         for recording in candidates
         if decide(session, subject, Action.VIEW_METADATA, recording, now, zone).allowed
     ]
+
+
+def take_responsibility(
+    session: Session,
+    subject: Subject,
+    recording_id: uuid.UUID,
+    now: datetime,
+    zone: ZoneInfo,
+    context: RequestContext | None = None,
+) -> Recording:
+    """The director takes over a disabled teacher's recording (and its deletion duty)."""
+    recording = get(session, subject, recording_id, Action.TAKE_RESPONSIBILITY, now, zone, context)
+    recording.responsible_id = subject.id
+    audit.record(
+        session,
+        audit.Event(
+            AuditAction.RECORDING_RESPONSIBILITY_TAKEN,
+            actor_id=subject.id,
+            recording_id=recording.id,
+            details={"previous_owner": str(recording.owner_id)},
+            context=context,
+        ),
+    )
+    session.commit()
+    return recording

@@ -419,6 +419,21 @@ def delete(recording_id: uuid.UUID) -> BaseResponse | str:
     return redirect(url_for("recordings.certificate", certificate_id=certificate.id))
 
 
+@pages.post("/recordings/<uuid:recording_id>/take-responsibility")
+@require_roles(Role.DIRECTOR)
+def take_responsibility(recording_id: uuid.UUID) -> BaseResponse:
+    recordings.take_responsibility(
+        context.db_session(),
+        subject(),
+        recording_id,
+        now(),
+        context.settings().zone,
+        request_context(),
+    )
+    flash(gettext("You are now responsible for this recording, including its deletion."), "success")
+    return redirect(url_for("recordings.detail", recording_id=recording_id))
+
+
 @pages.get("/certificates/<uuid:certificate_id>")
 def certificate(certificate_id: uuid.UUID) -> str:
     found = _load_certificate(certificate_id)
