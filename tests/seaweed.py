@@ -191,8 +191,13 @@ class SeaweedServer:
                 stdout=log,
                 stderr=subprocess.STDOUT,
                 cwd=self.data_dir,
-                # glog writes its own log files to TMPDIR; keep them with the data.
-                env={**os.environ, "TMPDIR": str(self.data_dir)},
+                # glog writes its own log files to TMPDIR; keep them with the data. AWS_*
+                # variables are left out: weed turns credentials it finds there into an
+                # identity and then refuses anonymous requests, including the readiness probe.
+                env={
+                    **{k: v for k, v in os.environ.items() if not k.startswith("AWS_")},
+                    "TMPDIR": str(self.data_dir),
+                },
                 start_new_session=True,
             )
         try:
