@@ -18,6 +18,7 @@ from vault.web import (
     pages,
     recordings,
     security,
+    uploads,
 )
 from vault.web.context import install
 
@@ -34,6 +35,7 @@ def init_app(app: Flask, runtime: Runtime) -> None:
     app.register_blueprint(account.blueprint)
     app.register_blueprint(admin.blueprint)
     app.register_blueprint(api.blueprint)
+    app.register_blueprint(uploads.blueprint)
     app.register_blueprint(recordings.pages)
     app.register_blueprint(recordings.api)
     orders.init_app(app)
