@@ -14,7 +14,7 @@ from flask import Flask
 from gunicorn.app.base import BaseApplication
 
 from vault.app import build_runtime, create_app, initialise_instance
-from vault.services import account_admin, accounts, certificates
+from vault.services import account_admin, accounts, certificates, uploads
 from vault.services import calendar as school_calendar
 from vault.services import keys as key_service
 from vault.services.accounts import Role
@@ -294,6 +294,30 @@ def calendar_show() -> None:
         click.echo(f"{entry.school_year}\t{entry.last_day.isoformat()}\t{origin}")
 
 
+@main.group(help="The scheduled lifecycle job.")
+def lifecycle() -> None:
+    """Group of lifecycle commands."""
+
+
+@lifecycle.command("run", help="The daily job: cleans uploads abandoned for 24 hours.")
+@click.option("--dry-run", is_flag=True, help="Report what would be done; change nothing.")
+def lifecycle_run(dry_run: bool) -> None:
+    runtime = _runtime()
+    try:
+        cleaned = uploads.cleanup_stale_uploads(runtime, _now(), dry_run=dry_run)
+    except ServiceError as exc:
+        _fail(exc)
+    finally:
+        runtime.engine.dispose()
+    verb = "would clean" if dry_run else "cleaned"
+    for item in cleaned:
+        click.echo(
+            f"{verb} {item.kind.value}: {item.object_key} (idle since "
+            f"{item.last_activity.isoformat()})"
+        )
+    click.echo(f"{verb} {len(cleaned)} stale uploads")
+
+
 @main.group(help="Deletion certificates.")
 def certificate() -> None:
     """Group of certificate commands."""
@@ -375,6 +399,9 @@ def serve(host: str, port: int, workers: int, threads: int) -> None:
         "access_log_format": ACCESS_LOG_FORMAT,
         "errorlog": "-",
         "preload_app": False,
+        # The control socket would sit under $HOME, read-only in the container image;
+        # operators manage the server through signals instead.
+        "control_socket_disable": True,
     }
     _GunicornApplication(settings, options).run()
     sys.exit(0)
