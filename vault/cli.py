@@ -16,6 +16,7 @@ from gunicorn.app.base import BaseApplication
 from vault.app import build_runtime, create_app, initialise_instance
 from vault.services import account_admin, accounts, certificates, uploads
 from vault.services import calendar as school_calendar
+from vault.services import fsck as storage_check
 from vault.services import keys as key_service
 from vault.services.accounts import Role
 from vault.services.errors import ServiceError, ValidationFailed
@@ -316,6 +317,26 @@ def lifecycle_run(dry_run: bool) -> None:
             f"{item.last_activity.isoformat()})"
         )
     click.echo(f"{verb} {len(cleaned)} stale uploads")
+
+
+@main.command(help="Check that the database and the storage agree; --repair fixes what it finds.")
+@click.option("--repair", is_flag=True, help="Remove orphans, re-tag, mark missing objects failed.")
+def fsck(repair: bool) -> None:
+    runtime = _runtime()
+    try:
+        findings = storage_check.check(runtime, _now(), repair=repair)
+    except ServiceError as exc:
+        _fail(exc)
+    finally:
+        runtime.engine.dispose()
+    for finding in findings:
+        state = " (repaired)" if finding.repaired else ""
+        click.echo(f"{finding.kind.value}\t{finding.object_key}\t{finding.detail}{state}")
+    if not findings:
+        click.echo("database and storage agree")
+    elif not repair:
+        click.echo(f"{len(findings)} problems; run `recvault fsck --repair` to fix them", err=True)
+        sys.exit(1)
 
 
 @main.group(help="Deletion certificates.")

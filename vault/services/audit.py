@@ -53,6 +53,7 @@ class AuditAction(StrEnum):
     RECORDING_DOWNLOADED = "recording:downloaded"
     RECORDING_DELETED = "recording:deleted"
     RECORDING_RESPONSIBILITY_TAKEN = "recording:responsibility_taken"
+    STORAGE_REPAIRED = "storage:repaired"
     REQUEST_CREATED = "request:created"
     UPLOAD_CREATED = "upload:created"
     UPLOAD_COMPLETED = "upload:completed"
