@@ -490,3 +490,27 @@ def test_a_disabled_teachers_recording_passes_to_the_director(
     assert "recording:responsibility_taken" in actions(runtime)
     deleted = browser.delete(f"/api/v1/recordings/{recording_id}", headers={"X-CSRF-Token": token})
     assert deleted.status_code == 204
+
+
+def test_the_admin_sets_the_last_school_day_on_the_calendar_page(
+    app: Flask, runtime: Runtime
+) -> None:
+    admin = add_person(runtime, "it-admin", "admin")
+    browser = app.test_client()
+    sign_in(browser, admin)
+    page = browser.get("/admin/calendar")
+    assert page.status_code == 200 and "Mācību gada kalendārs" in page.get_data(as_text=True)
+    token = csrf_token_from(browser, "/admin/calendar")
+    refused = browser.post(
+        "/admin/calendar",
+        data={"csrf_token": token, "school_year": "2030-2031", "last_day": "2029-05-30"},
+    )
+    assert refused.status_code == 422
+    saved = browser.post(
+        "/admin/calendar",
+        data={"csrf_token": token, "school_year": "2030-2031", "last_day": "2031-06-12"},
+    )
+    assert saved.status_code == 302
+    assert "2031-06-12" in browser.get("/admin/calendar").get_data(as_text=True)
+    with runtime.sessions() as session:
+        assert calendar.last_day(session, "2030-2031") == date(2031, 6, 12)

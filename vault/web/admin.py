@@ -7,13 +7,14 @@ another person or issues a token on their behalf.
 from __future__ import annotations
 
 import uuid
+from datetime import date
 
 from flask import Blueprint, Response, flash, redirect, render_template, request, url_for
 from flask_babel import gettext
 from werkzeug.wrappers import Response as BaseResponse
 
 from vault.models import User
-from vault.services import accounts
+from vault.services import accounts, calendar
 from vault.services.accounts import LinkPurpose, Role
 from vault.services.errors import Conflict, ValidationFailed
 from vault.services.mail import Mailer, MailNotSent
@@ -176,3 +177,41 @@ def reset_link(user_id: uuid.UUID) -> Response:
         flash(gettext("The reset link was sent by e-mail."), "success")
         return _render_user(user)
     return _render_user(user, link=url)
+
+
+@blueprint.route("/calendar", methods=["GET", "POST"])
+@require_roles(Role.ADMIN)
+def school_calendar() -> BaseResponse | tuple[str, int]:
+    db = context.db_session()
+    errors: dict[str, list[str]] = {}
+    if request.method == "POST":
+        try:
+            raw_day = request.form.get("last_day", "")
+            try:
+                last_day = date.fromisoformat(raw_day)
+            except ValueError:
+                raise ValidationFailed(
+                    {"last_day": [gettext("Enter a date as YYYY-MM-DD.")]}
+                ) from None
+            retagged = calendar.set_last_day(
+                db, context.runtime().store, actor(), request.form.get("school_year", ""), last_day
+            )
+        except ValidationFailed as exc:
+            db.rollback()
+            errors = _translated(exc)
+        else:
+            db.commit()
+            flash(
+                gettext("Saved. %(count)s stored recordings were re-tagged.", count=retagged),
+                "success",
+            )
+            return redirect(url_for("admin.school_calendar"))
+    today = now().astimezone(context.settings().zone).date()
+    return render_template(
+        "admin_calendar.html",
+        years=calendar.known_years(db),
+        current_year=calendar.school_year_of(today),
+        shred_hour=context.settings().shred_hour,
+        errors=errors,
+        form=request.form,
+    ), (422 if errors else 200)

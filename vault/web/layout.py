@@ -41,6 +41,7 @@ MENU: tuple[NavItem, ...] = (
     NavItem("orders.index", N_("Orders"), frozenset({"director", "auditor"})),
     NavItem("orders.register", N_("Register"), frozenset({"director", "auditor"})),
     NavItem("admin.users", N_("Accounts"), frozenset({"admin"})),
+    NavItem("admin.school_calendar", N_("Calendar"), frozenset({"admin"})),
     NavItem("account.overview", N_("My account")),
 )
 
