@@ -64,6 +64,7 @@ from typing import Any, Protocol
 
 from sqlalchemy import delete, func, select, update
 from sqlalchemy.exc import IntegrityError as DatabaseIntegrityError
+from sqlalchemy.exc import OperationalError
 from sqlalchemy.orm import Session
 
 from storage_backends.base import MAX_PARTS, Part, StorageConflict, StorageError
@@ -512,6 +513,31 @@ def create_upload(
         raise BadUploadRequest(
             N_("Upload-Metadata must name the recording (recording_id).")
         ) from None
+    try:
+        return _create(runtime, subject, recording_id, length, now, context)
+    except _YearKeyRace:
+        # The first upload of a school year creates the year's key; when two start at once,
+        # one insert loses. The key exists now, so the second attempt simply uses it.
+        try:
+            return _create(runtime, subject, recording_id, length, now, context)
+        except _YearKeyRace as exc:
+            raise Conflict(
+                N_("Another request changed this upload at the same time. Try again.")
+            ) from exc
+
+
+class _YearKeyRace(Exception):
+    """The school-year key was created by a concurrent request inside this transaction."""
+
+
+def _create(
+    runtime: Runtime,
+    subject: Subject,
+    recording_id: uuid.UUID,
+    length: int,
+    now: datetime,
+    context: RequestContext | None,
+) -> UploadState:
     store = runtime.store
     with runtime.sessions() as session:
         recording = session.get(Recording, recording_id)
@@ -526,6 +552,9 @@ def create_upload(
             raise Gone() from exc
         except KeyringError as exc:
             raise KeysUnavailable() from exc
+        except (DatabaseIntegrityError, OperationalError) as exc:
+            session.rollback()
+            raise _YearKeyRace() from exc
         encryptor = crypto.Encryptor.start(data_key, recording.id, recording.school_year, length)
         key = object_key_for(recording)
         tags = calendar.object_tags(recording.school_year, recording.retain_until)
