@@ -85,6 +85,7 @@ from vault.services.errors import (
     N_,
     Conflict,
     Gone,
+    IntegrityFailure,
     KeysUnavailable,
     NotFound,
     PayloadTooLarge,
@@ -163,7 +164,7 @@ class ContentDiverged(Conflict):
     )
 
 
-class UploadVerificationFailed(StorageUnavailable):
+class UploadVerificationFailed(IntegrityFailure):
     message = N_(
         "The stored file could not be verified and has been discarded. Please register "
         "the recording again and upload it once more."
