@@ -1,0 +1,226 @@
+"""Uploads under `recvault serve` (gunicorn, two gthread workers): a worker killed with
+SIGKILL between two PATCH requests, or in the middle of one, loses nothing acknowledged.
+
+The upload state lives in the database and the store only, so the next request may land on
+the other worker or on the one the master starts in place of the dead one.
+"""
+
+from __future__ import annotations
+
+import http.client
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+import uuid
+from collections.abc import Iterator
+from datetime import UTC, datetime
+from pathlib import Path
+
+import pytest
+import requests
+
+from tests.recording_support import register
+from tests.uploads_support import (
+    MIB,
+    encode_metadata,
+    media,
+    recording_row,
+    stored_plaintext,
+    teacher_token,
+)
+from vault.services.runtime import Runtime
+from vault.settings import Settings
+
+pytestmark = pytest.mark.slow
+
+
+def free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port: int = probe.getsockname()[1]
+        return port
+
+
+def children_of(pid: int) -> list[int]:
+    found = []
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            stat = (entry / "stat").read_text()
+        except OSError:
+            continue
+        # The command name is in parentheses and may contain spaces; the ppid follows it.
+        fields = stat[stat.rindex(")") + 2 :].split()
+        if int(fields[1]) == pid:
+            found.append(int(entry.name))
+    return found
+
+
+class Served:
+    def __init__(self, base: str, master: subprocess.Popen[bytes]) -> None:
+        self.base = base
+        self.master = master
+
+    def workers(self, expected: int = 2, timeout: float = 30) -> list[int]:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            workers = children_of(self.master.pid)
+            if len(workers) >= expected:
+                return workers
+            time.sleep(0.1)
+        raise AssertionError(f"gunicorn did not run {expected} workers")
+
+    def kill_workers(self) -> None:
+        """SIGKILL every worker by pid (never the master), as a crash or the OOM killer would."""
+        victims = self.workers()
+        for pid in victims:
+            os.kill(pid, signal.SIGKILL)
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline:
+            current = children_of(self.master.pid)
+            if len(current) >= 2 and not set(current) & set(victims):
+                return
+            time.sleep(0.1)
+        raise AssertionError("the master did not replace the killed workers")
+
+
+@pytest.fixture
+def served(settings: Settings, runtime: Runtime) -> Iterator[Served]:
+    env = {
+        **os.environ,
+        "VAULT_INSTANCE_DIR": str(settings.instance_dir),
+        "VAULT_DATABASE_URL": settings.database_url,
+        "VAULT_STORAGE_URL": settings.storage_url,
+    }
+    recvault = [sys.executable, "-m", "vault.cli"]
+    subprocess.run([*recvault, "init"], env=env, check=True, capture_output=True, timeout=120)
+    port = free_port()
+    master = subprocess.Popen(
+        [*recvault, "serve", "--port", str(port), "--workers", "2", "--threads", "4"],
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        start_new_session=True,
+    )
+    base = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline:
+            try:
+                requests.get(f"{base}/healthz", timeout=2)
+                break
+            except requests.ConnectionError:
+                time.sleep(0.2)
+        yield Served(base, master)
+    finally:
+        os.killpg(master.pid, signal.SIGTERM)
+        try:
+            master.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            os.killpg(master.pid, signal.SIGKILL)
+            master.wait()
+
+
+class Tus:
+    def __init__(self, base: str, token: str) -> None:
+        self.base = base
+        self.headers = {"Authorization": f"Bearer {token}", "Tus-Resumable": "1.0.0"}
+
+    def create(self, recording_id: uuid.UUID, length: int) -> str:
+        response = requests.post(
+            f"{self.base}/api/v1/uploads",
+            headers={
+                **self.headers,
+                "Upload-Length": str(length),
+                "Upload-Metadata": encode_metadata(recording_id=str(recording_id)),
+            },
+            timeout=30,
+        )
+        assert response.status_code == 201, response.text
+        return self.base + response.headers["Location"]
+
+    def offset(self, url: str) -> int:
+        deadline = time.monotonic() + 30
+        while True:
+            try:
+                response = requests.head(url, headers=self.headers, timeout=10)
+                assert response.status_code == 200
+                return int(response.headers["Upload-Offset"])
+            except requests.ConnectionError:
+                if time.monotonic() > deadline:
+                    raise
+                time.sleep(0.2)
+
+    def patch(self, url: str, offset: int, data: bytes) -> int:
+        response = requests.patch(
+            url,
+            data=data,
+            headers={
+                **self.headers,
+                "Upload-Offset": str(offset),
+                "Content-Type": "application/offset+octet-stream",
+            },
+            timeout=120,
+        )
+        assert response.status_code == 204, response.text
+        return int(response.headers["Upload-Offset"])
+
+    def open_patch(self, url: str, offset: int, length: int) -> http.client.HTTPConnection:
+        """Start a PATCH with a Content-Length whose body the caller sends piece by piece."""
+        target = requests.utils.urlparse(url)
+        connection = http.client.HTTPConnection(target.hostname, target.port, timeout=120)
+        connection.putrequest("PATCH", target.path)
+        for name, value in {
+            **self.headers,
+            "Upload-Offset": str(offset),
+            "Content-Type": "application/offset+octet-stream",
+            "Content-Length": str(length),
+        }.items():
+            connection.putheader(name, value)
+        connection.endheaders()
+        return connection
+
+
+def test_killed_workers_lose_nothing_acknowledged(served: Served, runtime: Runtime) -> None:
+    token = teacher_token(runtime, "skolotaja")
+    recording_id = register(runtime, "skolotaja")
+    data = media(24 * MIB + 4321)
+    tus = Tus(served.base, token)
+    url = tus.create(recording_id, len(data))
+
+    # Between requests: the acknowledged offset survives both workers' deaths.
+    offset = tus.patch(url, 0, data[: 3 * MIB])
+    offset = tus.patch(url, offset, data[offset : 6 * MIB + 7])
+    assert offset == 6 * MIB + 7
+    served.kill_workers()
+    assert tus.offset(url) == offset
+
+    # During a request: parts committed mid-request are acknowledged even though the
+    # response never comes; only what followed them is lost and sent again.
+    length = 12 * MIB
+    connection = tus.open_patch(url, offset, length)
+    sent = 0
+    while sent < 9 * MIB:
+        connection.send(data[offset + sent : offset + sent + MIB])
+        sent += MIB
+    deadline = time.monotonic() + 30
+    while tus.offset(url) == offset:
+        assert time.monotonic() < deadline, "no part was acknowledged mid-request"
+        time.sleep(0.1)
+    served.kill_workers()
+    connection.close()
+    acknowledged = tus.offset(url)
+    assert offset < acknowledged <= offset + sent
+    offset = acknowledged
+
+    while offset < len(data):
+        offset = tus.patch(url, offset, data[offset : offset + 5 * MIB + 3])
+    recording = recording_row(runtime, recording_id)
+    assert recording.status == "available"
+    assert stored_plaintext(runtime, recording_id) == data
+    assert recording.available_at is not None
+    assert recording.available_at <= datetime.now(UTC)
