@@ -14,6 +14,7 @@ import socket
 import subprocess
 import sys
 import time
+import urllib.parse
 import uuid
 from collections.abc import Iterator
 from datetime import UTC, datetime
@@ -171,7 +172,8 @@ class Tus:
 
     def open_patch(self, url: str, offset: int, length: int) -> http.client.HTTPConnection:
         """Start a PATCH with a Content-Length whose body the caller sends piece by piece."""
-        target = requests.utils.urlparse(url)
+        target = urllib.parse.urlsplit(url)
+        assert target.hostname is not None
         connection = http.client.HTTPConnection(target.hostname, target.port, timeout=120)
         connection.putrequest("PATCH", target.path)
         for name, value in {
