@@ -24,7 +24,7 @@ from flask_babel import gettext
 from werkzeug.datastructures import MultiDict
 from werkzeug.wrappers import Response as BaseResponse
 
-from vault.models import Certificate, Recording
+from vault.models import Certificate, MethodologicalRequest, Recording
 from vault.services import accounts, certificates, deletion, media, recordings
 from vault.services.access import Action, Subject
 from vault.services.accounts import Role
@@ -234,7 +234,7 @@ def api_create_request() -> tuple[Response, int]:
     return jsonify(_request_json(made)), 201
 
 
-def _create_request(raw: Mapping[str, Any]) -> Any:
+def _create_request(raw: Mapping[str, Any]) -> MethodologicalRequest:
     db = context.db_session()
     director = accounts.get_user(db, current_principal().id)
     made = recordings.create_request(
@@ -249,7 +249,7 @@ def _create_request(raw: Mapping[str, Any]) -> Any:
     return made
 
 
-def _request_json(made: Any) -> dict[str, Any]:
+def _request_json(made: MethodologicalRequest) -> dict[str, Any]:
     db = context.db_session()
     teacher = accounts.get_user(db, made.teacher_id)
     return {
