@@ -41,7 +41,7 @@ from vault.models import (
     Upload,
     User,
 )
-from vault.services import access
+from vault.services import access, account_admin
 from vault.services.access import TOMBSTONE_STATUSES, Action, Status, Subject
 from vault.services.errors import Gone, PermissionDenied
 from vault.services.runtime import Runtime
@@ -236,7 +236,7 @@ def _order(
     end: date,
     *,
     revoked: bool = False,
-) -> None:
+) -> uuid.UUID:
     """An order row written directly, not through the service: the matrix must show that
     the policy itself refuses what the service would never create (an order naming the
     admin or the auditor), and orders in the past or future."""
@@ -257,6 +257,7 @@ def _order(
     session.flush()
     session.add_all(AccessOrderGrantee(order_id=order.id, user_id=uid) for uid in grantees)
     session.add(AccessOrderRecording(order_id=order.id, recording_id=recording_id))
+    return order.id
 
 
 def build_world(runtime: Runtime) -> tuple[World, dict[str, Person]]:
@@ -358,13 +359,18 @@ PROBES: dict[Action, Probe] = {
         changes_state=True,
     ),
 }
+# The stream is probed through a view: its URL comes from starting one, bound to that view and
+# the viewer's session (see ``probe_stream``).
+STREAM_RULE = "/api/v1/views/<uuid:view_id>/stream"
+STREAM_SUCCESS = frozenset({200, 206})
+# Subjects who can never open a view, so no stream URL of their own exists to probe: their
+# stream cells are answered by the policy function.
+NEVER_VIEWERS = frozenset({"admin", "auditor"})
 # Not probed over HTTP:
-# - stream: its URL comes from a started view, bound to that view and session; probing it
-#   means starting a view first, which only the subjects allowed to start one can do;
 # - upload: tus creation mixes the policy with the upload's own state (SPEC §7: 409 for an
 #   existing or finished upload), so its HTTP answers are checked in tests/test_uploads.py;
 # - take_responsibility: a director's act on a disabled owner's recording.
-POLICY_ONLY = frozenset({Action.STREAM, Action.UPLOAD, Action.TAKE_RESPONSIBILITY})
+POLICY_ONLY = frozenset({Action.UPLOAD, Action.TAKE_RESPONSIBILITY})
 
 
 def route_exists(app: Flask, probe: Probe) -> bool:
@@ -438,6 +444,63 @@ def probe_policy(
         return Answer.ALLOW
 
 
+def stream_probe_possible(app: Flask) -> bool:
+    start = PROBES[Action.START_VIEW]
+    return route_exists(app, start) and any(
+        rule.rule == STREAM_RULE for rule in app.url_map.iter_rules()
+    )
+
+
+def probe_stream(
+    runtime: Runtime,
+    browser: Browser,
+    world: World,
+    name: str,
+    state: OrderState,
+    recording_id: uuid.UUID,
+) -> tuple[Answer | None, str]:
+    """Open a view while it is allowed, put the cell's state back, then fetch the stream.
+
+    Opening needs an available recording, and for anyone but the owner a valid order. When
+    the cell itself provides neither, the recording is made available and a setup order
+    naming only this subject is written for the moment of opening; afterwards the status
+    returns and the setup order is revoked, so the stream request meets exactly the cell.
+    """
+    subject_id = world.people[name]
+    setup_order: uuid.UUID | None = None
+    with runtime.sessions() as session, session.begin():
+        recording = session.get(Recording, recording_id)
+        assert recording is not None
+        status = recording.status
+        recording.status = Status.AVAILABLE.value
+        if name != "owner" and state is not OrderState.ACTIVE:
+            start, end = today() - timedelta(days=1), today() + timedelta(days=10)
+            setup_order = _order(
+                session, world.people["director"], [subject_id], recording_id, start, end
+            )
+    opened = browser.client.post(
+        f"/api/v1/recordings/{recording_id}/views", headers={"X-CSRF-Token": browser.csrf}
+    )
+    with runtime.sessions() as session, session.begin():
+        recording = session.get(Recording, recording_id)
+        assert recording is not None
+        recording.status = status
+        if setup_order is not None:
+            order = session.get(AccessOrder, setup_order)
+            assert order is not None
+            order.revoked_at = datetime.now(UTC)
+            order.revoked_by = world.people["director"]
+            order.revocation_reason = "Matrix setup"
+    if opened.status_code != 201:
+        return None, f"no view ({opened.status_code})"
+    response = browser.client.get(opened.get_json()["stream_url"])
+    code = response.status_code
+    response.close()
+    if code in STREAM_SUCCESS:
+        return Answer.ALLOW, str(code)
+    return {403: Answer.DENY, 410: Answer.GONE}.get(code), str(code)
+
+
 def snapshot(runtime: Runtime, recording_id: uuid.UUID) -> dict[str, Any]:
     with runtime.sessions() as session:
         recording = session.get(Recording, recording_id)
@@ -490,6 +553,13 @@ def run_matrix(app: Flask, runtime: Runtime) -> Matrix:
     }
     for action, known in over_http.items():
         matrix.http_actions[action] = f"{known.method} {known.rule}"
+    streams = stream_probe_possible(app)
+    if streams:
+        matrix.http_actions[Action.STREAM] = (
+            f"GET {STREAM_RULE} (the stream_url of a view opened with POST "
+            f"{PROBES[Action.START_VIEW].rule}); the admin and the auditor can never open a "
+            "view, so their cells come from the policy function"
+        )
     subjects = {name: Subject(world.people[name], frozenset(SUBJECTS[name])) for name in SUBJECTS}
     # Acts that change the recording run last, so the reading probes see it untouched.
     ordered = sorted(ACTIONS, key=lambda a: over_http[a].changes_state if a in over_http else False)
@@ -498,20 +568,23 @@ def run_matrix(app: Flask, runtime: Runtime) -> Matrix:
             probe = over_http.get(action)
             for name, subject in subjects.items():
                 cell = Cell(purpose, state, status, name, action)
+                where = f"{name} / {action} / {state} / {status} / {purpose}"
                 before = denials(runtime, subject.id, rid)
-                if probe is None:
+                answer: Answer | None
+                if action is Action.STREAM and streams and name not in NEVER_VIEWERS:
+                    answer, shown = probe_stream(runtime, signed_in[name], world, name, state, rid)
+                    result = Result(answer or Answer.DENY, shown, via_http=True)
+                elif probe is None:
                     answer = probe_policy(runtime, subject, action, rid)
                     result = Result(answer, answer.value, via_http=False)
                 else:
                     saved = snapshot(runtime, rid) if probe.changes_state else None
-                    http, code = probe_http(signed_in[name], probe, rid)
-                    result = Result(http or Answer.DENY, str(code), via_http=True)
-                    if http is None:
-                        matrix.problems.append(
-                            f"{name} / {action} / {state} / {status}: unexpected HTTP {code}"
-                        )
-                    if saved is not None and http is Answer.ALLOW:
+                    answer, code = probe_http(signed_in[name], probe, rid)
+                    result = Result(answer or Answer.DENY, str(code), via_http=True)
+                    if saved is not None and answer is Answer.ALLOW:
                         restore(runtime, rid, saved)
+                if answer is None:
+                    matrix.problems.append(f"{where}: unexpected answer {result.shown}")
                 logged = denials(runtime, subject.id, rid) > before
                 matrix.check(cell, result, logged)
     return matrix
@@ -592,3 +665,34 @@ def test_the_authorization_matrix_gives_the_spec_answer_in_every_cell(
     if os.environ.get(WRITE_FLAG):
         MATRIX_DOC.write_text(document, encoding="utf-8")
     assert matrix.problems == []
+
+
+def test_non_owners_start_a_view_only_from_a_browser_session(app: Flask, runtime: Runtime) -> None:
+    """SPEC §4.5: a leaked API token alone must not pull a recording out for anyone but its
+    owner; a cookie session also needs the CSRF token."""
+    start = PROBES[Action.START_VIEW]
+    assert route_exists(app, start), "the start-a-view route is missing"
+    persons = {
+        name: add_person(runtime, name, role)
+        for name, role in (("owner", "teacher"), ("staff", "staff"), ("director", "director"))
+    }
+    rid = insert_recording(runtime, "owner", status="registered")
+    store_plaintext(runtime, rid, sample_media(4096), chunk_size=1024)
+    with runtime.sessions() as session, session.begin():
+        rows = session.execute(select(User.username, User.id)).all()
+        ids: dict[str, uuid.UUID] = {row[0]: row[1] for row in rows}
+        _order(session, ids["director"], [ids["staff"]], rid, today(), today())
+    url = start.rule.replace(RECORDING, str(rid))
+    api = app.test_client()
+
+    def token(username: str) -> dict[str, str]:
+        issued = account_admin.issue_token(runtime, username, "script", "1d", datetime.now(UTC))
+        return {"Authorization": f"Bearer {issued}"}
+
+    assert api.post(url, headers=token("owner")).status_code == 201
+    before = denials(runtime, ids["staff"], rid)
+    assert api.post(url, headers=token("staff")).status_code == 403
+    assert denials(runtime, ids["staff"], rid) == before + 1
+    browser = browsers(app, {"staff": persons["staff"]})["staff"]
+    assert browser.client.post(url).status_code == 400  # no CSRF token
+    assert browser.client.post(url, headers={"X-CSRF-Token": browser.csrf}).status_code == 201
