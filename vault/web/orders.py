@@ -251,6 +251,7 @@ def available() -> Response:
         items=found,
         status_labels=orders.STATUS_LABELS,
         detail_endpoint=_endpoint_if_registered("recordings.detail"),
+        watch_endpoint=_endpoint_if_registered("watch.page"),
     )
     return _no_store(Response(page, mimetype="text/html"))
 
