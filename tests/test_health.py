@@ -10,7 +10,6 @@ import pytest
 from flask.testing import FlaskClient
 
 from storage_backends.base import LifecycleRules
-from tests.conftest import storage_kind
 from tests.seaweed import run_seaweedfs
 from vault.app import build_runtime, create_app
 from vault.settings import Settings
@@ -46,7 +45,7 @@ def test_stopped_local_storage_is_503(settings: Settings, tmp_path: Path) -> Non
     assert_storage_unavailable(client)
 
 
-@pytest.mark.skipif(storage_kind() != "s3", reason="S3 faults run in the S3 pass")
+@pytest.mark.slow
 def test_stopped_s3_server_is_503(
     settings: Settings, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:

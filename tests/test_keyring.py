@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import base64
 import dataclasses
-import shutil
 import subprocess
 import sys
 import uuid
@@ -14,11 +13,10 @@ from pathlib import Path
 import pytest
 from sqlalchemy import select
 
-from tests.conftest import TestDatabase
-from vault import crypto
+from vault import crypto, schema
 from vault.app import build_runtime
 from vault.keyring import KeyringError, WrongKeysError, YearShredded
-from vault.models import AuditEvent, MasterKeyVersion, SchoolYearKey
+from vault.models import AuditEvent, MasterKeyVersion, SchoolYearKey, SealedSecret
 from vault.services import keys
 from vault.services.errors import KeysUnavailable
 from vault.services.runtime import Runtime
@@ -115,23 +113,36 @@ def test_shred_resumes_after_a_crash_between_steps(runtime: Runtime) -> None:
     assert open_data_key(runtime, kept_id, KEPT, kept_wrapped) == kept_key
 
 
+KEY_TABLES = (MasterKeyVersion, SchoolYearKey, SealedSecret)
+
+
 def test_a_backup_taken_before_the_shred_decrypts_nothing_of_that_year(
-    runtime: Runtime, test_database: TestDatabase, tmp_path: Path
+    runtime: Runtime, tmp_path: Path
 ) -> None:
-    if test_database.kind != "sqlite":
-        pytest.skip("the backup is taken as a copy of the SQLite file; the logic is shared")
     recording_id, _, wrapped = make_data_key(runtime, SHREDDED)
     kept_id, kept_key, kept_wrapped = make_data_key(runtime, KEPT)
-    database = Path(runtime.settings.database_url.removeprefix("sqlite:///"))
-    backup = tmp_path / "backup.db"
-    runtime.engine.dispose()
-    shutil.copyfile(database, backup)
+    # The backup: every key-hierarchy row as it stood before the shred.
+    with runtime.sessions() as session:
+        backup = {
+            table: [
+                {column.key: getattr(row, column.key) for column in table.__table__.columns}
+                for row in session.scalars(select(table))
+            ]
+            for table in KEY_TABLES
+        }
 
     keys.shred_year_key(runtime, SHREDDED, NOW)
 
-    restored = dataclasses.replace(runtime.settings, database_url=f"sqlite:///{backup}")
+    # Restored into a fresh database, opened with the keys directory as it is now.
+    restored = dataclasses.replace(
+        runtime.settings, database_url=f"sqlite:///{tmp_path / 'restored.db'}"
+    )
     restored_runtime = build_runtime(restored)
     try:
+        schema.upgrade(restored_runtime.engine)
+        with restored_runtime.sessions() as session, session.begin():
+            for table in KEY_TABLES:
+                session.add_all(table(**values) for values in backup[table])
         with pytest.raises(KeyringError):
             open_data_key(restored_runtime, recording_id, SHREDDED, wrapped)
         # The backup cannot even be opened for the other year: its master version is gone.

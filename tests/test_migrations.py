@@ -10,13 +10,14 @@ from alembic.autogenerate import compare_metadata
 from alembic.runtime.migration import MigrationContext
 from sqlalchemy import Engine, inspect
 
+from tests.backends import missing_backend
 from tests.conftest import create_postgres_schema, drop_postgres_schema, postgres_base_url
 from vault import schema
 from vault.db import make_engine
 from vault.models import Base
 
 
-@pytest.fixture(params=["sqlite", "postgresql"])
+@pytest.fixture(params=["sqlite", pytest.param("postgresql", marks=pytest.mark.postgres)])
 def empty_engine(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Engine]:
     if request.param == "sqlite":
         engine = make_engine(f"sqlite:///{tmp_path / 'migrations.db'}")
@@ -25,7 +26,7 @@ def empty_engine(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Eng
         return
     base_url = postgres_base_url()
     if base_url is None:
-        pytest.skip("PostgreSQL migrations run in the PostgreSQL pass (VAULT_TEST_DATABASE_URL)")
+        missing_backend("PostgreSQL: set VAULT_TEST_DATABASE_URL")
     name, url = create_postgres_schema(base_url, "vault_migrations")
     engine = make_engine(url)
     yield engine

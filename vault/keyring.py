@@ -262,6 +262,7 @@ class Keyring:
         """
         current = self.current_version(session)
         if current is not None:
+            self._load_provider_keys()  # check the provider as it is now, not a cached copy
             self._master_key(session, current.version)
             return None
         if session.scalars(select(MasterKeyVersion).limit(1)).first() is not None:
