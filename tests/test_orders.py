@@ -271,7 +271,20 @@ def test_naming_an_account_the_procedure_excludes_gets_422(
     assert audit_rows(runtime, "order:issued") == []
 
 
-def test_a_teacher_who_is_also_staff_may_be_named_but_an_admin_teacher_only_as_teacher(
+def test_a_person_named_twice_in_different_spellings_is_named_once(
+    app: Flask, runtime: Runtime, school: School
+) -> None:
+    recording_id = insert_recording(runtime, "skolotaja")
+    director = browser(app, school.director)
+    body = order_body([recording_id, recording_id], ["psihologs", " PSIHOLOGS"])
+    response = director.post_json("/api/v1/orders", body)
+    assert response.status_code == 201
+    issued = response.get_json()
+    assert [g["username"] for g in issued["grantees"]] == ["psihologs"]
+    assert issued["recording_ids"] == [str(recording_id)]
+
+
+def test_an_account_that_also_teaches_may_be_named_beside_its_admin_role(
     app: Flask, runtime: Runtime, school: School
 ) -> None:
     add_person(runtime, "it-skolotajs", "admin", "teacher")

@@ -306,7 +306,7 @@ def _grantees(
             errors.setdefault("grantees", []).append(
                 N_("Only teacher, staff or director accounts can be named in an order.")
             )
-        else:
+        elif all(chosen.id != user.id for chosen in users):
             users.append(user)
     return users
 
