@@ -14,6 +14,7 @@ from sqlalchemy import (
     JSON,
     BigInteger,
     DateTime,
+    Float,
     ForeignKey,
     Integer,
     LargeBinary,
@@ -415,3 +416,57 @@ class Certificate(Base):
     body: Mapped[str] = mapped_column(Text)
     signature: Mapped[str] = mapped_column(String(128))
     key_fingerprint: Mapped[str] = mapped_column(String(64))
+
+
+class View(Base):
+    """One viewing of a recording: bound to the viewer, their sign-in session and the order
+    that allowed it, and alive only while the watch page keeps sending heartbeats.
+
+    A stream URL names a view; every request on it is checked against this row, so ending a
+    session, revoking the order or letting the heartbeats lapse stops the stream at once.
+    """
+
+    __tablename__ = "views"
+
+    id: Mapped[uuid.UUID] = mapped_column(primary_key=True, default=new_id)
+    recording_id: Mapped[uuid.UUID] = mapped_column(
+        ForeignKey("recordings.id", ondelete="CASCADE"), index=True
+    )
+    viewer_id: Mapped[uuid.UUID] = mapped_column(ForeignKey("users.id"), index=True)
+    # The server-side sign-in session; None only for the owner's view opened with an API token.
+    login_session_id: Mapped[str | None] = mapped_column(String(64))
+    # The order that allowed the view; None for the owner.
+    order_id: Mapped[uuid.UUID | None] = mapped_column(ForeignKey("access_orders.id"))
+    started_at: Mapped[datetime] = mapped_column(default=utcnow)
+    last_heartbeat_at: Mapped[datetime] = mapped_column(default=utcnow)
+    ended_at: Mapped[datetime | None] = mapped_column(index=True)
+    end_reason: Mapped[str | None] = mapped_column(String(32))
+    # What the player reported it played, in seconds (merged intervals). Reported by the
+    # client, so only as trustworthy as the browser that sent it.
+    played_reported: Mapped[list[list[float]]] = mapped_column(JSON, default=list)
+    duration_reported: Mapped[float | None] = mapped_column(Float)
+    # Set once the view is summarised: the whole file was fetched much faster than it plays.
+    fetched_fast: Mapped[bool] = mapped_column(default=False)
+
+
+class ViewRange(Base):
+    """A raw record of one stream request: the bytes asked for and the bytes actually sent.
+
+    Kept beside the audit chain rather than in it; each view enters the chain once, as a
+    summary built from these rows.
+    """
+
+    __tablename__ = "view_ranges"
+
+    id: Mapped[int] = mapped_column(BigIntPrimaryKey, primary_key=True, autoincrement=True)
+    view_id: Mapped[uuid.UUID] = mapped_column(
+        ForeignKey("views.id", ondelete="CASCADE"), index=True
+    )
+    status: Mapped[int] = mapped_column(Integer)
+    # The plaintext byte range planned for the response, [first, end).
+    first: Mapped[int] = mapped_column(BigInteger)
+    end: Mapped[int] = mapped_column(BigInteger)
+    # How many of those bytes left the server (the client may stop reading early).
+    sent: Mapped[int] = mapped_column(BigInteger, default=0)
+    started_at: Mapped[datetime] = mapped_column(default=utcnow)
+    finished_at: Mapped[datetime | None]

@@ -53,6 +53,8 @@ class AuditAction(StrEnum):
     RECORDING_DOWNLOADED = "recording:downloaded"
     RECORDING_DELETED = "recording:deleted"
     RECORDING_RESPONSIBILITY_TAKEN = "recording:responsibility_taken"
+    VIEW_STARTED = "view:started"
+    VIEW_ENDED = "view:ended"
     STORAGE_REPAIRED = "storage:repaired"
     REQUEST_CREATED = "request:created"
     UPLOAD_CREATED = "upload:created"

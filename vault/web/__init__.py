@@ -19,6 +19,7 @@ from vault.web import (
     recordings,
     security,
     uploads,
+    watch,
 )
 from vault.web.context import install
 
@@ -39,3 +40,4 @@ def init_app(app: Flask, runtime: Runtime) -> None:
     app.register_blueprint(recordings.pages)
     app.register_blueprint(recordings.api)
     orders.init_app(app)
+    watch.init_app(app)

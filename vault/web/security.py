@@ -25,6 +25,10 @@ PUBLIC_ENDPOINTS: frozenset[str] = frozenset(
         "pages.set_language",
         "auth.login",
         "auth.link_setup",
+        # Not public in effect: the stream checks its signed URL, the viewer and the sign-in
+        # session itself, so that a signed-out or foreign request is refused (403) and
+        # audited instead of being sent to the sign-in page.
+        "watch_api.stream",
     }
 )
 UNSAFE_METHODS = frozenset({"POST", "PUT", "PATCH", "DELETE"})

@@ -1,0 +1,172 @@
+"""Helpers for the streaming tests: a school with an available recording, an order naming a
+designated person, signed-in browsers that start views, and audit look-ups."""
+
+from __future__ import annotations
+
+import uuid
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from typing import Any
+from zoneinfo import ZoneInfo
+
+from flask import Flask
+from flask.testing import FlaskClient
+from sqlalchemy import select
+from werkzeug.test import TestResponse
+
+from tests.people import Person, add_person, sign_in
+from tests.recording_support import register, sample_media, store_plaintext
+from tests.webclient import csrf_token_from
+from vault.models import AuditEvent, Recording, User
+from vault.services import account_admin, accounts, orders
+from vault.services.runtime import Runtime
+
+RIGA = ZoneInfo("Europe/Riga")
+
+
+def riga_today() -> Any:
+    return datetime.now(RIGA).date()
+
+
+@dataclass
+class School:
+    teacher: Person
+    viewer: Person
+    other: Person
+    director: Person
+    auditor: Person
+    recording_id: uuid.UUID
+    order_id: uuid.UUID
+    order_number: str
+    plaintext: bytes
+
+
+def issue_order(
+    runtime: Runtime,
+    grantees: list[str],
+    recording_ids: list[uuid.UUID],
+    number: str,
+    *,
+    director: str = "direktore",
+    days: int = 14,
+) -> uuid.UUID:
+    """An order issued through the orders service, as the director's page would."""
+    now = datetime.now(UTC)
+    today = now.astimezone(RIGA).date()
+    with runtime.sessions() as session, session.begin():
+        issuer = accounts.find_user(session, director)
+        assert issuer is not None
+        # Never past the retention of what it names (the service refuses that).
+        until = min(
+            [today + timedelta(days=days)]
+            + [
+                r.retain_until
+                for r in session.scalars(select(Recording).where(Recording.id.in_(recording_ids)))
+            ]
+        )
+        order = orders.issue(
+            session,
+            accounts.Actor(user_id=issuer.id),
+            issuer,
+            {
+                "number": number,
+                "issued_on": today.isoformat(),
+                "purpose": "Stundas vērošana metodiskajā komisijā",
+                "grantees": grantees,
+                "recording_ids": [str(r) for r in recording_ids],
+                "valid_from": today.isoformat(),
+                "valid_until": until.isoformat(),
+            },
+            now,
+            RIGA,
+            second_factor_session=True,
+        )
+        return order.id
+
+
+def revoke_order(runtime: Runtime, order_id: uuid.UUID, director: str = "direktore") -> None:
+    with runtime.sessions() as session, session.begin():
+        revoker = accounts.find_user(session, director)
+        assert revoker is not None
+        orders.revoke(
+            session,
+            accounts.Actor(user_id=revoker.id),
+            revoker,
+            order_id,
+            "Metodiskais darbs pabeigts",
+            datetime.now(UTC),
+        )
+
+
+def make_school(runtime: Runtime, size: int = 200, chunk_size: int = 16) -> School:
+    teacher = add_person(runtime, "skolotaja", "teacher", name="Anna Bērziņa")
+    viewer = add_person(runtime, "metodikis", "staff", name="Jānis Kalniņš")
+    other = add_person(runtime, "kolegis", "teacher", name="Edgars Vītols")
+    director = add_person(runtime, "direktore", "director", name="Ilze Ozola")
+    auditor = add_person(runtime, "dpo", "auditor", name="Māris Liepa")
+    recording_id = register(runtime, "skolotaja")
+    plaintext = sample_media(size)
+    store_plaintext(runtime, recording_id, plaintext, chunk_size=chunk_size)
+    number = "7-2/15"
+    order_id = issue_order(runtime, ["metodikis"], [recording_id], number)
+    return School(
+        teacher, viewer, other, director, auditor, recording_id, order_id, number, plaintext
+    )
+
+
+@dataclass
+class Browser:
+    """A signed-in browser: its cookie session plus the CSRF header the page's script sends."""
+
+    client: FlaskClient
+    csrf: dict[str, str]
+
+    def post_json(self, path: str, body: object = None) -> TestResponse:
+        return self.client.post(path, json=body, headers=self.csrf)
+
+    def start_view(self, recording_id: uuid.UUID) -> TestResponse:
+        return self.post_json(f"/api/v1/recordings/{recording_id}/views")
+
+    def stream_url(self, recording_id: uuid.UUID) -> str:
+        response = self.start_view(recording_id)
+        assert response.status_code == 201, response.get_data(as_text=True)
+        url: str = response.get_json()["stream_url"]
+        return url
+
+    def sign_out(self) -> None:
+        response = self.client.post("/logout", data={"csrf_token": self.csrf["X-CSRF-Token"]})
+        assert response.status_code == 302
+
+
+def browser(app: Flask, person: Person) -> Browser:
+    client = app.test_client()
+    assert sign_in(client, person).status_code == 302
+    return Browser(client, {"X-CSRF-Token": csrf_token_from(client, "/account")})
+
+
+def bearer(runtime: Runtime, username: str) -> dict[str, str]:
+    token = account_admin.issue_token(runtime, username, "script", "30d", datetime.now(UTC))
+    return {"Authorization": f"Bearer {token}"}
+
+
+def denials(runtime: Runtime, reason: str | None = None) -> list[AuditEvent]:
+    with runtime.sessions() as session:
+        rows = session.scalars(
+            select(AuditEvent).where(AuditEvent.action == "access:denied").order_by(AuditEvent.id)
+        ).all()
+    return [row for row in rows if reason is None or row.details.get("reason") == reason]
+
+
+def events(runtime: Runtime, action: str) -> list[AuditEvent]:
+    with runtime.sessions() as session:
+        return list(
+            session.scalars(
+                select(AuditEvent).where(AuditEvent.action == action).order_by(AuditEvent.id)
+            )
+        )
+
+
+def user_id(runtime: Runtime, username: str) -> uuid.UUID:
+    with runtime.sessions() as session:
+        found: uuid.UUID = session.scalars(select(User.id).where(User.username == username)).one()
+        return found

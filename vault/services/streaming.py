@@ -1,0 +1,807 @@
+"""Stream-only playback: views, heartbeats, range planning and watched intervals.
+
+Threats this module answers:
+- a stream URL copied to another person, another browser or another sign-in session must
+  not play: a view is bound to the viewer, their server-side session and the order that
+  allowed it, and every request on it is checked against that binding;
+- access must end the moment its grounds end (sign-out, revocation, restriction, shredding):
+  every request re-runs the one access policy, so nothing is cached between requests;
+- a view left open must not live on: it ends 15 minutes after the last heartbeat, and it
+  never outlives the longest sign-in session;
+- who watched what must be answerable later (art. 15, the owner's "Who accessed"): each
+  stream request leaves a raw record of the bytes it sent, and each view enters the audit
+  chain once, as a summary of merged intervals.
+
+The services never see HTTP: the web layer turns headers into calls of ``plan_range``, and
+signing the URL is the web layer's business too.
+"""
+
+from __future__ import annotations
+
+import math
+import uuid
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from email.utils import parsedate_to_datetime
+from enum import StrEnum
+from typing import Any, TypeVar, cast
+from zoneinfo import ZoneInfo
+
+from sqlalchemy import CursorResult, select, update
+from sqlalchemy.orm import Session, sessionmaker
+
+from vault.models import AccessOrder, Recording, User, View, ViewRange
+from vault.services import audit
+from vault.services.access import Action, Subject, authorize
+from vault.services.accounts import ABSOLUTE_TIMEOUT
+from vault.services.audit import AuditAction, Outcome, RequestContext
+from vault.services.errors import (
+    N_,
+    Gone,
+    NotFound,
+    PermissionDenied,
+    RangeNotSatisfiable,
+    ValidationFailed,
+)
+
+# A view ends this long after its last heartbeat (the page sends one every minute).
+VIEW_IDLE_TIMEOUT = timedelta(minutes=15)
+# Nor does it outlive the longest sign-in session, heartbeats or not.
+VIEW_MAX_LIFETIME = ABSOLUTE_TIMEOUT
+# Bounds on what a client may report, so a heartbeat cannot bloat a row.
+MAX_REPORTED_INTERVALS = 500
+MAX_REPORTED_SECONDS = 7 * 24 * 3600.0
+# Bounds on the summary chained into the audit log.
+SUMMARY_INTERVAL_LIMIT = 200
+# Views flagged as fetched much faster than playback (SPEC §4.6): at least this share of a
+# file at least this large, fetched in less than this fraction of its playing time. Below
+# the size, a browser's own read-ahead may legitimately fetch the whole file at once.
+FAST_FETCH_SHARE = 0.9
+FAST_FETCH_MIN_BYTES = 64 * 1024 * 1024
+FAST_FETCH_FACTOR = 0.5
+# Ending idle views is also done in bulk now and then; at most this many at a time.
+SWEEP_LIMIT = 100
+# Range headers with more parts than this are refused outright (a denial-of-service shape).
+MAX_RANGE_PARTS = 64
+
+
+class EndReason(StrEnum):
+    IDLE = "idle"
+    CLOSED = "closed"
+    LIFETIME = "lifetime"
+    ACCESS_WITHDRAWN = "access_withdrawn"
+
+
+class Refusal(StrEnum):
+    """Why a request on a view was refused; the ``reason`` of the ``access:denied`` event."""
+
+    URL_INVALID = "stream_url_invalid"
+    NO_SESSION = "no_session"
+    UNKNOWN_VIEW = "unknown_view"
+    ANOTHER_VIEWER = "another_viewer"
+    ANOTHER_SESSION = "another_session"
+    VIEW_ENDED = "view_ended"
+    ORDER_CHANGED = "order_changed"
+    BROWSER_SESSION_REQUIRED = "browser_session_required"
+
+
+REFUSAL_MESSAGES: dict[Refusal, str] = {
+    Refusal.VIEW_ENDED: N_("This viewing has ended. Reload the page to watch again."),
+    Refusal.ORDER_CHANGED: N_(
+        "The order that allowed this viewing no longer applies. Reload the page."
+    ),
+    Refusal.BROWSER_SESSION_REQUIRED: N_(
+        "Recordings named in an order can be watched only in the browser, not with an API token."
+    ),
+}
+
+
+@dataclass(frozen=True)
+class Caller:
+    """Who makes a request on a view: the account, and the sign-in session it came through
+    (None when it came with an API token)."""
+
+    subject: Subject
+    login_session_id: str | None
+
+
+@dataclass(frozen=True)
+class StartedView:
+    view: View
+    recording: Recording
+    order: AccessOrder | None
+
+
+@dataclass(frozen=True)
+class StreamGrant:
+    view: View
+    recording: Recording
+
+
+# -- views --------------------------------------------------------------------------------------
+
+
+def _refuse(
+    session: Session,
+    reason: Refusal,
+    *,
+    actor_id: uuid.UUID | None,
+    view_id: uuid.UUID | None,
+    recording_id: uuid.UUID | None,
+    action: Action,
+    context: RequestContext | None,
+) -> PermissionDenied:
+    """Audit a refusal of this module's own (committed, as every denial is)."""
+    audit.record(
+        session,
+        audit.Event(
+            AuditAction.ACCESS_DENIED,
+            outcome=Outcome.DENIED,
+            actor_id=actor_id,
+            recording_id=recording_id,
+            object_id=str(view_id) if view_id else None,
+            details={"action": action.value, "reason": reason.value},
+            context=context,
+        ),
+    )
+    session.commit()
+    return PermissionDenied(REFUSAL_MESSAGES.get(reason))
+
+
+def refuse_url(
+    session: Session,
+    caller: Caller | None,
+    view_id: uuid.UUID,
+    context: RequestContext | None = None,
+) -> PermissionDenied:
+    """Audit a stream URL whose signature does not verify or names another view."""
+    view = session.get(View, view_id)
+    return _refuse(
+        session,
+        Refusal.URL_INVALID,
+        actor_id=caller.subject.id if caller else None,
+        view_id=view_id,
+        recording_id=view.recording_id if view else None,
+        action=Action.STREAM,
+        context=context,
+    )
+
+
+def start_view(
+    session: Session,
+    caller: Caller,
+    recording_id: uuid.UUID,
+    now: datetime,
+    zone: ZoneInfo,
+    context: RequestContext | None = None,
+    idle_timeout: timedelta = VIEW_IDLE_TIMEOUT,
+) -> StartedView:
+    """Open a view of a recording for ``caller``; the policy decides, and says under which order.
+
+    Anyone but the owner needs a browser session: a leaked API token must not be enough to
+    pull a restricted recording out of the vault, where no watermark shows who took it.
+    """
+    recording = session.get(Recording, recording_id)
+    if recording is None:
+        raise NotFound()
+    decision = authorize(session, caller.subject, Action.START_VIEW, recording, now, zone, context)
+    if decision.order is not None and caller.login_session_id is None:
+        raise _refuse(
+            session,
+            Refusal.BROWSER_SESSION_REQUIRED,
+            actor_id=caller.subject.id,
+            view_id=None,
+            recording_id=recording.id,
+            action=Action.START_VIEW,
+            context=context,
+        )
+    end_idle_views(session, now, idle_timeout)
+    view = View(
+        recording_id=recording.id,
+        viewer_id=caller.subject.id,
+        login_session_id=caller.login_session_id,
+        order_id=decision.order.id if decision.order else None,
+        started_at=now,
+        last_heartbeat_at=now,
+        played_reported=[],
+    )
+    session.add(view)
+    session.flush()
+    audit.record(
+        session,
+        audit.Event(
+            AuditAction.VIEW_STARTED,
+            actor_id=caller.subject.id,
+            recording_id=recording.id,
+            object_id=str(view.id),
+            details={
+                "order_id": str(decision.order.id) if decision.order else None,
+                "order_number": decision.order.number if decision.order else None,
+                "via": "token" if caller.login_session_id is None else "browser",
+            },
+            context=context,
+        ),
+    )
+    session.commit()
+    return StartedView(view, recording, decision.order)
+
+
+def watchable(
+    session: Session,
+    subject: Subject,
+    recording_id: uuid.UUID,
+    now: datetime,
+    zone: ZoneInfo,
+    context: RequestContext | None = None,
+) -> tuple[Recording, AccessOrder | None]:
+    """The recording for the watch page, and the order it would be watched under (None for
+    the owner); a refusal is audited like any other."""
+    recording = session.get(Recording, recording_id)
+    if recording is None:
+        raise NotFound()
+    decision = authorize(session, subject, Action.START_VIEW, recording, now, zone, context)
+    return recording, decision.order
+
+
+def _deadline(view: View, idle_timeout: timedelta) -> tuple[datetime, EndReason]:
+    idle_end = view.last_heartbeat_at + idle_timeout
+    lifetime_end = view.started_at + VIEW_MAX_LIFETIME
+    if lifetime_end <= idle_end:
+        return lifetime_end, EndReason.LIFETIME
+    return idle_end, EndReason.IDLE
+
+
+def expires_at(view: View, idle_timeout: timedelta = VIEW_IDLE_TIMEOUT) -> datetime:
+    return _deadline(view, idle_timeout)[0]
+
+
+def _end_if_lapsed(session: Session, view: View, now: datetime, idle_timeout: timedelta) -> bool:
+    """End ``view`` if its heartbeats lapsed (or its lifetime ran out); True if it has ended."""
+    if view.ended_at is not None:
+        return True
+    deadline, reason = _deadline(view, idle_timeout)
+    if now < deadline:
+        return False
+    _end(session, view, deadline, reason)
+    return True
+
+
+def _end(session: Session, view: View, at: datetime, reason: EndReason) -> None:
+    """Mark the view ended and chain its summary, exactly once even under concurrent requests."""
+    ended = cast(
+        CursorResult[Any],
+        session.execute(
+            update(View)
+            .where(View.id == view.id, View.ended_at.is_(None))
+            .values(ended_at=at, end_reason=reason.value)
+            .execution_options(synchronize_session=False)
+        ),
+    )
+    session.refresh(view)
+    if ended.rowcount != 1:
+        return
+    summary = summarise(session, view)
+    view.fetched_fast = bool(summary["fetched_fast"])
+    audit.record(
+        session,
+        audit.Event(
+            AuditAction.VIEW_ENDED,
+            actor_id=view.viewer_id,
+            recording_id=view.recording_id,
+            object_id=str(view.id),
+            details=summary,
+        ),
+    )
+    session.commit()
+
+
+def end_idle_views(
+    session: Session, now: datetime, idle_timeout: timedelta = VIEW_IDLE_TIMEOUT
+) -> int:
+    """End views whose heartbeats lapsed, so each is summarised even if nobody asks again."""
+    lapsed = session.scalars(
+        select(View)
+        .where(
+            View.ended_at.is_(None),
+            (View.last_heartbeat_at < now - idle_timeout)
+            | (View.started_at < now - VIEW_MAX_LIFETIME),
+        )
+        .limit(SWEEP_LIMIT)
+    ).all()
+    for view in lapsed:
+        _end_if_lapsed(session, view, now, idle_timeout)
+    return len(lapsed)
+
+
+def _bound_view(
+    session: Session,
+    caller: Caller | None,
+    view_id: uuid.UUID,
+    action: Action,
+    now: datetime,
+    idle_timeout: timedelta,
+    context: RequestContext | None,
+    *,
+    require_live: bool = True,
+) -> View:
+    """The view, if ``caller`` is the viewer, in the same session, and the view is live."""
+    view = session.get(View, view_id, populate_existing=True)
+    if caller is None:
+        raise _refuse(
+            session,
+            Refusal.NO_SESSION,
+            actor_id=None,
+            view_id=view_id,
+            recording_id=view.recording_id if view else None,
+            action=action,
+            context=context,
+        )
+    if view is None:
+        raise _refuse(
+            session,
+            Refusal.UNKNOWN_VIEW,
+            actor_id=caller.subject.id,
+            view_id=view_id,
+            recording_id=None,
+            action=action,
+            context=context,
+        )
+
+    def refuse(reason: Refusal) -> PermissionDenied:
+        assert view is not None and caller is not None
+        return _refuse(
+            session,
+            reason,
+            actor_id=caller.subject.id,
+            view_id=view.id,
+            recording_id=view.recording_id,
+            action=action,
+            context=context,
+        )
+
+    if view.viewer_id != caller.subject.id:
+        raise refuse(Refusal.ANOTHER_VIEWER)
+    if view.login_session_id != caller.login_session_id:
+        raise refuse(Refusal.ANOTHER_SESSION)
+    if _end_if_lapsed(session, view, now, idle_timeout) and require_live:
+        raise refuse(Refusal.VIEW_ENDED)
+    return view
+
+
+def _recheck_policy(
+    session: Session,
+    caller: Caller,
+    view: View,
+    now: datetime,
+    zone: ZoneInfo,
+    context: RequestContext | None,
+) -> Recording:
+    """Run the one policy again; a view whose grounds are gone ends with it."""
+    recording = session.get(Recording, view.recording_id, populate_existing=True)
+    if recording is None:
+        raise NotFound()
+    try:
+        decision = authorize(session, caller.subject, Action.STREAM, recording, now, zone, context)
+    except (PermissionDenied, Gone):
+        _end(session, view, now, EndReason.ACCESS_WITHDRAWN)
+        raise
+    # The watermark names the order the view began under; another order means a new view.
+    allowed_by = decision.order.id if decision.order else None
+    if allowed_by != view.order_id:
+        _end(session, view, now, EndReason.ACCESS_WITHDRAWN)
+        raise _refuse(
+            session,
+            Refusal.ORDER_CHANGED,
+            actor_id=caller.subject.id,
+            view_id=view.id,
+            recording_id=view.recording_id,
+            action=Action.STREAM,
+            context=context,
+        )
+    return recording
+
+
+def check_stream(
+    session: Session,
+    caller: Caller | None,
+    view_id: uuid.UUID,
+    now: datetime,
+    zone: ZoneInfo,
+    context: RequestContext | None = None,
+    idle_timeout: timedelta = VIEW_IDLE_TIMEOUT,
+) -> StreamGrant:
+    """Whether one stream request may proceed: run on every request, and during long bodies."""
+    view = _bound_view(session, caller, view_id, Action.STREAM, now, idle_timeout, context)
+    assert caller is not None
+    recording = _recheck_policy(session, caller, view, now, zone, context)
+    return StreamGrant(view, recording)
+
+
+def heartbeat(
+    session: Session,
+    caller: Caller,
+    view_id: uuid.UUID,
+    report: PlayerReport,
+    now: datetime,
+    zone: ZoneInfo,
+    context: RequestContext | None = None,
+    idle_timeout: timedelta = VIEW_IDLE_TIMEOUT,
+) -> View:
+    """Keep the view alive (the policy still has to hold) and note what the player played."""
+    view = _bound_view(session, caller, view_id, Action.STREAM, now, idle_timeout, context)
+    _recheck_policy(session, caller, view, now, zone, context)
+    _note_report(view, report)
+    view.last_heartbeat_at = now
+    session.commit()
+    return view
+
+
+def end_view(
+    session: Session,
+    caller: Caller,
+    view_id: uuid.UUID,
+    report: PlayerReport,
+    now: datetime,
+    context: RequestContext | None = None,
+    idle_timeout: timedelta = VIEW_IDLE_TIMEOUT,
+) -> View:
+    """The page was closed: end the view now, so its summary need not wait for the timeout.
+
+    Ending a view that has already ended is not an error (the page cannot know it lapsed).
+    """
+    view = _bound_view(
+        session, caller, view_id, Action.STREAM, now, idle_timeout, context, require_live=False
+    )
+    if view.ended_at is not None:
+        return view
+    _note_report(view, report)
+    session.flush()
+    _end(session, view, now, EndReason.CLOSED)
+    return view
+
+
+# -- what the player reports --------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class PlayerReport:
+    """What the page's player says it played; reported by the client, labelled as such."""
+
+    played: tuple[tuple[float, float], ...] = ()
+    duration: float | None = None
+
+
+def _seconds(value: Any) -> float | None:
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        return None
+    number = float(value)
+    if not math.isfinite(number) or not 0 <= number <= MAX_REPORTED_SECONDS:
+        return None
+    return number
+
+
+def parse_report(raw: Any) -> PlayerReport:
+    """Validate ``{"played": [[start_s, end_s], ...], "duration": s}`` (both optional)."""
+    if raw is None:
+        return PlayerReport()
+    if not isinstance(raw, dict):
+        raise ValidationFailed({"body": [N_("Send the fields as a JSON object.")]})
+    errors: dict[str, list[str]] = {}
+    played: list[tuple[float, float]] = []
+    raw_played = raw.get("played", [])
+    if not isinstance(raw_played, list) or len(raw_played) > MAX_REPORTED_INTERVALS:
+        errors["played"] = [N_("Give the played ranges as a list of [start, end] pairs.")]
+    else:
+        for pair in raw_played:
+            bounds = (
+                [_seconds(v) for v in pair] if isinstance(pair, list) and len(pair) == 2 else []
+            )
+            if len(bounds) != 2 or bounds[0] is None or bounds[1] is None or bounds[0] > bounds[1]:
+                errors["played"] = [N_("Give the played ranges as a list of [start, end] pairs.")]
+                break
+            played.append((bounds[0], bounds[1]))
+    duration = None
+    if raw.get("duration") is not None:
+        duration = _seconds(raw.get("duration"))
+        if duration is None:
+            errors["duration"] = [N_("The duration must be a number of seconds.")]
+    if errors:
+        raise ValidationFailed(errors)
+    return PlayerReport(tuple(played), duration)
+
+
+def _note_report(view: View, report: PlayerReport) -> None:
+    if report.played:
+        known = [(float(a), float(b)) for a, b in view.played_reported]
+        merged = merge_intervals([*known, *report.played])
+        view.played_reported = [
+            [round(a, 1), round(b, 1)] for a, b in merged[:MAX_REPORTED_INTERVALS]
+        ]
+    if report.duration is not None:
+        view.duration_reported = report.duration
+
+
+# -- ranges ---------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Validators:
+    """What identifies the representation for ``If-Range``; the content of an available
+    recording never changes, so its plaintext digest is a strong entity tag."""
+
+    etag: str
+    last_modified: datetime | None
+
+
+def validators_of(recording: Recording) -> Validators:
+    tag = recording.plaintext_sha256 or recording.id.hex
+    return Validators(etag=f'"{tag[:40]}"', last_modified=recording.available_at)
+
+
+@dataclass(frozen=True)
+class RangePlan:
+    """What to send: plaintext bytes [first, end) of a representation of ``size`` bytes."""
+
+    status: int
+    first: int
+    end: int
+    size: int
+
+    @property
+    def length(self) -> int:
+        return self.end - self.first
+
+    @property
+    def content_range(self) -> str | None:
+        if self.status != 206:
+            return None
+        return f"bytes {self.first}-{self.end - 1}/{self.size}"
+
+
+RangeSpec = tuple[int | None, int | None]
+
+
+def _parse_position(text: str) -> int | None:
+    text = text.strip(" \t")
+    if not text or not text.isascii() or not text.isdigit():
+        return None
+    return int(text)
+
+
+def parse_range(value: str) -> list[RangeSpec] | None:
+    """The byte ranges of a ``Range`` value: ``None`` if its unit is not ``bytes`` (to be
+    ignored); ``[]`` if the ranges are not valid (to be refused)."""
+    unit, separator, spec = value.partition("=")
+    if not separator or unit.strip(" \t").lower() != "bytes":
+        return None
+    ranges: list[RangeSpec] = []
+    parts = spec.split(",")
+    if len(parts) > MAX_RANGE_PARTS:
+        return []
+    for raw_part in parts:
+        part = raw_part.strip(" \t")
+        if not part:
+            continue  # empty list elements are allowed (RFC 9110 §5.6.1)
+        first_text, dash, last_text = part.partition("-")
+        if not dash:
+            return []
+        if not first_text.strip(" \t"):
+            suffix = _parse_position(last_text)
+            if suffix is None:
+                return []
+            ranges.append((None, suffix))
+            continue
+        first = _parse_position(first_text)
+        last = _parse_position(last_text) if last_text.strip(" \t") else None
+        if first is None or (last_text.strip(" \t") and last is None):
+            return []
+        if last is not None and last < first:
+            return []
+        ranges.append((first, last))
+    return ranges
+
+
+def _satisfiable(spec: RangeSpec, size: int) -> tuple[int, int] | None:
+    first, last = spec
+    if first is None:
+        assert last is not None
+        if last == 0 or size == 0:
+            return None
+        return max(0, size - last), size
+    if first >= size:
+        return None
+    return first, size if last is None else min(last + 1, size)
+
+
+def _if_range_holds(if_range: str, validators: Validators) -> bool:
+    value = if_range.strip(" \t")
+    if value.startswith(("W/", '"')):
+        # Weak tags never match in If-Range (RFC 9110 §13.1.5): strong comparison only.
+        return value == validators.etag
+    if validators.last_modified is None:
+        return False
+    try:
+        date = parsedate_to_datetime(value)
+    except (TypeError, ValueError, IndexError):
+        return False
+    if date.tzinfo is None:
+        return False
+    return int(date.timestamp()) == int(validators.last_modified.timestamp())
+
+
+def plan_range(
+    range_header: str | None, if_range: str | None, size: int, validators: Validators
+) -> RangePlan:
+    """Decide the answer to a GET with these headers (RFC 9110 §14).
+
+    - no ``Range``, another unit, or an ``If-Range`` that does not match: 200, everything;
+    - one satisfiable range: 206 with it (``a-b`` clipped to the end, ``a-``, ``-n``);
+    - several ranges: 206 with the first satisfiable one only, described by its
+      ``Content-Range`` (players never ask for several; see docs/streaming.md);
+    - invalid ranges, or none satisfiable: ``RangeNotSatisfiable`` (416).
+    """
+    everything = RangePlan(200, 0, size, size)
+    if range_header is None:
+        return everything
+    if if_range is not None and not _if_range_holds(if_range, validators):
+        return everything
+    ranges = parse_range(range_header)
+    if ranges is None:
+        return everything
+    for spec in ranges:
+        bounds = _satisfiable(spec, size)
+        if bounds is not None:
+            return RangePlan(206, bounds[0], bounds[1], size)
+    raise RangeNotSatisfiable()
+
+
+# -- records and watched intervals --------------------------------------------------------------
+
+
+def record_request(session: Session, view_id: uuid.UUID, plan: RangePlan, now: datetime) -> int:
+    """Keep a raw record of one stream request before its body is sent."""
+    row = ViewRange(
+        view_id=view_id, status=plan.status, first=plan.first, end=plan.end, sent=0, started_at=now
+    )
+    session.add(row)
+    session.commit()
+    return row.id
+
+
+def record_sent(
+    sessions: sessionmaker[Session], range_id: int, sent: int, now: datetime, *, finished: bool
+) -> None:
+    """How many bytes of a request have left the server (during and after its body)."""
+    with sessions() as session, session.begin():
+        values: dict[str, Any] = {"sent": sent}
+        if finished:
+            values["finished_at"] = now
+        session.execute(update(ViewRange).where(ViewRange.id == range_id).values(**values))
+
+
+Interval = tuple[float, float]
+
+
+N = TypeVar("N", int, float)
+
+
+def merge_intervals(intervals: Iterable[tuple[N, N]]) -> list[tuple[N, N]]:
+    """Sorted, non-overlapping intervals covering the same points (touching ones join)."""
+    merged: list[tuple[N, N]] = []
+    for start, end in sorted(i for i in intervals if i[1] > i[0]):
+        if merged and start <= merged[-1][1]:
+            if end > merged[-1][1]:
+                merged[-1] = (merged[-1][0], end)
+        else:
+            merged.append((start, end))
+    return merged
+
+
+def served_intervals(rows: Sequence[ViewRange]) -> list[tuple[int, int]]:
+    """The plaintext byte intervals actually sent, merged."""
+    return merge_intervals((row.first, row.first + row.sent) for row in rows if row.sent > 0)
+
+
+def _ranges_of(session: Session, view_ids: Sequence[uuid.UUID]) -> dict[uuid.UUID, list[ViewRange]]:
+    found: dict[uuid.UUID, list[ViewRange]] = {view_id: [] for view_id in view_ids}
+    if view_ids:
+        for row in session.scalars(
+            select(ViewRange).where(ViewRange.view_id.in_(view_ids)).order_by(ViewRange.id)
+        ):
+            found[row.view_id].append(row)
+    return found
+
+
+def _fetched_fast(
+    view: View, rows: Sequence[ViewRange], served: Sequence[tuple[int, int]], size: int
+) -> bool:
+    """Most of a large file fetched in far less time than it takes to play (a copying tool)."""
+    covered = sum(end - start for start, end in served)
+    if size < FAST_FETCH_MIN_BYTES or covered < FAST_FETCH_SHARE * size:
+        return False
+    finished = [row.finished_at or row.started_at for row in rows if row.sent > 0]
+    elapsed = (max(finished) - view.started_at).total_seconds()
+    if view.duration_reported is None:
+        # A client that took the file but never reported playing it was not our player.
+        return True
+    return elapsed < FAST_FETCH_FACTOR * view.duration_reported
+
+
+def summarise(session: Session, view: View) -> dict[str, Any]:
+    """The view as it enters the audit chain: once, with its watched intervals."""
+    rows = _ranges_of(session, [view.id])[view.id]
+    recording = session.get(Recording, view.recording_id)
+    size = (recording.size_bytes or 0) if recording else 0
+    served = served_intervals(rows)
+    sent = sum(row.sent for row in rows)
+    return {
+        "order_id": str(view.order_id) if view.order_id else None,
+        "started_at": view.started_at.isoformat(),
+        "ended_at": view.ended_at.isoformat() if view.ended_at else None,
+        "reason": view.end_reason,
+        "requests": len(rows),
+        "bytes_sent": sent,
+        "size_bytes": size,
+        "served_bytes": [list(i) for i in served[:SUMMARY_INTERVAL_LIMIT]],
+        "played_reported_seconds": view.played_reported[:SUMMARY_INTERVAL_LIMIT],
+        "duration_reported_seconds": view.duration_reported,
+        "fetched_fast": _fetched_fast(view, rows, served, size),
+    }
+
+
+# -- who accessed ---------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Access:
+    view: View
+    viewer: User
+    order: AccessOrder | None
+    served: list[tuple[int, int]]
+    bytes_sent: int
+    requests: int
+
+    @property
+    def played_reported(self) -> list[tuple[float, float]]:
+        return [(float(a), float(b)) for a, b in self.view.played_reported]
+
+
+def accesses(
+    session: Session,
+    subject: Subject,
+    recording_id: uuid.UUID,
+    now: datetime,
+    zone: ZoneInfo,
+    context: RequestContext | None = None,
+    idle_timeout: timedelta = VIEW_IDLE_TIMEOUT,
+) -> tuple[Recording, list[Access]]:
+    """Who viewed the recording, when, under which order, and which intervals (owner, auditor)."""
+    recording = session.get(Recording, recording_id)
+    if recording is None:
+        raise NotFound()
+    authorize(session, subject, Action.LIST_ACCESSES, recording, now, zone, context)
+    end_idle_views(session, now, idle_timeout)
+    views = list(
+        session.scalars(
+            select(View).where(View.recording_id == recording.id).order_by(View.started_at.desc())
+        )
+    )
+    ranges = _ranges_of(session, [view.id for view in views])
+    found: list[Access] = []
+    for view in views:
+        viewer = session.get(User, view.viewer_id)
+        assert viewer is not None
+        order = session.get(AccessOrder, view.order_id) if view.order_id else None
+        rows = ranges[view.id]
+        found.append(
+            Access(
+                view=view,
+                viewer=viewer,
+                order=order,
+                served=served_intervals(rows),
+                bytes_sent=sum(row.sent for row in rows),
+                requests=len(rows),
+            )
+        )
+    return recording, found
