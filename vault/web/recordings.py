@@ -420,7 +420,6 @@ def delete(recording_id: uuid.UUID) -> BaseResponse | str:
 
 
 @pages.post("/recordings/<uuid:recording_id>/take-responsibility")
-@require_roles(Role.DIRECTOR)
 def take_responsibility(recording_id: uuid.UUID) -> BaseResponse:
     recordings.take_responsibility(
         context.db_session(),
