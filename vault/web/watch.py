@@ -226,7 +226,7 @@ def _body(
     sent = 0
     next_check = time.monotonic() + recheck_seconds
     try:
-        for piece in opened.read(plan.first, plan.end):
+        for piece in opened.stream(plan.first, plan.end):
             if time.monotonic() >= next_check:
                 with sessions() as session:
                     recheck(session)

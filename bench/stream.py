@@ -1,0 +1,660 @@
+"""P1, P2 and P5: streaming through the app under gunicorn (gthread), on loopback.
+
+The app runs as `recvault serve` does (gunicorn gthread, 2 workers, the same threads and
+timeouts), on SQLite and the local directory store in a temporary directory on disk. A
+1 GiB recording is encrypted into the store; the same plaintext is kept beside it as a file.
+
+P1  Throughput of a full GET of the recording through the app (decrypting, policy checked,
+    the range recorded) against Flask's `send_file` of the plaintext file, served by a tiny
+    Flask app of its own under the same gunicorn settings, from the same disk. Best of the
+    rounds of each side; target >= 0.8.
+P2  Time to the first body byte of a 1 MiB range at 99 % of the recording against one at
+    offset 0, through the app; median of the rounds of each side; target <= 1.5.
+P5  N viewers (default 32), each signed in from its own loopback address (the sign-in rate
+    limit is per address) with its own view, reading an open range at 4 Mbit/s and seeking
+    to a random offset every 20 s, for 60 s; every request's time to first byte is kept.
+    The viewers' first requests are spread evenly over one seek period, as people do not
+    press play at the same millisecond; --burst makes them all start and seek together.
+    Target: no errors, p95 time to first byte <= 200 ms.
+
+Run: .venv/bin/python -m bench.stream [--size-mib 1024] [--viewers 32] [--seconds 60]
+
+The last line printed is JSON: {"P1": r, "P2": r, "P5": {"errors": n, "p95_ttfb_ms": ms}}.
+"""
+
+from __future__ import annotations
+
+import argparse
+import hashlib
+import http.client
+import json
+import os
+import random
+import re
+import shutil
+import signal
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+import uuid
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+from urllib.parse import urlencode
+
+from flask import Flask, send_file
+from gunicorn.app.base import BaseApplication
+from sqlalchemy import select
+
+from storage_backends.base import Part
+from vault import crypto
+from vault.app import build_runtime, initialise_instance
+from vault.cli import SERVE_THREADS, SERVE_TIMEOUT_SECONDS
+from vault.models import Recording, User
+from vault.services import account_admin, accounts, calendar, orders, recordings
+from vault.services.runtime import Runtime
+from vault.settings import Settings
+
+MIB = 1 << 20
+PASSWORD = "bench password for the stream benchmark"
+WORKERS = 2
+PART_SIZE = 64 * MIB
+READ_PIECE = 4 * MIB
+
+
+# -- servers ---------------------------------------------------------------------------------
+
+
+def free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port: int = probe.getsockname()[1]
+        return port
+
+
+class _SendFileServer(BaseApplication):  # type: ignore[misc]  # gunicorn ships no types
+    """The reference: Flask's send_file of the plaintext, under the app's gunicorn settings."""
+
+    def __init__(self, path: Path, options: dict[str, Any]) -> None:
+        self._path = path
+        self._options = options
+        super().__init__()
+
+    def load_config(self) -> None:
+        for key, value in self._options.items():
+            self.cfg.set(key, value)
+
+    def load(self) -> Flask:
+        reference = Flask("bench_send_file")
+        path = self._path
+
+        @reference.get("/file")
+        def serve_file() -> Any:
+            return send_file(path, mimetype="video/mp4", conditional=True)
+
+        @reference.get("/healthz")
+        def healthz() -> str:
+            return "ok"
+
+        return reference
+
+
+def serve_send_file(path: Path, port: int) -> None:
+    options = {
+        "bind": f"127.0.0.1:{port}",
+        "worker_class": "gthread",
+        "workers": WORKERS,
+        "threads": SERVE_THREADS,
+        "timeout": SERVE_TIMEOUT_SECONDS,
+        "graceful_timeout": 30,
+        "keepalive": 5,
+        "loglevel": "warning",
+        "control_socket_disable": True,
+    }
+    _SendFileServer(path, options).run()
+
+
+def wait_until_up(port: int) -> None:
+    deadline = time.monotonic() + 60
+    while True:
+        try:
+            connection = http.client.HTTPConnection("127.0.0.1", port, timeout=5)
+            connection.request("GET", "/healthz")
+            connection.getresponse().read()
+            connection.close()
+            return
+        except OSError:
+            if time.monotonic() > deadline:
+                raise
+            time.sleep(0.2)
+
+
+@contextmanager
+def server(command: list[str], env: dict[str, str], port: int) -> Iterator[None]:
+    process = subprocess.Popen(
+        command,
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        start_new_session=True,
+    )
+    try:
+        wait_until_up(port)
+        yield
+    finally:
+        os.killpg(process.pid, signal.SIGTERM)
+        try:
+            process.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            os.killpg(process.pid, signal.SIGKILL)
+            process.wait()
+
+
+# -- the instance ----------------------------------------------------------------------------
+
+
+def make_plaintext(path: Path, size: int) -> str:
+    """A file of random-looking bytes (a repeated random block), and its SHA-256."""
+    block = os.urandom(8 * MIB)
+    digest = hashlib.sha256()
+    with path.open("wb") as handle:
+        written = 0
+        while written < size:
+            piece = block[: min(len(block), size - written)]
+            handle.write(piece)
+            digest.update(piece)
+            written += len(piece)
+    return digest.hexdigest()
+
+
+def store_recording(runtime: Runtime, recording_id: uuid.UUID, path: Path, sha256: str) -> None:
+    """Encrypt the file into the store as a multipart write, as a finished upload leaves it."""
+    size = path.stat().st_size
+    with runtime.sessions() as session, session.begin():
+        recording = session.get(Recording, recording_id)
+        assert recording is not None
+        data_key, wrapped = runtime.keyring.new_data_key(
+            session, recording.id, recording.school_year
+        )
+        key = f"recordings/{recording.school_year}/{recording.id}"
+        tags = calendar.object_tags(recording.school_year, recording.retain_until)
+        encryptor = crypto.Encryptor.start(data_key, recording.id, recording.school_year, size)
+        upload = runtime.store.start_multipart(key, tags)
+        parts: list[Part] = []
+        pending = bytearray(encryptor.header)
+        with path.open("rb") as handle:
+            while piece := handle.read(8 * MIB):
+                pending += encryptor.feed(piece)
+                if len(pending) >= PART_SIZE:
+                    parts.append(
+                        runtime.store.put_part(key, upload, len(parts) + 1, bytes(pending))
+                    )
+                    pending.clear()
+        pending += encryptor.finish()
+        parts.append(runtime.store.put_part(key, upload, len(parts) + 1, bytes(pending)))
+        runtime.store.complete_multipart(key, upload, parts)
+        recording.object_key = key
+        recording.wrapped_data_key = wrapped
+        recording.size_bytes = size
+        recording.content_type = "video/mp4"
+        recording.plaintext_sha256 = sha256
+        recording.status = "available"
+        recording.available_at = datetime.now(UTC)
+
+
+def seed(runtime: Runtime, viewers: int, plaintext: Path, sha256: str) -> uuid.UUID:
+    now = datetime.now(UTC)
+    zone = runtime.settings.zone
+    today = now.astimezone(zone).date()
+    year = calendar.school_year_of(today)
+    with runtime.sessions() as session, session.begin():
+        if calendar.last_day(session, year) < today:
+            _, end = calendar.year_bounds(year)
+            calendar.set_last_day(session, runtime.store, accounts.OPERATOR, year, end)
+
+    def person(username: str, role: str) -> None:
+        account_admin.add_account(
+            runtime,
+            username=username,
+            full_name=username.title(),
+            email=None,
+            roles=[role],
+            password=PASSWORD,
+            now=now,
+        )
+
+    person("teacher", "teacher")
+    person("director", "director")
+    for index in range(viewers):
+        person(f"viewer{index:02d}", "staff")
+    with runtime.sessions() as session, session.begin():
+        owner = accounts.find_user(session, "teacher")
+        assert owner is not None
+        lesson = max(calendar.year_bounds(year)[0], today - timedelta(days=1))
+        recording = recordings.register(
+            session,
+            runtime.keyring,
+            accounts.Actor(user_id=owner.id),
+            owner,
+            recordings.parse_registration(
+                {
+                    "title": "Benchmark lesson",
+                    "subject": "Physics",
+                    "class_group": "10.a",
+                    "lesson_date": lesson.isoformat(),
+                    "platform": "zoom",
+                    "purpose": "quality_safety",
+                    "aim": "Measure streaming.",
+                    "visible": "teacher_only",
+                    "subjects_informed": {"method": "e-mail", "at": lesson.isoformat()},
+                    "third_party_warning": True,
+                    "device": "school",
+                }
+            ),
+            now,
+            zone,
+        )
+        recording_id = recording.id
+    store_recording(runtime, recording_id, plaintext, sha256)
+    with runtime.sessions() as session, session.begin():
+        director = session.scalars(select(User).where(User.username == "director")).one()
+        retain = session.get(Recording, recording_id)
+        assert retain is not None
+        orders.issue(
+            session,
+            accounts.Actor(user_id=director.id),
+            director,
+            {
+                "number": "B-1",
+                "issued_on": today.isoformat(),
+                "purpose": "Streaming benchmark",
+                "grantees": [f"viewer{index:02d}" for index in range(viewers)],
+                "recording_ids": [str(recording_id)],
+                "valid_from": today.isoformat(),
+                "valid_until": min(retain.retain_until, today + timedelta(days=7)).isoformat(),
+            },
+            now,
+            zone,
+            second_factor_session=True,
+        )
+    return recording_id
+
+
+# -- clients ---------------------------------------------------------------------------------
+
+CSRF_META = re.compile(r'<meta name="csrf-token" content="([^"]+)"')
+
+
+@dataclass
+class Viewer:
+    """A browser-like client from its own loopback address, with its own session and view."""
+
+    port: int
+    address: str
+    cookies: dict[str, str] = field(default_factory=dict)
+    csrf: str = ""
+    stream_path: str = ""
+    heartbeat_path: str = ""
+
+    def connect(self, timeout: float = 30) -> http.client.HTTPConnection:
+        return http.client.HTTPConnection(
+            "127.0.0.1", self.port, timeout=timeout, source_address=(self.address, 0)
+        )
+
+    def _headers(self, extra: dict[str, str] | None = None) -> dict[str, str]:
+        headers = {"Cookie": "; ".join(f"{k}={v}" for k, v in self.cookies.items())}
+        headers.update(extra or {})
+        return headers
+
+    def call(
+        self,
+        method: str,
+        path: str,
+        body: bytes | None = None,
+        headers: dict[str, str] | None = None,
+    ) -> tuple[int, bytes]:
+        connection = self.connect()
+        try:
+            connection.request(method, path, body=body, headers=self._headers(headers))
+            response = connection.getresponse()
+            data = response.read()
+            for name, value in response.getheaders():
+                if name.lower() == "set-cookie":
+                    cookie = value.split(";", 1)[0]
+                    key, _, content = cookie.partition("=")
+                    self.cookies[key.strip()] = content.strip()
+            return response.status, data
+        finally:
+            connection.close()
+
+    def sign_in(self, username: str) -> None:
+        _, page = self.call("GET", "/login")
+        token = CSRF_META.search(page.decode())
+        assert token is not None
+        form = urlencode({"username": username, "password": PASSWORD, "csrf_token": token[1]})
+        status, _ = self.call(
+            "POST",
+            "/login",
+            form.encode(),
+            {"Content-Type": "application/x-www-form-urlencoded"},
+        )
+        if status != 302:
+            raise RuntimeError(f"sign-in of {username} answered {status}")
+        _, account = self.call("GET", "/account")
+        token = CSRF_META.search(account.decode())
+        assert token is not None
+        self.csrf = token[1]
+
+    def start_view(self, recording_id: uuid.UUID) -> None:
+        status, body = self.call(
+            "POST", f"/api/v1/recordings/{recording_id}/views", b"", {"X-CSRF-Token": self.csrf}
+        )
+        if status != 201:
+            raise RuntimeError(f"starting a view answered {status}: {body[:200]!r}")
+        view = json.loads(body)
+        self.stream_path = view["stream_url"]
+        self.heartbeat_path = view["heartbeat_url"]
+
+    def heartbeat(self) -> int:
+        status, _ = self.call(
+            "POST",
+            self.heartbeat_path,
+            b'{"played": []}',
+            {"X-CSRF-Token": self.csrf, "Content-Type": "application/json"},
+        )
+        return status
+
+
+def first_byte(viewer: Viewer, first: int, length: int) -> float:
+    """Time to the first body byte of one closed range; the rest is read and checked."""
+    connection = viewer.connect()
+    try:
+        headers = viewer._headers({"Range": f"bytes={first}-{first + length - 1}"})
+        started = time.perf_counter()
+        connection.request("GET", viewer.stream_path, headers=headers)
+        response = connection.getresponse()
+        head = response.read(1)
+        elapsed = time.perf_counter() - started
+        rest = response.read()
+        if response.status != 206 or len(head) + len(rest) != length:
+            raise RuntimeError(f"range answered {response.status} with {len(rest) + 1} bytes")
+        return elapsed
+    finally:
+        connection.close()
+
+
+def full_read(port: int, path: str, headers: dict[str, str], size: int) -> float:
+    """Seconds to read the whole body of a GET."""
+    connection = http.client.HTTPConnection("127.0.0.1", port, timeout=120)
+    try:
+        started = time.perf_counter()
+        connection.request("GET", path, headers=headers)
+        response = connection.getresponse()
+        received = 0
+        while piece := response.read(READ_PIECE):
+            received += len(piece)
+        elapsed = time.perf_counter() - started
+        if response.status != 200 or received != size:
+            raise RuntimeError(f"GET {path} answered {response.status} with {received} bytes")
+        return elapsed
+    finally:
+        connection.close()
+
+
+# -- P5 ---------------------------------------------------------------------------------------
+
+
+@dataclass
+class Tally:
+    ttfb: list[float] = field(default_factory=list)
+    errors: list[str] = field(default_factory=list)
+    bytes_read: int = 0
+    lock: threading.Lock = field(default_factory=threading.Lock)
+
+
+def watch(
+    viewer: Viewer,
+    size: int,
+    seconds: float,
+    seek_every: float,
+    rate: float,
+    phase: float,
+    tally: Tally,
+) -> None:
+    """One viewer: an open range read at ``rate`` bytes/s, a seek every ``seek_every`` s,
+    for ``seconds`` from its first request, which waits ``phase`` seconds."""
+    rng = random.Random(viewer.address)
+    time.sleep(phase)
+    stop_at = time.monotonic() + seconds
+    piece = 64 * 1024
+    while time.monotonic() < stop_at:
+        first = rng.randrange(0, size - 8 * MIB)
+        segment_end = min(stop_at, time.monotonic() + seek_every)
+        connection = viewer.connect()
+        try:
+            started = time.perf_counter()
+            connection.request(
+                "GET", viewer.stream_path, headers=viewer._headers({"Range": f"bytes={first}-"})
+            )
+            response = connection.getresponse()
+            data = response.read(1)
+            ttfb = time.perf_counter() - started
+            if response.status != 206 or not data:
+                raise RuntimeError(f"stream answered {response.status}")
+            with tally.lock:
+                tally.ttfb.append(ttfb)
+            read = len(data)
+            paced_from = time.monotonic()
+            while time.monotonic() < segment_end:
+                chunk = response.read(piece)
+                if not chunk:
+                    raise RuntimeError("the body ended early")
+                read += len(chunk)
+                ahead = read / rate - (time.monotonic() - paced_from)
+                if ahead > 0:
+                    time.sleep(min(ahead, max(0.0, segment_end - time.monotonic())))
+            with tally.lock:
+                tally.bytes_read += read
+        except Exception as exc:  # every failure counts, whatever its kind
+            with tally.lock:
+                tally.errors.append(f"{viewer.address}: {exc!r}")
+        finally:
+            connection.close()  # a seek: the player drops the connection and asks anew
+        if viewer.heartbeat() != 200:
+            with tally.lock:
+                tally.errors.append(f"{viewer.address}: heartbeat refused")
+
+
+def percentile(values: list[float], share: float) -> float:
+    ordered = sorted(values)
+    index = min(len(ordered) - 1, max(0, round(share * (len(ordered) - 1))))
+    return ordered[index]
+
+
+# -- main ------------------------------------------------------------------------------------
+
+
+def evict(path: Path) -> None:
+    """Drop this one file's pages from the page cache (other processes are unaffected)."""
+    descriptor = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(descriptor)
+        os.posix_fadvise(descriptor, 0, 0, os.POSIX_FADV_DONTNEED)
+    finally:
+        os.close(descriptor)
+
+
+def filesystem_of(path: Path) -> str:
+    best, kind = "", "unknown"
+    with open("/proc/mounts", encoding="utf-8") as mounts:
+        for line in mounts:
+            _, mount_point, fs_type, *_ = line.split()
+            if str(path).startswith(mount_point) and len(mount_point) > len(best):
+                best, kind = mount_point, fs_type
+    return kind
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description="P1/P2/P5: streaming under gunicorn")
+    parser.add_argument("--size-mib", type=int, default=1024)
+    parser.add_argument("--viewers", type=int, default=32)
+    parser.add_argument("--seconds", type=float, default=60.0)
+    parser.add_argument("--seek-every", type=float, default=20.0)
+    parser.add_argument("--rate-mbit", type=float, default=4.0)
+    parser.add_argument("--rounds", type=int, default=3, help="P1 rounds per side")
+    parser.add_argument(
+        "--burst", action="store_true", help="P5: all viewers start and seek at the same moment"
+    )
+    parser.add_argument("--p2-rounds", type=int, default=25)
+    parser.add_argument("--dir", type=Path, default=None, help="where the temporary files go")
+    parser.add_argument("--serve-send-file", type=Path, help=argparse.SUPPRESS)
+    parser.add_argument("--port", type=int, help=argparse.SUPPRESS)
+    args = parser.parse_args(argv)
+    if args.serve_send_file is not None:
+        serve_send_file(args.serve_send_file, args.port)
+        return 0
+
+    root = Path(tempfile.mkdtemp(prefix="vault-bench-stream-", dir=args.dir))
+    try:
+        return run(args, root)
+    finally:
+        shutil.rmtree(root, ignore_errors=True)
+
+
+def run(args: argparse.Namespace, root: Path) -> int:
+    size = args.size_mib * MIB
+    instance = root / "instance"
+    env = {
+        **os.environ,
+        "VAULT_INSTANCE_DIR": str(instance),
+        "VAULT_SCHOOL_NAME": "Benchmark School",
+    }
+    settings = Settings.from_env(env)
+    initialise_instance(settings)
+    plaintext = root / "plaintext.mp4"
+    print(f"files in {root} ({filesystem_of(root)}); {args.size_mib} MiB recording")
+    started = time.perf_counter()
+    sha256 = make_plaintext(plaintext, size)
+    runtime = build_runtime(settings)
+    try:
+        recording_id = seed(runtime, args.viewers, plaintext, sha256)
+        with runtime.sessions() as session:
+            stored = session.get(Recording, recording_id)
+            assert stored is not None and stored.object_key is not None
+            object_key = stored.object_key
+    finally:
+        runtime.engine.dispose()
+    print(f"prepared in {time.perf_counter() - started:.1f} s")
+
+    app_port, file_port = free_port(), free_port()
+    app_command = [sys.executable, "-m", "vault.cli", "serve", "--port", str(app_port)]
+    app_command += ["--workers", str(WORKERS), "--threads", str(SERVE_THREADS)]
+    file_command = [sys.executable, "-m", "bench.stream", "--serve-send-file", str(plaintext)]
+    file_command += ["--port", str(file_port)]
+    with server(app_command, env, app_port), server(file_command, env, file_port):
+        viewers = [Viewer(app_port, f"127.0.0.{10 + i}") for i in range(args.viewers)]
+        for index, viewer in enumerate(viewers):
+            viewer.sign_in(f"viewer{index:02d}")
+            viewer.start_view(recording_id)
+        first = viewers[0]
+
+        # P1: whole-file throughput, app vs send_file, interleaved rounds; first with both
+        # files in the page cache (the CPU-bound comparison), then with both evicted before
+        # each read (each side reads its file from the disk).
+        ciphertext = instance / "store" / "objects" / object_key
+        app_times, file_times = [], []
+        app_cold, file_cold = [], []
+        for _ in range(args.rounds):
+            app_times.append(full_read(app_port, first.stream_path, first._headers(), size))
+            file_times.append(full_read(file_port, "/file", {}, size))
+        for _ in range(args.rounds):
+            evict(ciphertext)
+            app_cold.append(full_read(app_port, first.stream_path, first._headers(), size))
+            evict(plaintext)
+            file_cold.append(full_read(file_port, "/file", {}, size))
+        app_rate = args.size_mib / min(app_times)
+        file_rate = args.size_mib / min(file_times)
+        p1 = app_rate / file_rate
+        p1_cold = (args.size_mib / min(app_cold)) / (args.size_mib / min(file_cold))
+        print(f"P1  app {app_rate:8.1f} MiB/s   send_file {file_rate:8.1f} MiB/s   ratio {p1:.3f}")
+        print(f"    app rounds s: {[round(t, 2) for t in app_times]}")
+        print(f"    send_file rounds s: {[round(t, 2) for t in file_times]}")
+        print(
+            f"P1 from the disk (page cache evicted): app {args.size_mib / min(app_cold):8.1f} "
+            f"MiB/s   send_file {args.size_mib / min(file_cold):8.1f} MiB/s   "
+            f"ratio {p1_cold:.3f}"
+        )
+        print(f"    app rounds s: {[round(t, 2) for t in app_cold]}")
+        print(f"    send_file rounds s: {[round(t, 2) for t in file_cold]}")
+
+        # P2: time to first byte of 1 MiB at 99 % vs at 0, interleaved.
+        far = int(size * 0.99)
+        near_ttfb, far_ttfb = [], []
+        far = min(far, size - MIB)
+        first_byte(first, 0, MIB)  # warm the connection path once
+        for _ in range(args.p2_rounds):
+            near_ttfb.append(first_byte(first, 0, MIB))
+            far_ttfb.append(first_byte(first, far, MIB))
+        near, far_median = statistics.median(near_ttfb), statistics.median(far_ttfb)
+        p2 = far_median / near
+        print(
+            f"P2  TTFB at 0: {near * 1000:.2f} ms   at 99 %: {far_median * 1000:.2f} ms"
+            f"   ratio {p2:.3f}   (medians of {args.p2_rounds})"
+        )
+
+        # P5: concurrent viewers reading at a player's pace and seeking. People do not press
+        # play at the same millisecond: the viewers' first requests are spread evenly over
+        # one seek period (with --burst, all start together).
+        tally = Tally()
+        spread = 0.0 if args.burst else args.seek_every / args.viewers
+        phases = [index * spread for index in range(args.viewers)]
+        rate = args.rate_mbit * 1_000_000 / 8
+        threads = [
+            threading.Thread(
+                target=watch,
+                args=(viewer, size, args.seconds, args.seek_every, rate, phase, tally),
+                name=f"viewer-{viewer.address}",
+            )
+            for viewer, phase in zip(viewers, phases, strict=True)
+        ]
+        started = time.perf_counter()
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join()
+        elapsed = time.perf_counter() - started - phases[-1]
+        p95 = percentile(tally.ttfb, 0.95) * 1000 if tally.ttfb else float("nan")
+        print(
+            f"P5  {args.viewers} viewers x {args.seconds:.0f} s at {args.rate_mbit} Mbit/s, "
+            f"seek every {args.seek_every:.0f} s"
+            f"{' (all at once)' if args.burst else ', phases spread'}: {len(tally.ttfb)} requests, "
+            f"{len(tally.errors)} errors, TTFB median "
+            f"{statistics.median(tally.ttfb) * 1000:.1f} ms, p95 {p95:.1f} ms, "
+            f"max {max(tally.ttfb) * 1000:.1f} ms; "
+            f"{tally.bytes_read * 8 / elapsed / 1e6:.1f} Mbit/s in total"
+        )
+        for error in tally.errors[:10]:
+            print(f"    error: {error}")
+
+    print(
+        json.dumps(
+            {
+                "P1": round(p1, 3),
+                "P1_from_disk": round(p1_cold, 3),
+                "P2": round(p2, 3),
+                "P5": {"errors": len(tally.errors), "p95_ttfb_ms": round(p95, 1)},
+            }
+        )
+    )
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
