@@ -354,6 +354,24 @@ def test_a_long_body_stops_when_the_order_is_revoked_mid_stream(
     assert len(denials(runtime, "order_not_valid")) == 1
 
 
+def test_a_long_body_stops_when_the_viewer_signs_out_mid_stream(
+    app: Flask, runtime: Runtime, school: School
+) -> None:
+    app.config[RECHECK_CONFIG] = 0.0
+    viewer = browser(app, school.viewer)
+    url = viewer.stream_url(school.recording_id)
+    response = viewer.client.get(url, buffered=False)
+    pieces = response.iter_encoded()
+    assert school.plaintext.startswith(next(pieces))
+    viewer.sign_out()
+    with pytest.raises(PermissionDenied):
+        collect(pieces, [])
+    response.close()
+    assert len(denials(runtime, "session_ended")) == 1
+    ended = events(runtime, "view:ended")
+    assert len(ended) == 1 and ended[0].details["reason"] == "session_ended"
+
+
 def test_a_tampered_chunk_aborts_the_connection_after_the_verified_bytes(
     app: Flask, runtime: Runtime, school: School, live_server: LiveServer
 ) -> None:

@@ -19,7 +19,7 @@ from tests.streaming_support import (
     make_school,
     user_id,
 )
-from vault.models import Recording, User, View
+from vault.models import LoginSession, Recording, User, View
 from vault.services import streaming
 from vault.services.access import Subject
 from vault.services.errors import PermissionDenied, ValidationFailed
@@ -32,18 +32,43 @@ def school(runtime: Runtime) -> School:
     return make_school(runtime)
 
 
-def caller_for(runtime: Runtime, username: str, login_session: str | None = "session-1") -> Caller:
-    with runtime.sessions() as session:
+def caller_for(
+    runtime: Runtime,
+    username: str,
+    login_session: str | None = "session-1",
+    created: datetime | None = None,
+) -> Caller:
+    """The user, signed in through ``login_session`` (a server-side session row)."""
+    at = created or datetime.now(UTC)
+    with runtime.sessions() as session, session.begin():
         user = session.scalars(select(User).where(User.username == username)).one()
+        if login_session is not None and session.get(LoginSession, login_session) is None:
+            session.add(
+                LoginSession(id=login_session, user_id=user.id, created_at=at, last_seen_at=at)
+            )
         return Caller(Subject(user.id, user.roles), login_session)
 
 
+def touch(runtime: Runtime, caller: Caller, at: datetime) -> None:
+    """What reading the session cookie does on each request: the session was seen ``at``."""
+    if caller.login_session_id is None:
+        return
+    with runtime.sessions() as session, session.begin():
+        session.execute(
+            update(LoginSession)
+            .where(LoginSession.id == caller.login_session_id)
+            .values(last_seen_at=at)
+        )
+
+
 def start(runtime: Runtime, caller: Caller, recording_id: uuid.UUID, at: datetime) -> uuid.UUID:
+    touch(runtime, caller, at)
     with runtime.sessions() as session:
         return streaming.start_view(session, caller, recording_id, at, RIGA).view.id
 
 
 def check(runtime: Runtime, caller: Caller, view_id: uuid.UUID, at: datetime) -> None:
+    touch(runtime, caller, at)
     with runtime.sessions() as session:
         streaming.check_stream(session, caller, view_id, at, RIGA)
 
@@ -55,6 +80,7 @@ def beat(
     at: datetime,
     report: PlayerReport | None = None,
 ) -> None:
+    touch(runtime, caller, at)
     with runtime.sessions() as session:
         streaming.heartbeat(session, caller, view_id, report or PlayerReport(), at, RIGA)
 
@@ -97,8 +123,8 @@ def test_heartbeats_carry_one_view_through_a_90_minute_lesson(
 
 
 def test_no_view_outlives_the_longest_sign_in_session(runtime: Runtime, school: School) -> None:
-    viewer = caller_for(runtime, "metodikis")
     t0 = datetime.now(UTC) - timedelta(hours=13)
+    viewer = caller_for(runtime, "metodikis", created=t0)
     view_id = start(runtime, viewer, school.recording_id, t0)
     at = t0
     while at < t0 + streaming.VIEW_MAX_LIFETIME - timedelta(minutes=10):
@@ -183,8 +209,8 @@ def test_fetching_a_large_file_much_faster_than_it_plays_is_flagged(
         session.execute(
             update(Recording).where(Recording.id == school.recording_id).values(size_bytes=size)
         )
-    viewer = caller_for(runtime, "metodikis")
     t0 = datetime.now(UTC) - timedelta(hours=3)
+    viewer = caller_for(runtime, "metodikis", created=t0)
 
     def view_that(report: PlayerReport, fetch_seconds: float, share: float) -> bool:
         view_id = start(runtime, viewer, school.recording_id, t0)

@@ -31,10 +31,10 @@ from zoneinfo import ZoneInfo
 from sqlalchemy import CursorResult, select, update
 from sqlalchemy.orm import Session, sessionmaker
 
-from vault.models import AccessOrder, Recording, User, View, ViewRange
+from vault.models import AccessOrder, LoginSession, Recording, User, View, ViewRange
 from vault.services import audit
 from vault.services.access import Action, Subject, authorize
-from vault.services.accounts import ABSOLUTE_TIMEOUT
+from vault.services.accounts import ABSOLUTE_TIMEOUT, IDLE_TIMEOUT
 from vault.services.audit import AuditAction, Outcome, RequestContext
 from vault.services.errors import (
     N_,
@@ -70,6 +70,7 @@ class EndReason(StrEnum):
     IDLE = "idle"
     CLOSED = "closed"
     LIFETIME = "lifetime"
+    SESSION_ENDED = "session_ended"
     ACCESS_WITHDRAWN = "access_withdrawn"
 
 
@@ -78,6 +79,7 @@ class Refusal(StrEnum):
 
     URL_INVALID = "stream_url_invalid"
     NO_SESSION = "no_session"
+    SESSION_ENDED = "session_ended"
     UNKNOWN_VIEW = "unknown_view"
     ANOTHER_VIEWER = "another_viewer"
     ANOTHER_SESSION = "another_session"
@@ -328,6 +330,10 @@ def _bound_view(
     """The view, if ``caller`` is the viewer, in the same session, and the view is live."""
     view = session.get(View, view_id, populate_existing=True)
     if caller is None:
+        # A view whose session has ended can never be used again: end it now (harmless
+        # whoever asks), so its summary need not wait for the idle timeout.
+        if view is not None and view.ended_at is None and not _session_live(session, view, now):
+            _end(session, view, now, EndReason.SESSION_ENDED)
         raise _refuse(
             session,
             Refusal.NO_SESSION,
@@ -364,9 +370,28 @@ def _bound_view(
         raise refuse(Refusal.ANOTHER_VIEWER)
     if view.login_session_id != caller.login_session_id:
         raise refuse(Refusal.ANOTHER_SESSION)
-    if _end_if_lapsed(session, view, now, idle_timeout) and require_live:
-        raise refuse(Refusal.VIEW_ENDED)
+    if _end_if_lapsed(session, view, now, idle_timeout):
+        if require_live:
+            raise refuse(Refusal.VIEW_ENDED)
+        return view
+    if not _session_live(session, view, now):
+        _end(session, view, now, EndReason.SESSION_ENDED)
+        raise refuse(Refusal.SESSION_ENDED)
     return view
+
+
+def _session_live(session: Session, view: View, now: datetime) -> bool:
+    """The view's sign-in session still stands (also checked here, not only when the cookie
+    is read, because a long body outlives the request that started it)."""
+    if view.login_session_id is None:
+        return True  # the owner's token view; the token is checked on each request
+    row = session.get(LoginSession, view.login_session_id, populate_existing=True)
+    if row is None or row.ended_at is not None:
+        return False
+    user = session.get(User, row.user_id, populate_existing=True)
+    if user is None or user.disabled_at is not None:
+        return False
+    return now - row.last_seen_at <= IDLE_TIMEOUT and now - row.created_at <= ABSOLUTE_TIMEOUT
 
 
 def _recheck_policy(

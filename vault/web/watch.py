@@ -18,6 +18,7 @@ import time
 import uuid
 from collections.abc import Callable, Iterator
 from datetime import datetime, timedelta
+from email.utils import format_datetime
 from typing import Any
 
 from flask import (
@@ -202,7 +203,7 @@ def _stream_headers(recording: Recording, opened: OpenedMedia, plan: RangePlan) 
         "ETag": validators.etag,
     }
     if validators.last_modified is not None:
-        headers["Last-Modified"] = validators.last_modified.strftime("%a, %d %b %Y %H:%M:%S GMT")
+        headers["Last-Modified"] = format_datetime(validators.last_modified, usegmt=True)
     if plan.content_range is not None:
         headers["Content-Range"] = plan.content_range
     return headers
