@@ -506,89 +506,44 @@ def sign_in(
 ) -> SignIn:
     """Check the credentials and open a session. Commits: failures must be counted too."""
     name = normalise_username(username)[:64]
-    ip_address = context.ip_address or "unknown"
+    attempts = _Attempts(session, name, context.ip_address or "unknown", context, now)
     window_start = now - LOCKOUT_WINDOW
 
-    pair_failures = _recent_failures(session, name, window_start, ip_address)
+    pair_failures = _recent_failures(session, name, window_start, attempts.ip_address)
     if len(pair_failures) >= PAIR_FAILURE_LIMIT:
-        retry_after = int(
-            (pair_failures[-PAIR_FAILURE_LIMIT] + LOCKOUT_WINDOW - now).total_seconds()
-        )
-        _record_attempt(
-            session,
-            name,
-            None,
-            ip_address,
-            AuditAction.AUTH_LOGIN_LOCKED,
-            Outcome.DENIED,
-            context,
-            now,
-            {"reason": "locked"},
-            counts=False,
-        )
-        raise LockedOut(max(retry_after, 1))
+        retry_after = pair_failures[-PAIR_FAILURE_LIMIT] + LOCKOUT_WINDOW - now
+        attempts.record(AuditAction.AUTH_LOGIN_LOCKED, Outcome.DENIED, None, "locked")
+        raise LockedOut(max(int(retry_after.total_seconds()), 1))
 
     account_failures = len(_recent_failures(session, name, window_start))
     if account_failures > ACCOUNT_SLOWDOWN_AFTER:
-        sleep(
-            min(
-                ACCOUNT_SLOWDOWN_MAX_SECONDS,
-                ACCOUNT_SLOWDOWN_STEP_SECONDS * (account_failures - ACCOUNT_SLOWDOWN_AFTER),
-            )
-        )
+        excess = account_failures - ACCOUNT_SLOWDOWN_AFTER
+        sleep(min(ACCOUNT_SLOWDOWN_MAX_SECONDS, ACCOUNT_SLOWDOWN_STEP_SECONDS * excess))
 
     user = find_user(session, name)
     password_ok = _verify_password(
         user.password_hash if user is not None and user.password_hash else _DUMMY_HASH, password
     )
-    if user is None or not password_ok or user.disabled_at is not None:
-        reason = (
-            "unknown_user" if user is None else ("bad_password" if not password_ok else "disabled")
-        )
-        _record_attempt(
-            session,
-            name,
-            user,
-            ip_address,
-            AuditAction.AUTH_LOGIN_FAILED,
-            Outcome.FAILURE,
-            context,
-            now,
-            {"reason": reason},
-        )
+    if user is None:
+        attempts.failed(None, "unknown_user")
+        raise SignInFailed()
+    if not password_ok:
+        attempts.failed(user, "bad_password")
+        raise SignInFailed()
+    if user.disabled_at is not None:
+        attempts.failed(user, "disabled")
         raise SignInFailed()
 
-    second_factor = False
-    if requires_totp(user.roles) or user.totp_enabled:
+    second_factor = requires_totp(user.roles) or user.totp_enabled
+    if second_factor:
         if not user.totp_enabled:
-            _record_attempt(
-                session,
-                name,
-                user,
-                ip_address,
-                AuditAction.AUTH_LOGIN_FAILED,
-                Outcome.FAILURE,
-                context,
-                now,
-                {"reason": "totp_not_enrolled"},
-            )
+            attempts.failed(user, "totp_not_enrolled")
             raise SecondFactorNotEnrolled()
         try:
             method = _check_second_factor(session, keyring, secrets_, user, totp, now)
         except SignInFailed:
-            _record_attempt(
-                session,
-                name,
-                user,
-                ip_address,
-                AuditAction.AUTH_LOGIN_FAILED,
-                Outcome.FAILURE,
-                context,
-                now,
-                {"reason": "bad_second_factor"},
-            )
+            attempts.failed(user, "bad_second_factor")
             raise
-        second_factor = True
         if method == "recovery_code":
             audit.record(
                 session,
@@ -607,53 +562,55 @@ def sign_in(
             last_seen_at=now,
         )
     )
-    _record_attempt(
-        session,
-        name,
-        user,
-        ip_address,
-        AuditAction.AUTH_LOGIN_SUCCEEDED,
-        Outcome.SUCCESS,
-        context,
-        now,
-        {"second_factor": second_factor},
+    attempts.record(
+        AuditAction.AUTH_LOGIN_SUCCEEDED, Outcome.SUCCESS, user, None, second_factor=second_factor
     )
     return SignIn(user=user, session_token=token)
 
 
-def _record_attempt(
-    session: Session,
-    username: str,
-    user: User | None,
-    ip_address: str,
-    action: AuditAction,
-    outcome: Outcome,
-    context: RequestContext,
-    now: datetime,
-    details: dict[str, object],
-    *,
-    counts: bool = True,
-) -> None:
-    if counts:
-        session.add(
-            LoginAttempt(
-                username=username,
-                ip_address=ip_address,
-                attempted_at=now,
-                succeeded=outcome is Outcome.SUCCESS,
+@dataclass(frozen=True)
+class _Attempts:
+    """One sign-in attempt's record: a counted row for the lockout and an audit event,
+    committed at once so that a refused attempt still counts."""
+
+    session: Session
+    username: str
+    ip_address: str
+    context: RequestContext
+    now: datetime
+
+    def failed(self, user: User | None, reason: str) -> None:
+        self.record(AuditAction.AUTH_LOGIN_FAILED, Outcome.FAILURE, user, reason)
+
+    def record(
+        self,
+        action: AuditAction,
+        outcome: Outcome,
+        user: User | None,
+        reason: str | None,
+        **details: object,
+    ) -> None:
+        # A lockout refusal is not itself a guess, so it does not extend the lockout.
+        if action is not AuditAction.AUTH_LOGIN_LOCKED:
+            self.session.add(
+                LoginAttempt(
+                    username=self.username,
+                    ip_address=self.ip_address,
+                    attempted_at=self.now,
+                    succeeded=outcome is Outcome.SUCCESS,
+                )
             )
+        audit.record(
+            self.session,
+            audit.Event(
+                action,
+                outcome=outcome,
+                actor_id=user.id if user else None,
+                details={**({"reason": reason} if reason else {}), **details},
+                context=self.context,
+            ),
         )
-    audit.record(
-        session,
-        audit.Event(
-            action,
-            outcome=outcome,
-            actor_id=user.id if user else None,
-            details=details,
-            context=context,
-        ),
-    )
-    session.commit()
+        self.session.commit()
 
 
 def _session_id(token: str) -> str:
