@@ -207,10 +207,18 @@ def test_the_watch_link_is_offered_only_to_those_the_policy_allows(
     app: Flask, school: School
 ) -> None:
     watch = f"/recordings/{school.recording_id}/watch"
-    for person, shown in ((school.viewer, True), (school.teacher, True), (school.director, False)):
+    accesses = f"/recordings/{school.recording_id}/accesses"
+    for person, can_watch, can_list in (
+        (school.viewer, True, False),
+        (school.teacher, True, True),
+        (school.director, False, False),
+        (school.auditor, False, True),
+    ):
         page = browser(app, person).client.get(f"/recordings/{school.recording_id}")
         assert page.status_code == 200
-        assert (watch in page.get_data(as_text=True)) is shown
+        html = page.get_data(as_text=True)
+        assert (watch in html) is can_watch
+        assert (accesses in html) is can_list
 
 
 def test_the_watch_page_gives_non_owners_no_download_control(app: Flask, school: School) -> None:
