@@ -60,6 +60,7 @@ def test_a_stale_upload_is_cleaned_and_its_recording_fails(
     done = CliRunner().invoke(main, ["lifecycle", "run"], env=env)
     assert done.exit_code == 0, done.output
     assert "cleaned 1 stale uploads" in done.output
+    assert "ended 0 lapsed views" in done.output
     with runtime.sessions() as session:
         assert session.scalars(select(Upload)).all() == []
         recording = session.get(Recording, recording_id)

@@ -14,10 +14,11 @@ from flask import Flask
 from gunicorn.app.base import BaseApplication
 
 from vault.app import build_runtime, create_app, initialise_instance
-from vault.services import account_admin, accounts, certificates, uploads
+from vault.services import account_admin, accounts, certificates
 from vault.services import calendar as school_calendar
 from vault.services import fsck as storage_check
 from vault.services import keys as key_service
+from vault.services import lifecycle as daily
 from vault.services.accounts import Role
 from vault.services.errors import ServiceError, ValidationFailed
 from vault.services.runtime import Runtime
@@ -300,23 +301,23 @@ def lifecycle() -> None:
     """Group of lifecycle commands."""
 
 
-@lifecycle.command("run", help="The daily job: cleans uploads abandoned for 24 hours.")
+@lifecycle.command("run", help="The daily job: cleans abandoned uploads, ends lapsed views.")
 @click.option("--dry-run", is_flag=True, help="Report what would be done; change nothing.")
 def lifecycle_run(dry_run: bool) -> None:
     runtime = _runtime()
     try:
-        cleaned = uploads.cleanup_stale_uploads(runtime, _now(), dry_run=dry_run)
+        report = daily.run(runtime, _now(), dry_run=dry_run)
     except ServiceError as exc:
         _fail(exc)
     finally:
         runtime.engine.dispose()
     verb = "would clean" if dry_run else "cleaned"
-    for item in cleaned:
-        click.echo(
-            f"{verb} {item.kind.value}: {item.object_key} (idle since "
-            f"{item.last_activity.isoformat()})"
-        )
-    click.echo(f"{verb} {len(cleaned)} stale uploads")
+    for item in report.stale_uploads:
+        idle_since = item.last_activity.isoformat()
+        click.echo(f"{verb} {item.kind.value}: {item.object_key} (idle since {idle_since})")
+    click.echo(f"{verb} {len(report.stale_uploads)} stale uploads")
+    if not dry_run:
+        click.echo(f"ended {report.ended_views} lapsed views")
 
 
 @main.command(help="Check that the database and the storage agree; --repair fixes what it finds.")
