@@ -329,6 +329,8 @@ class Recording(Base):
     ciphertext_sha256: Mapped[str | None] = mapped_column(String(64))
     available_at: Mapped[datetime | None]
     restricted_at: Mapped[datetime | None]
+    # The status to return to when an art. 18 restriction is lifted.
+    status_before_restriction: Mapped[str | None] = mapped_column(String(16))
     deleted_at: Mapped[datetime | None]
     deletion_reason: Mapped[str | None] = mapped_column(String(32))
     certificate_id: Mapped[uuid.UUID | None]

@@ -20,10 +20,10 @@ from sqlalchemy.orm import Session
 from storage_backends.base import BlobStore, StorageError
 from vault.keyring import Keyring
 from vault.models import AuditEvent, Certificate, Recording, Upload, User
-from vault.services import audit, calendar, certificates, recordings
-from vault.services.access import Action, Subject
+from vault.services import audit, calendar, certificates
+from vault.services.access import Action, Subject, authorize
 from vault.services.audit import AuditAction, RequestContext
-from vault.services.errors import StorageUnavailable
+from vault.services.errors import N_, NotFound, StorageUnavailable, ValidationFailed
 
 EARLY_DELETION = "early_deletion"
 
@@ -56,7 +56,78 @@ def delete_early(
     shred_hour: int,
     context: RequestContext | None = None,
 ) -> Certificate:
-    recording = recordings.get(session, subject, recording_id, Action.DELETE, now, zone, context)
+    """Early deletion by the owner (or the responsible director), or by the director for a
+    methodological recording (procedure §19, §20)."""
+    recording = _recording(session, recording_id)
+    decision = authorize(session, subject, Action.DELETE, recording, now, zone, context)
+    return _remove(
+        session,
+        keyring,
+        store,
+        subject,
+        recording,
+        decision.reason,
+        None,
+        now,
+        zone,
+        shred_hour,
+        context,
+    )
+
+
+def erase(
+    session: Session,
+    keyring: Keyring,
+    store: BlobStore,
+    subject: Subject,
+    recording_id: uuid.UUID,
+    request_reason: str,
+    now: datetime,
+    zone: ZoneInfo,
+    shred_hour: int,
+    context: RequestContext | None = None,
+) -> Certificate:
+    """GDPR art. 17 erasure on a data subject's request, by the auditor (data-protection
+    officer); it overrides a restriction."""
+    recording = _recording(session, recording_id)
+    authorize(session, subject, Action.ERASE, recording, now, zone, context)
+    if not request_reason.strip():
+        raise ValidationFailed({"reason": [N_("Say which request this answers.")]})
+    return _remove(
+        session,
+        keyring,
+        store,
+        subject,
+        recording,
+        "erasure_request",
+        request_reason.strip(),
+        now,
+        zone,
+        shred_hour,
+        context,
+    )
+
+
+def _recording(session: Session, recording_id: uuid.UUID) -> Recording:
+    recording = session.get(Recording, recording_id)
+    if recording is None:
+        raise NotFound()
+    return recording
+
+
+def _remove(
+    session: Session,
+    keyring: Keyring,
+    store: BlobStore,
+    subject: Subject,
+    recording: Recording,
+    reason: str,
+    request_reason: str | None,
+    now: datetime,
+    zone: ZoneInfo,
+    shred_hour: int,
+    context: RequestContext | None,
+) -> Certificate:
     upload = session.scalars(select(Upload).where(Upload.recording_id == recording.id)).first()
     try:
         if upload is not None and upload.multipart_id and recording.object_key:
@@ -69,8 +140,10 @@ def delete_early(
         session.delete(upload)
     owner = session.get(User, recording.owner_id)
     deleter = session.get(User, subject.id)
-    reason = "owner" if recording.owner_id == subject.id else "director_methodological"
     shred_at = calendar.shred_time(recording.retain_until, shred_hour, zone)
+    statement = _statement(session, recording, owner, deleter, reason, now, shred_at)
+    if request_reason is not None:
+        statement["request"] = request_reason
     certificate = certificates.issue(
         session,
         keyring,
@@ -79,7 +152,7 @@ def delete_early(
         recording_id=recording.id,
         owner_id=recording.owner_id,
         now=now,
-        statement=_statement(session, recording, owner, deleter, reason, now, shred_at),
+        statement=statement,
     )
     recording.status = "deleted"
     recording.deleted_at = now
@@ -89,7 +162,9 @@ def delete_early(
     audit.record(
         session,
         audit.Event(
-            AuditAction.RECORDING_DELETED,
+            AuditAction.RECORDING_ERASED
+            if request_reason is not None
+            else AuditAction.RECORDING_DELETED,
             actor_id=subject.id,
             recording_id=recording.id,
             object_id=str(certificate.id),
@@ -99,6 +174,48 @@ def delete_early(
     )
     session.commit()
     return certificate
+
+
+def restrict(
+    session: Session,
+    subject: Subject,
+    recording_id: uuid.UUID,
+    *,
+    lift: bool,
+    request_reason: str,
+    now: datetime,
+    zone: ZoneInfo,
+    context: RequestContext | None = None,
+) -> Recording:
+    """GDPR art. 18: while restricted, a recording is only stored, never viewed or deleted
+    early; lifting returns it to the status it had."""
+    recording = _recording(session, recording_id)
+    authorize(session, subject, Action.RESTRICT, recording, now, zone, context)
+    if not request_reason.strip():
+        raise ValidationFailed({"reason": [N_("Say which request this answers.")]})
+    restricted = recording.status == "restricted"
+    if lift and restricted:
+        recording.status = recording.status_before_restriction or "available"
+        recording.status_before_restriction = None
+        recording.restricted_at = None
+    elif not lift and not restricted:
+        recording.status_before_restriction = recording.status
+        recording.status = "restricted"
+        recording.restricted_at = now
+    else:
+        return recording
+    audit.record(
+        session,
+        audit.Event(
+            AuditAction.RECORDING_RESTRICTION_LIFTED if lift else AuditAction.RECORDING_RESTRICTED,
+            actor_id=subject.id,
+            recording_id=recording.id,
+            details={"request": request_reason.strip()},
+            context=context,
+        ),
+    )
+    session.commit()
+    return recording
 
 
 def _statement(

@@ -130,10 +130,7 @@ def _visible_recordings(status: str | None, school_year: str | None) -> list[Rec
 @api.post("/recordings")
 @require_roles(Role.TEACHER)
 def api_register() -> tuple[Response, int]:
-    body = request.get_json(silent=True)
-    if not isinstance(body, dict):
-        raise ValidationFailed({"body": [gettext("Send the fields as a JSON object.")]})
-    recording = _register(body)
+    recording = _register(_json_body())
     response = jsonify(
         id=str(recording.id),
         status=recording.status,
@@ -172,6 +169,55 @@ def _delete(recording_id: uuid.UUID) -> Certificate:
         runtime.store,
         subject(),
         recording_id,
+        now(),
+        runtime.settings.zone,
+        runtime.settings.shred_hour,
+        request_context(),
+    )
+
+
+@api.post("/recordings/<uuid:recording_id>/restrict")
+def api_restrict(recording_id: uuid.UUID) -> Response:
+    body = _json_body()
+    recording = _restrict(recording_id, str(body.get("reason", "")), body.get("lift") is True)
+    return jsonify(recording_json(recording))
+
+
+@api.post("/recordings/<uuid:recording_id>/erase")
+def api_erase(recording_id: uuid.UUID) -> Response:
+    certificate = _erase(recording_id, str(_json_body().get("reason", "")))
+    return jsonify(status="deleted", certificate_id=str(certificate.id))
+
+
+def _json_body() -> dict[str, Any]:
+    body = request.get_json(silent=True)
+    if not isinstance(body, dict):
+        raise ValidationFailed({"body": [gettext("Send the fields as a JSON object.")]})
+    return body
+
+
+def _restrict(recording_id: uuid.UUID, reason: str, lift: bool) -> Recording:
+    return deletion.restrict(
+        context.db_session(),
+        subject(),
+        recording_id,
+        lift=lift,
+        request_reason=reason,
+        now=now(),
+        zone=context.settings().zone,
+        context=request_context(),
+    )
+
+
+def _erase(recording_id: uuid.UUID, reason: str) -> Certificate:
+    runtime = context.runtime()
+    return deletion.erase(
+        context.db_session(),
+        runtime.keyring,
+        runtime.store,
+        subject(),
+        recording_id,
+        reason,
         now(),
         runtime.settings.zone,
         runtime.settings.shred_hour,
@@ -227,10 +273,7 @@ def _extension(content_type: str) -> str:
 @api.post("/requests")
 @require_roles(Role.DIRECTOR)
 def api_create_request() -> tuple[Response, int]:
-    body = request.get_json(silent=True)
-    if not isinstance(body, dict):
-        raise ValidationFailed({"body": [gettext("Send the fields as a JSON object.")]})
-    made = _create_request(body)
+    made = _create_request(_json_body())
     return jsonify(_request_json(made)), 201
 
 
@@ -431,6 +474,26 @@ def take_responsibility(recording_id: uuid.UUID) -> BaseResponse:
     )
     flash(gettext("You are now responsible for this recording, including its deletion."), "success")
     return redirect(url_for("recordings.detail", recording_id=recording_id))
+
+
+@pages.post("/recordings/<uuid:recording_id>/restrict")
+def restrict(recording_id: uuid.UUID) -> BaseResponse:
+    lift = request.form.get("lift") == "1"
+    _restrict(recording_id, request.form.get("reason", ""), lift)
+    flash(
+        gettext("The restriction was lifted.")
+        if lift
+        else gettext("The recording is restricted: it is kept, but nobody can watch it."),
+        "success",
+    )
+    return redirect(url_for("recordings.detail", recording_id=recording_id))
+
+
+@pages.post("/recordings/<uuid:recording_id>/erase")
+def erase(recording_id: uuid.UUID) -> BaseResponse:
+    certificate = _erase(recording_id, request.form.get("reason", ""))
+    flash(gettext("The recording was erased. Its deletion certificate is below."), "success")
+    return redirect(url_for("recordings.certificate", certificate_id=certificate.id))
 
 
 @pages.get("/certificates/<uuid:certificate_id>")

@@ -1,0 +1,94 @@
+"""Art. 18 restriction and art. 17 erasure of a recording, by the auditor."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+
+import pytest
+from flask.testing import FlaskClient
+from sqlalchemy import select
+
+from storage_backends.base import ObjectNotFound
+from tests.people import Person, add_person
+from tests.recording_support import keep_year_open, register, sample_media, store_plaintext
+from vault.models import AuditEvent, Recording
+from vault.services import account_admin
+from vault.services.runtime import Runtime
+
+
+def bearer(runtime: Runtime, username: str) -> dict[str, str]:
+    token = account_admin.issue_token(runtime, username, "t", "1d", datetime.now(UTC))
+    return {"Authorization": f"Bearer {token}"}
+
+
+@pytest.fixture
+def teacher(runtime: Runtime) -> Person:
+    keep_year_open(runtime)
+    return add_person(runtime, "skolotaja", "teacher")
+
+
+@pytest.fixture
+def auditor(runtime: Runtime) -> Person:
+    return add_person(runtime, "dpo", "auditor")
+
+
+def test_a_restriction_stops_every_use_until_lifted(
+    client: FlaskClient, runtime: Runtime, teacher: Person, auditor: Person
+) -> None:
+    recording_id = register(runtime, teacher.username)
+    store_plaintext(runtime, recording_id, sample_media(5_000))
+    owner, dpo = bearer(runtime, teacher.username), bearer(runtime, auditor.username)
+    url = f"/api/v1/recordings/{recording_id}"
+
+    assert client.post(f"{url}/restrict", json={"reason": "x"}, headers=owner).status_code == 403
+    assert client.post(f"{url}/restrict", json={"reason": " "}, headers=dpo).status_code == 422
+    restricted = client.post(f"{url}/restrict", json={"reason": "Pieprasījums 7/2026"}, headers=dpo)
+    assert restricted.status_code == 200 and restricted.get_json()["status"] == "restricted"
+    assert client.get(f"{url}/download", headers=owner).status_code == 403
+    assert client.delete(url, headers=owner).status_code == 403
+    assert client.post(f"{url}/views", headers=owner).status_code == 403
+
+    lifted = client.post(
+        f"{url}/restrict",
+        json={"reason": "Pieprasījums 7/2026 atsaukts", "lift": True},
+        headers=dpo,
+    )
+    assert lifted.get_json()["status"] == "available"
+    assert client.get(f"{url}/download", headers=owner).status_code == 200
+    with runtime.sessions() as session:
+        actions = set(session.scalars(select(AuditEvent.action)))
+    assert {"recording:restricted", "recording:restriction_lifted"} <= actions
+
+
+def test_erasure_removes_the_object_and_names_the_request(
+    client: FlaskClient, runtime: Runtime, teacher: Person, auditor: Person
+) -> None:
+    recording_id = register(runtime, teacher.username)
+    store_plaintext(runtime, recording_id, sample_media(5_000))
+    dpo = bearer(runtime, auditor.username)
+    url = f"/api/v1/recordings/{recording_id}"
+    client.post(f"{url}/restrict", json={"reason": "Pieprasījums 8/2026"}, headers=dpo)
+    with runtime.sessions() as session:
+        key = session.get(Recording, recording_id).object_key  # type: ignore[union-attr]
+    assert key is not None
+
+    assert (
+        client.post(
+            f"{url}/erase", json={"reason": "x"}, headers=bearer(runtime, teacher.username)
+        ).status_code
+        == 403
+    )
+    erased = client.post(
+        f"{url}/erase", json={"reason": "Pieprasījums 9/2026 (art. 17)"}, headers=dpo
+    )
+    assert erased.status_code == 200
+    with pytest.raises(ObjectNotFound):
+        runtime.store.head(key)
+    document = client.get(
+        f"/api/v1/certificates/{erased.get_json()['certificate_id']}", headers=dpo
+    ).get_json()
+    assert document["certificate"]["reason"] == "erasure_request"
+    assert document["certificate"]["request"] == "Pieprasījums 9/2026 (art. 17)"
+    assert client.post(f"{url}/erase", json={"reason": "again"}, headers=dpo).status_code == 410
+    with runtime.sessions() as session:
+        assert "recording:erased" in set(session.scalars(select(AuditEvent.action)))
