@@ -35,24 +35,9 @@ class OpenedMedia:
     _object_key: str
     _decryptor: crypto.Decryptor
 
-    def _read_ciphertext(self, offset: int, length: int) -> bytes:
-        return b"".join(self._store.read_range(self._object_key, offset, offset + length))
-
-    def read(self, start: int, end: int) -> Iterator[bytes]:
-        """Plaintext bytes [start, end), fetched and verified chunk by chunk."""
-        try:
-            yield from self._decryptor.read_range(start, end, self._read_ciphertext)
-        except crypto.IntegrityError as exc:
-            raise IntegrityFailure() from exc
-        except StorageError as exc:
-            raise StorageUnavailable() from exc
-
     def stream(self, start: int, end: int) -> Iterator[bytes]:
-        """Like ``read``, with the covering ciphertext fetched as one sequential read.
-
-        For a long body (a stream) the store serves one ranged read instead of one per
-        batch; each chunk is still verified before its plaintext is released.
-        """
+        """Plaintext bytes [start, end): the covering ciphertext is fetched as one sequential
+        read, and each chunk is verified before its plaintext is released."""
         try:
             cstart, cend = self._decryptor.ciphertext_range(start, end)
             ciphertext = self._store.read_range(self._object_key, cstart, cend)

@@ -5,7 +5,7 @@ so both follow the same rules."""
 from __future__ import annotations
 
 import uuid
-from collections.abc import Iterator, Mapping
+from collections.abc import Mapping
 from datetime import date
 from typing import Any
 
@@ -47,7 +47,6 @@ pages = Blueprint("recordings", __name__)
 api = Blueprint("recordings_api", __name__, url_prefix="/api/v1")
 
 TUS_CREATION_PATH = "/api/v1/uploads"
-DOWNLOAD_CHUNK = 1024 * 1024
 
 
 def subject() -> Subject:
@@ -239,11 +238,9 @@ def api_download(recording_id: uuid.UUID) -> Response:
         request_context(),
     )
 
-    def body() -> Iterator[bytes]:
-        for start in range(0, opened.size, DOWNLOAD_CHUNK):
-            yield from opened.read(start, min(start + DOWNLOAD_CHUNK, opened.size))
-
-    response = Response(stream_with_context(body()), mimetype=opened.content_type)
+    response = Response(
+        stream_with_context(opened.stream(0, opened.size)), mimetype=opened.content_type
+    )
     response.headers["Content-Length"] = str(opened.size)
     response.headers["Cache-Control"] = "no-store"
     filename = (
