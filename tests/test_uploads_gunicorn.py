@@ -190,7 +190,7 @@ class Tus:
 def test_killed_workers_lose_nothing_acknowledged(served: Served, runtime: Runtime) -> None:
     token = teacher_token(runtime, "skolotaja")
     recording_id = register(runtime, "skolotaja")
-    data = media(24 * MIB + 4321)
+    data = media(40 * MIB + 4321)
     tus = Tus(served.base, token)
     url = tus.create(recording_id, len(data))
 
@@ -203,10 +203,11 @@ def test_killed_workers_lose_nothing_acknowledged(served: Served, runtime: Runti
 
     # During a request: parts committed mid-request are acknowledged even though the
     # response never comes; only what followed them is lost and sent again.
-    length = 12 * MIB
+    length = 24 * MIB
     connection = tus.open_patch(url, offset, length)
     sent = 0
-    while sent < 9 * MIB:
+    # Enough for three more parts: the first of them is acknowledged once the third is cut.
+    while sent < 18 * MIB:
         connection.send(data[offset + sent : offset + sent + MIB])
         sent += MIB
     deadline = time.monotonic() + 30

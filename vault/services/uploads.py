@@ -18,15 +18,22 @@ its requests, and the same plaintext always yields byte-identical parts.
 **Nonce safety across crashes.** A saved encryptor state must be resumed only once: resuming
 it twice with different plaintext would encrypt one chunk index twice under one key, and two
 GCM ciphertexts under one nonce leak the XOR of their plaintexts and the authentication key.
-Every commit stores the new state together with the offset and the ciphertext produced, in
-one transaction guarded by a compare-and-swap on the row's version, so two requests racing
-on one upload cannot both continue from the same state (the loser gets 409 before any of its
-ciphertext leaves the process). The one place where ciphertext leaves the process before its
-state is committed is a part written to the store; a crash there means the old state is
-resumed again by the retry. Therefore each part is first *announced* in the database with the
-SHA-256 of its ciphertext; a retry that produces a different part under the same number (the
-client sent different bytes for an offset it had already sent) is refused with 409 instead of
-being written, so the store never holds two different ciphertexts under one nonce.
+Every commit that moves the offset stores the new state together with the ciphertext tail
+and the parts list, in one transaction guarded by a compare-and-swap on the row's version,
+so two requests racing on one upload cannot both continue from the same state (the loser
+gets 409 before any of its ciphertext leaves the process). The one place where ciphertext
+leaves the process before its state is committed is a part written to the store; a crash
+there means the old state is resumed again by the retry. Therefore each part is first
+*announced* in the database with the SHA-256 of its ciphertext; a retry that produces a
+different part under the same number (the client sent different bytes for an offset it had
+already sent) is refused with 409 instead of being written, so the store never holds two
+different ciphertexts under one nonce.
+
+**Memory and speed.** A request holds one read piece, one chunk of scratch space and at most
+three part buffers, taken from a pool so that gigabytes of parts do not fragment the
+worker's heap: helper threads write two parts to the store while the next one fills, and
+each part's state is acknowledged once the part is stored. A request cut short still
+commits what arrived.
 
 **Media type.** The first request must carry at least the first 12 bytes of the file
 (``SNIFF_BYTES``); they are checked against the accepted magic numbers before anything is
@@ -864,6 +871,11 @@ class _Appender:
         self.landed = flight.snapshot or self.landed
         return flight.buffer
 
+    def _acknowledge(self) -> None:
+        if self.landed is not None:
+            self._record_progress(self.landed)
+            self.landed = None
+
     def _land_all(self) -> None:
         while self.in_flight:
             _BUFFERS.give(self._land_oldest())
@@ -900,6 +912,9 @@ class _Appender:
         snapshot = None
         if not self.finished:
             snapshot = _Snapshot(self.encryptor.position, self.encryptor.to_bytes(), bytes(rest))
+        # Parts already in the store are acknowledged now, in the commit announcing this one.
+        while self.in_flight and self.in_flight[0].future.done():
+            _BUFFERS.give(self._land_oldest())
         if known is None or self.landed is not None:
             self.announced[part.number] = part
             self._record_progress(self.landed)
@@ -912,6 +927,8 @@ class _Appender:
         self.fill = 0
         if len(self.in_flight) > _PARTS_IN_FLIGHT:
             freed = self._land_oldest()
+            # Acknowledged at once: a slow store must not hold back what it already has.
+            self._acknowledge()
             if last:
                 _BUFFERS.give(freed)
             else:
@@ -1064,7 +1081,7 @@ def _append_body(
             return _unchanged(appender)
         if count < SNIFF_BYTES:
             raise _first_request_too_short()
-        media_type = sniff_media_type(bytes(view[: min(count, 64)]))
+        media_type = sniff_media_type(bytes(view[: min(count, _SNIFF_WINDOW)]))
         if media_type is None:
             _discard_unsupported(runtime, appender, subject, now, context)
             raise UnsupportedMediaType(N_("This file is not an accepted audio or video recording."))
