@@ -952,7 +952,7 @@ class _Appender:
     def feed(self, piece: memoryview) -> None:
         if self.encryptor.position + len(piece) > self.length:
             self.save_progress()
-            raise PayloadTooLarge(N_("The request carries more bytes than the upload declared."))
+            raise _longer_than_declared()
         assert self.scratch is not None
         scratch = memoryview(self.scratch)
         # A chunk at a time: a part boundary then falls at most one chunk short of where the
@@ -1044,12 +1044,10 @@ def append(
         if offset != upload.offset:
             raise OffsetMismatch(offset=upload.offset)
         remaining = upload.length - upload.offset
-        if content_length is not None and content_length > min(remaining, MAX_PATCH_BYTES):
-            raise PayloadTooLarge(
-                N_("The request carries more bytes than the upload declared.")
-                if content_length > remaining
-                else N_("Send at most 100 MiB per request.")
-            )
+        if content_length is not None and content_length > remaining:
+            raise _longer_than_declared()
+        if content_length is not None and content_length > MAX_PATCH_BYTES:
+            raise _too_large_request()
         if upload.offset == 0 and content_length is not None and content_length < SNIFF_BYTES:
             raise _first_request_too_short()
         data_key = _data_key(session, runtime, recording)
@@ -1078,7 +1076,7 @@ def _append_body(
     if appender.content_type is None:
         count = _read_at_least(body, piece, SNIFF_BYTES)
         if not count:
-            return _unchanged(appender)
+            return _progress(appender)
         if count < SNIFF_BYTES:
             raise _first_request_too_short()
         media_type = sniff_media_type(bytes(view[: min(count, _SNIFF_WINDOW)]))
@@ -1097,7 +1095,7 @@ def _append_body(
             received += count
             if received > MAX_PATCH_BYTES:
                 appender.save_progress()
-                raise PayloadTooLarge(N_("Send at most 100 MiB per request."))
+                raise _too_large_request()
             appender.feed(view[:count])
             count = 0
         if appender.encryptor.position == appender.length:
@@ -1108,10 +1106,10 @@ def _append_body(
         appender.close()
     if appender.finished:
         return _complete(runtime, appender.upload_id, appender.data_key, subject.id, now)
-    return _unchanged(appender)
+    return _progress(appender)
 
 
-def _unchanged(appender: _Appender) -> UploadState:
+def _progress(appender: _Appender) -> UploadState:
     return UploadState(
         upload_id=appender.upload_id,
         recording_id=appender.recording_id,
@@ -1119,6 +1117,16 @@ def _unchanged(appender: _Appender) -> UploadState:
         length=appender.length,
         recording_status=Status.UPLOADING.value,
         content_type=appender.content_type,
+    )
+
+
+def _longer_than_declared() -> PayloadTooLarge:
+    return PayloadTooLarge(N_("The request carries more bytes than the upload declared."))
+
+
+def _too_large_request() -> PayloadTooLarge:
+    return PayloadTooLarge(
+        N_("Send at most %(limit)s MiB per request."), limit=MAX_PATCH_BYTES // (1024 * 1024)
     )
 
 
