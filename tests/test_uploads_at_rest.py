@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import tempfile
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -27,10 +27,11 @@ from tests.uploads_support import (
     database_rows_containing,
     files_containing,
     patch,
-    recording_row,
+    published,
     stored_plaintext,
     teacher_token,
 )
+from vault.services import uploads
 from vault.services.runtime import Runtime
 from vault.settings import Settings
 
@@ -44,6 +45,13 @@ def no_temporary_files(monkeypatch: pytest.MonkeyPatch) -> None:
 
     for name in ("TemporaryFile", "NamedTemporaryFile", "SpooledTemporaryFile", "mkstemp"):
         monkeypatch.setattr(tempfile, name, refuse)
+
+
+@pytest.fixture(autouse=True)
+def verify_passes_finished() -> Iterator[None]:
+    """Verify passes run after the final PATCH; none may outlive the test's database."""
+    yield
+    assert uploads.finish_background_work(120)
 
 
 class AtRestScanner:
@@ -142,7 +150,7 @@ def test_no_plaintext_at_rest_during_and_after_an_upload(
     send(5 * MIB + 3)
     assert_nowhere("after a part was written")
     send(len(data) - offset)
-    assert recording_row(runtime, recording_id).status == "available"
+    assert published(runtime, recording_id).status == "available"
     assert_nowhere("after completion")
     # The marker really is in the file: what is stored is its ciphertext.
     plaintext = stored_plaintext(runtime, recording_id)

@@ -28,7 +28,7 @@ from tests.uploads_support import (
     MIB,
     encode_metadata,
     media,
-    recording_row,
+    published,
     stored_plaintext,
     teacher_token,
 )
@@ -222,7 +222,7 @@ def test_killed_workers_lose_nothing_acknowledged(served: Served, runtime: Runti
 
     while offset < len(data):
         offset = tus.patch(url, offset, data[offset : offset + 5 * MIB + 3])
-    recording = recording_row(runtime, recording_id)
+    recording = published(runtime, recording_id)
     assert recording.status == "available"
     assert stored_plaintext(runtime, recording_id) == data
     assert recording.available_at is not None

@@ -23,12 +23,21 @@ from tests.uploads_support import (
     MIB,
     HttpServer,
     media,
+    published,
     recording_row,
     serve,
     stored_plaintext,
     teacher_token,
 )
+from vault.services import uploads
 from vault.services.runtime import Runtime
+
+
+@pytest.fixture(autouse=True)
+def verify_passes_finished() -> Iterator[None]:
+    """Verify passes run after the final PATCH; none may outlive the test's database."""
+    yield
+    assert uploads.finish_background_work(120)
 
 
 @pytest.fixture
@@ -61,7 +70,7 @@ def uploader(
 def assert_stored(
     server: HttpServer, runtime: Runtime, token: str, recording_id: uuid.UUID, data: bytes
 ) -> None:
-    recording = recording_row(runtime, recording_id)
+    recording = published(runtime, recording_id)
     assert recording.status == "available"
     assert recording.size_bytes == len(data)
     assert recording.plaintext_sha256 == hashlib.sha256(data).hexdigest()

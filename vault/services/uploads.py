@@ -44,11 +44,14 @@ carried between requests inside the encryptor's sealed state. Real tus clients s
 than 12 bytes per request; a first request that is shorter gets 400 and changes nothing.
 
 **Completion.** After the final byte the recording is ``processing``: the last part is
-written, the multipart write completed, and the whole object read back and decrypted. That
-verify pass proves the stored object decrypts to exactly the declared length and yields the
-plaintext SHA-256 and the ciphertext SHA-256 (``hashlib`` state cannot be carried between
-the requests and processes of an upload, so the hashes cannot be computed on the way in).
-Then the recording is ``available``. Any failure marks it ``failed`` and removes the object.
+written and the multipart write completed before the final PATCH is answered, so its 204
+means the whole object is in the store. Then, on a background thread, the object is read
+back and decrypted. That verify pass proves the stored object decrypts to exactly the
+declared length and yields the plaintext SHA-256 and the ciphertext SHA-256 (``hashlib``
+state cannot be carried between the requests and processes of an upload, so the hashes
+cannot be computed on the way in); the recording becomes ``available``. A failed pass
+marks it ``failed`` and removes the object. A pass cut short by the process stopping is
+taken up again by the lifecycle run, which finds the recording still ``processing``.
 
 **Termination** (tus DELETE) aborts the multipart write, removes the upload row and returns
 the recording to ``registered``, so the teacher can upload the file again; the data key made
@@ -60,6 +63,7 @@ from __future__ import annotations
 import base64
 import binascii
 import hashlib
+import logging
 import math
 import queue
 import threading
@@ -69,7 +73,7 @@ from collections.abc import Iterator, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor, wait
 from contextlib import suppress
 from dataclasses import dataclass
-from datetime import datetime, timedelta
+from datetime import date, datetime, timedelta
 from enum import StrEnum
 from typing import Any, Protocol, cast
 
@@ -78,7 +82,7 @@ from sqlalchemy.exc import IntegrityError as DatabaseIntegrityError
 from sqlalchemy.exc import OperationalError
 from sqlalchemy.orm import Session, defer
 
-from storage_backends.base import MAX_PARTS, Part, StorageConflict, StorageError
+from storage_backends.base import MAX_PARTS, ObjectNotFound, Part, StorageConflict, StorageError
 from vault import crypto
 from vault.keyring import KeyringError, YearShredded
 from vault.models import Recording, Upload
@@ -96,7 +100,6 @@ from vault.services.errors import (
     N_,
     Conflict,
     Gone,
-    IntegrityFailure,
     KeysUnavailable,
     NotFound,
     PayloadTooLarge,
@@ -119,10 +122,10 @@ __all__ = [
     "OffsetMismatch",
     "UploadClosed",
     "UploadState",
-    "UploadVerificationFailed",
     "append",
     "cleanup_stale_uploads",
     "create_upload",
+    "finish_background_work",
     "object_key_for",
     "parse_metadata",
     "parse_offset",
@@ -145,6 +148,7 @@ _VERIFY_READ_AHEAD = 4
 #: An upload that has not moved for this long is abandoned (``recvault lifecycle run``).
 STALE_AFTER = timedelta(hours=24)
 _OBJECT_PREFIX = "recordings/"
+_log = logging.getLogger(__name__)
 
 
 class BodyReader(Protocol):
@@ -177,13 +181,6 @@ class ContentDiverged(Conflict):
     )
 
 
-class UploadVerificationFailed(IntegrityFailure):
-    message = N_(
-        "The stored file could not be verified and has been discarded. Please register "
-        "the recording again and upload it once more."
-    )
-
-
 # -- results -------------------------------------------------------------------------------
 
 
@@ -203,6 +200,7 @@ class UploadState:
 
 class CleanupKind(StrEnum):
     STALE_UPLOAD = "stale_upload"
+    FINISHED_UPLOAD = "finished_upload"
     ORPHANED_WRITE = "orphaned_write"
 
 
@@ -1251,6 +1249,125 @@ def _verify(
     return _Digest(plaintext_hash.hexdigest(), ciphertext_hash.hexdigest(), size)
 
 
+@dataclass(frozen=True)
+class _Finished:
+    """An upload whose last byte is in: what completing and verifying it needs."""
+
+    upload_id: uuid.UUID
+    recording_id: uuid.UUID
+    key: str
+    multipart_id: str
+    parts: tuple[Part, ...]
+    school_year: str
+    retain_until: date
+    length: int
+    content_type: str | None
+
+
+def _finished(session: Session, upload_id: uuid.UUID) -> _Finished:
+    upload, recording = _load(session, upload_id)
+    assert upload.multipart_id is not None
+    return _Finished(
+        upload_id=upload.id,
+        recording_id=recording.id,
+        key=recording.object_key or object_key_for(recording),
+        multipart_id=upload.multipart_id,
+        parts=tuple(_StoredPart.from_json(item).as_part() for item in upload.parts),
+        school_year=recording.school_year,
+        retain_until=recording.retain_until,
+        length=upload.length,
+        content_type=upload.content_type,
+    )
+
+
+def _store_object(runtime: Runtime, done: _Finished) -> None:
+    """Join the parts into the object and tag it; a write already joined is left as it is."""
+    store = runtime.store
+    try:
+        store.complete_multipart(done.key, done.multipart_id, done.parts)
+    except StorageConflict:
+        # Joined before, by a request or a run that stopped before the verify pass ended;
+        # head() proves the object is there (ObjectNotFound otherwise).
+        store.head(done.key)
+    # The calendar may have moved the year's last day while the file was arriving.
+    store.set_tags(done.key, calendar.object_tags(done.school_year, done.retain_until))
+
+
+def _fail_upload(
+    runtime: Runtime, done: _Finished, reason: str, actor_id: uuid.UUID | None
+) -> None:
+    """Status ``failed``, the upload row and the object removed; audited."""
+    with runtime.sessions() as session:
+        session.execute(
+            delete(Upload)
+            .where(Upload.id == done.upload_id)
+            .execution_options(synchronize_session=False)
+        )
+        _fail_recording(session, done.recording_id)
+        _record(
+            session,
+            AuditAction.UPLOAD_FAILED,
+            actor_id,
+            done.recording_id,
+            {"reason": reason},
+            None,
+            outcome=Outcome.FAILURE,
+        )
+        session.commit()
+    _remove_stored(runtime, done.key, done.multipart_id)
+
+
+def _verify_and_publish(
+    runtime: Runtime,
+    done: _Finished,
+    data_key: bytes,
+    actor_id: uuid.UUID | None,
+    now: datetime,
+) -> str:
+    """The verify pass; then ``available`` with size, type and hashes, or ``failed``.
+
+    Returns the recording's new status. A store that cannot be read now leaves the
+    recording ``processing``, for the lifecycle run to verify later (StorageUnavailable).
+    """
+    try:
+        digest = _verify(runtime, done.key, data_key, done.recording_id, done.school_year)
+        if digest.size != done.length:
+            raise crypto.IntegrityError("the stored object holds a different length")
+    except crypto.IntegrityError:
+        _fail_upload(runtime, done, "verification_failed", actor_id)
+        return Status.FAILED.value
+    except StorageError as exc:
+        raise StorageUnavailable() from exc
+    with runtime.sessions() as session:
+        upload, recording = _load(session, done.upload_id)
+        if recording.status != Status.PROCESSING.value:
+            # Deleted or shredded meanwhile: that act decides, not this one.
+            return recording.status
+        recording.status = Status.AVAILABLE.value
+        recording.size_bytes = done.length
+        recording.content_type = done.content_type
+        recording.plaintext_sha256 = digest.plaintext_sha256
+        recording.ciphertext_sha256 = digest.ciphertext_sha256
+        recording.available_at = now
+        upload.completed_at = now
+        upload.updated_at = _next_version(upload.updated_at, now)
+        _record(
+            session,
+            AuditAction.UPLOAD_COMPLETED,
+            actor_id,
+            recording.id,
+            {
+                "size": done.length,
+                "content_type": done.content_type,
+                "plaintext_sha256": digest.plaintext_sha256,
+                "ciphertext_sha256": digest.ciphertext_sha256,
+            },
+            None,
+        )
+        session.commit()
+    return Status.AVAILABLE.value
+
+
 def _complete(
     runtime: Runtime,
     upload_id: uuid.UUID,
@@ -1258,79 +1375,86 @@ def _complete(
     actor_id: uuid.UUID | None,
     now: datetime,
 ) -> UploadState:
-    store = runtime.store
+    """Join the parts now; verify in the background; the recording is ``processing``.
+
+    The final PATCH is answered once the whole object is in the store. Reading it back takes
+    about as long again as writing it, so the verify pass runs afterwards on a background
+    thread and moves the recording to ``available`` (or ``failed``); the upload page polls
+    the recording's status. If this process stops before the pass ends, the lifecycle run
+    finds the recording still ``processing`` and verifies it then.
+    """
     with runtime.sessions() as session:
-        upload, recording = _load(session, upload_id)
-        key = recording.object_key or object_key_for(recording)
-        parts = [_StoredPart.from_json(item).as_part() for item in upload.parts]
-        multipart_id = upload.multipart_id
-        recording_id = recording.id
-        school_year = recording.school_year
-        retain_until = recording.retain_until
-        length = upload.length
-        content_type = upload.content_type
-    assert multipart_id is not None
-    failure: ServiceError
+        done = _finished(session, upload_id)
     try:
-        store.complete_multipart(key, multipart_id, parts)
-        # The calendar may have moved the year's last day while the file was arriving.
-        store.set_tags(key, calendar.object_tags(school_year, retain_until))
-        digest = _verify(runtime, key, data_key, recording_id, school_year)
-        if digest.size != length:
-            raise crypto.IntegrityError("the stored object holds a different length")
+        _store_object(runtime, done)
     except StorageError as exc:
-        failure = StorageUnavailable()
-        reason = "storage_unavailable"
-        cause: Exception = exc
-    except crypto.IntegrityError as exc:
-        failure = UploadVerificationFailed()
-        reason = "verification_failed"
-        cause = exc
-    else:
-        with runtime.sessions() as session:
-            upload, recording = _load(session, upload_id)
-            recording.status = Status.AVAILABLE.value
-            recording.size_bytes = length
-            recording.content_type = content_type
-            recording.plaintext_sha256 = digest.plaintext_sha256
-            recording.ciphertext_sha256 = digest.ciphertext_sha256
-            recording.available_at = now
-            upload.completed_at = now
-            upload.updated_at = _next_version(upload.updated_at, now)
-            _record(
-                session,
-                AuditAction.UPLOAD_COMPLETED,
-                actor_id,
-                recording.id,
-                {
-                    "size": length,
-                    "content_type": content_type,
-                    "plaintext_sha256": recording.plaintext_sha256,
-                    "ciphertext_sha256": recording.ciphertext_sha256,
-                },
-                None,
+        _fail_upload(runtime, done, "storage_unavailable", actor_id)
+        raise StorageUnavailable() from exc
+    _publish_later(runtime, done, data_key, actor_id, now)
+    return UploadState(
+        upload_id=done.upload_id,
+        recording_id=done.recording_id,
+        offset=done.length,
+        length=done.length,
+        recording_status=Status.PROCESSING.value,
+        content_type=done.content_type,
+    )
+
+
+_PUBLISHING_LOCK = threading.Lock()
+_PUBLISHING: set[Future[str]] = set()
+_VERIFIERS: list[ThreadPoolExecutor] = []
+# Verify passes a worker runs at once; more wait their turn. Each reads a whole object back,
+# so a few at a time use the store and the processor well without crowding out requests.
+_VERIFIER_THREADS = 2
+
+
+def _publish_later(
+    runtime: Runtime,
+    done: _Finished,
+    data_key: bytes,
+    actor_id: uuid.UUID | None,
+    now: datetime,
+) -> None:
+    def run() -> str:
+        try:
+            return _verify_and_publish(runtime, done, data_key, actor_id, now)
+        except Exception:
+            # Nobody waits for this thread: say what happened. The recording stays
+            # ``processing`` and the lifecycle run verifies it again.
+            _log.exception("verifying upload %s failed; left for the lifecycle run", done.upload_id)
+            raise
+
+    with _PUBLISHING_LOCK:
+        if not _VERIFIERS:
+            # Separate from the helpers: a verify pass waits for helper reads, so sharing
+            # one pool could leave every thread waiting for a read that never starts.
+            _VERIFIERS.append(
+                ThreadPoolExecutor(
+                    max_workers=_VERIFIER_THREADS, thread_name_prefix="upload-verify"
+                )
             )
-            session.commit()
-            return _state_of(upload, recording)
-    with runtime.sessions() as session:
-        session.execute(
-            delete(Upload)
-            .where(Upload.id == upload_id)
-            .execution_options(synchronize_session=False)
-        )
-        _fail_recording(session, recording_id)
-        _record(
-            session,
-            AuditAction.UPLOAD_FAILED,
-            actor_id,
-            recording_id,
-            {"reason": reason},
-            None,
-            outcome=Outcome.FAILURE,
-        )
-        session.commit()
-    _remove_stored(runtime, key, multipart_id)
-    raise failure from cause
+        future = _VERIFIERS[0].submit(run)
+        _PUBLISHING.add(future)
+    future.add_done_callback(_forget_publishing)
+
+
+def _forget_publishing(future: Future[str]) -> None:
+    with _PUBLISHING_LOCK:
+        _PUBLISHING.discard(future)
+
+
+def finish_background_work(timeout: float | None = None) -> bool:
+    """Wait for the verify passes still running in this process; True if none is left.
+
+    For a graceful shutdown (and for tests): a pass cut short is not lost, since the
+    lifecycle run verifies recordings left ``processing``, but finishing it here spares the
+    owner the wait.
+    """
+    with _PUBLISHING_LOCK:
+        pending = set(_PUBLISHING)
+    _, left = wait(pending, timeout=timeout)
+    return not left
 
 
 # -- termination ---------------------------------------------------------------------------
@@ -1404,9 +1528,12 @@ def cleanup_stale_uploads(
 
     An upload untouched for ``older_than`` has its multipart write aborted and any object
     removed, its row (with the sealed carry-over and ciphertext tail) deleted, and its
-    recording marked ``failed``. Multipart writes the store still holds but no upload row
+    recording marked ``failed``. An upload that received its last byte but whose recording
+    is still ``processing`` (the process stopped during the verify pass) is finished
+    instead: its object is joined if need be and verified, and the recording becomes
+    ``available`` (or ``failed``). Multipart writes the store still holds but no upload row
     names (a crash between starting a write and committing its row) are aborted too. Each
-    removal is audited. ``dry_run`` reports without changing anything.
+    act is audited. ``dry_run`` reports without changing anything.
     """
     cutoff = now - older_than
     store = runtime.store
@@ -1425,14 +1552,17 @@ def cleanup_stale_uploads(
                 upload.multipart_id,
                 recording.id,
                 recording.object_key or object_key_for(recording),
+                recording.status == Status.PROCESSING and upload.encryptor_state is None,
             )
             for upload, recording in rows
         ]
-    for upload_id, updated_at, multipart_id, recording_id, key in stale:
-        items.append(
-            CleanupItem(CleanupKind.STALE_UPLOAD, key, updated_at, upload_id, recording_id)
-        )
+    for upload_id, updated_at, multipart_id, recording_id, key, received in stale:
+        kind = CleanupKind.FINISHED_UPLOAD if received else CleanupKind.STALE_UPLOAD
+        items.append(CleanupItem(kind, key, updated_at, upload_id, recording_id))
         if dry_run:
+            continue
+        if received:
+            _finish_received(runtime, upload_id, now)
             continue
         try:
             if multipart_id is not None:
@@ -1462,6 +1592,29 @@ def cleanup_stale_uploads(
             session.commit()
     items.extend(_abort_orphans(runtime, cutoff, dry_run))
     return items
+
+
+def _finish_received(runtime: Runtime, upload_id: uuid.UUID, now: datetime) -> None:
+    """Complete and verify an upload whose last byte arrived but whose pass never ended."""
+    with runtime.sessions() as session:
+        done = _finished(session, upload_id)
+        recording = session.get(Recording, done.recording_id)
+        assert recording is not None
+        try:
+            data_key = _data_key(session, runtime, recording)
+        except (Gone, KeysUnavailable):
+            data_key = None
+    if data_key is None:
+        _fail_upload(runtime, done, "key_unavailable", None)
+        return
+    try:
+        _store_object(runtime, done)
+    except ObjectNotFound:
+        _fail_upload(runtime, done, "object_missing", None)
+        return
+    except StorageError as exc:
+        raise StorageUnavailable() from exc
+    _verify_and_publish(runtime, done, data_key, None, now)
 
 
 def _abort_orphans(runtime: Runtime, cutoff: datetime, dry_run: bool) -> list[CleanupItem]:
