@@ -85,14 +85,14 @@ def test_every_range_of_a_small_object_decrypts_to_the_plaintext(
             plan = streaming.plan_range(f"bytes={first}-{last}", None, SIZE, validators)
             assert (plan.status, plan.first, plan.end) == (206, first, min(last + 1, SIZE))
             assert plan.content_range == f"bytes {first}-{plan.end - 1}/{SIZE}"
-            assert b"".join(opened.read(plan.first, plan.end)) == plaintext[first : last + 1]
+            assert b"".join(opened.stream(plan.first, plan.end)) == plaintext[first : last + 1]
     for first in range(SIZE):
         plan = streaming.plan_range(f"bytes={first}-", None, SIZE, validators)
-        assert b"".join(opened.read(plan.first, plan.end)) == plaintext[first:]
+        assert b"".join(opened.stream(plan.first, plan.end)) == plaintext[first:]
     for suffix in range(1, SIZE + 5):
         plan = streaming.plan_range(f"bytes=-{suffix}", None, SIZE, validators)
         assert plan.status == 206
-        assert b"".join(opened.read(plan.first, plan.end)) == plaintext[-suffix:]
+        assert b"".join(opened.stream(plan.first, plan.end)) == plaintext[-suffix:]
 
 
 @pytest.mark.parametrize(
