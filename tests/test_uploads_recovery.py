@@ -394,6 +394,22 @@ def test_stale_uploads_are_cleaned_up_and_interrupted_passes_finished(
     assert uploads.cleanup_stale_uploads(runtime, later) == []
 
 
+def test_cleanup_keeps_a_tombstone_a_tombstone(runtime: Runtime) -> None:
+    data = media(7 * MIB)
+    recording_id, upload_id = start(runtime, len(data))
+    append(runtime, recording_id, upload_id, 0, data[: 6 * MIB])
+    with runtime.sessions() as session, session.begin():
+        session.execute(
+            update(Recording).where(Recording.id == recording_id).values(status="deleted")
+        )
+    later = now() + timedelta(hours=30)
+    (item,) = uploads.cleanup_stale_uploads(runtime, later)
+    assert item.kind is uploads.CleanupKind.STALE_UPLOAD
+    assert upload_rows(runtime, recording_id) == []
+    assert recording_row(runtime, recording_id).status == "deleted"
+    assert runtime.store.list_stale_multipart(later) == []
+
+
 def test_tombstones_answer_410(client: FlaskClient, runtime: Runtime, token: str) -> None:
     recording_id = register(runtime, "skolotaja")
     url = create_url(client, token, recording_id, 1000)

@@ -1169,9 +1169,14 @@ def _discard_unsupported(
 
 
 def _fail_recording(session: Session, recording_id: uuid.UUID) -> None:
+    # Only a recording still receiving its file fails; one deleted or shredded meanwhile
+    # keeps its tombstone status.
     session.execute(
         update(Recording)
-        .where(Recording.id == recording_id)
+        .where(
+            Recording.id == recording_id,
+            Recording.status.in_([Status.UPLOADING.value, Status.PROCESSING.value]),
+        )
         .values(status=Status.FAILED.value, object_key=None, wrapped_data_key=None)
         .execution_options(synchronize_session=False)
     )
