@@ -5,12 +5,14 @@ from __future__ import annotations
 from datetime import UTC, datetime
 
 import pytest
+from flask import Flask
 from flask.testing import FlaskClient
 from sqlalchemy import select
 
 from storage_backends.base import ObjectNotFound
-from tests.people import Person, add_person
+from tests.people import Person, add_person, sign_in
 from tests.recording_support import keep_year_open, register, sample_media, store_plaintext
+from tests.webclient import csrf_token_from
 from vault.models import AuditEvent, Recording
 from vault.services import account_admin
 from vault.services.runtime import Runtime
@@ -92,3 +94,24 @@ def test_erasure_removes_the_object_and_names_the_request(
     assert client.post(f"{url}/erase", json={"reason": "again"}, headers=dpo).status_code == 410
     with runtime.sessions() as session:
         assert "recording:erased" in set(session.scalars(select(AuditEvent.action)))
+
+
+def test_the_auditor_acts_from_the_recording_page(
+    app: Flask, runtime: Runtime, teacher: Person, auditor: Person
+) -> None:
+    recording_id = register(runtime, teacher.username)
+    store_plaintext(runtime, recording_id, sample_media(5_000))
+    browser = app.test_client()
+    sign_in(browser, auditor)
+    page = browser.get(f"/recordings/{recording_id}").get_data(as_text=True)
+    title = page.split("<title>", 1)[1].split("</title>", 1)[0]
+    assert "<" not in title
+    assert page.count('class="data-subject-requests"') == 1
+    token = csrf_token_from(browser, f"/recordings/{recording_id}")
+    done = browser.post(
+        f"/recordings/{recording_id}/restrict",
+        data={"csrf_token": token, "reason": "Pieprasījums 10/2026"},
+    )
+    assert done.status_code == 302
+    with runtime.sessions() as session:
+        assert session.get(Recording, recording_id).status == "restricted"  # type: ignore[union-attr]
