@@ -33,7 +33,6 @@ import random
 import re
 import shutil
 import signal
-import socket
 import statistics
 import subprocess
 import sys
@@ -54,6 +53,7 @@ from gunicorn.app.base import BaseApplication
 from sqlalchemy import select
 
 from storage_backends.base import Part
+from tests.processes import free_port
 from vault import crypto
 from vault.app import build_runtime, initialise_instance
 from vault.cli import SERVE_THREADS, SERVE_TIMEOUT_SECONDS
@@ -70,13 +70,6 @@ READ_PIECE = 4 * MIB
 
 
 # -- servers ---------------------------------------------------------------------------------
-
-
-def free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        port: int = probe.getsockname()[1]
-        return port
 
 
 class _SendFileServer(BaseApplication):  # type: ignore[misc]  # gunicorn ships no types

@@ -34,7 +34,6 @@ import json
 import os
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import tempfile
@@ -50,6 +49,7 @@ import boto3
 from boto3.s3.transfer import TransferConfig
 from botocore.config import Config
 
+from tests.processes import children_of, free_port
 from tests.recording_support import MP4_HEADER, register
 from tests.seaweed import SeaweedServer, weed_binary
 from vault.app import build_runtime
@@ -58,13 +58,6 @@ from vault.settings import Settings
 
 MIB = 1 << 20
 SEND_PIECE = MIB
-
-
-def free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        port: int = probe.getsockname()[1]
-        return port
 
 
 def make_file(path: Path, size: int) -> None:
@@ -76,21 +69,6 @@ def make_file(path: Path, size: int) -> None:
             block = os.urandom(min(16 * MIB, left))
             handle.write(block)
             left -= len(block)
-
-
-def children_of(pid: int) -> list[int]:
-    found = []
-    for entry in Path("/proc").iterdir():
-        if not entry.name.isdigit():
-            continue
-        try:
-            stat = (entry / "stat").read_text()
-        except OSError:
-            continue
-        fields = stat[stat.rindex(")") + 2 :].split()
-        if int(fields[1]) == pid:
-            found.append(int(entry.name))
-    return found
 
 
 def peak_rss_mib(pid: int) -> float:

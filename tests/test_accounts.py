@@ -6,7 +6,6 @@ import asyncio
 import dataclasses
 import json
 import re
-import socket
 import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -25,6 +24,7 @@ from sqlalchemy import select, update
 
 from tests.backends import missing_backend
 from tests.people import PASSWORD, Person, add_person, sign_in
+from tests.processes import free_port
 from tests.webclient import csrf_token_from
 from vault.app import create_app
 from vault.cli import main
@@ -366,13 +366,6 @@ class Mailbox:
     async def handle_DATA(self, server: object, session: object, envelope: object) -> str:
         self.messages.append(message_from_bytes(envelope.content))  # type: ignore[attr-defined]
         return "250 Message accepted"
-
-
-def free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        port: int = probe.getsockname()[1]
-        return port
 
 
 @pytest.fixture

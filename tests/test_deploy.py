@@ -13,7 +13,6 @@ import hashlib
 import os
 import re
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -35,6 +34,7 @@ from storage_backends.base import LifecycleRules
 from storage_backends.url import open_store
 from tests.backends import missing_backend
 from tests.conftest import create_postgres_schema, drop_postgres_schema, postgres_base_url
+from tests.processes import free_port
 from tests.seaweed import SeaweedServer
 from vault import schema
 from vault.db import make_engine
@@ -592,13 +592,6 @@ def test_init_service_prepares_database_bucket_and_roles_and_is_idempotent(
     assert second.returncode == 0, second.stdout + second.stderr
     assert "nothing new to create" in second.stdout
     assert snapshot(sandbox, s3_env, bucket, state_dir) == before
-
-
-def free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as probe:
-        probe.bind(("127.0.0.1", 0))
-        port: int = probe.getsockname()[1]
-        return port
 
 
 @pytest.mark.postgres
