@@ -12,7 +12,7 @@ from flask import Flask
 from werkzeug.middleware.proxy_fix import ProxyFix
 
 from storage_backends.url import open_store
-from vault import schema, web
+from vault import web
 from vault.db import make_engine, make_session_factory
 from vault.keyring import EnvMasterKeys, FileMasterKeys, Keyring, MasterKeyProvider
 from vault.services import keys
@@ -89,6 +89,10 @@ class InitReport:
 
 def initialise_instance(settings: Settings) -> InitReport:
     """`recvault init`: idempotent; it creates what is missing and never replaces a secret."""
+    # Alembic is needed only here: imported at module level it would cost every server
+    # worker about 10 MiB of resident memory for code it never runs.
+    from vault import schema  # noqa: PLC0415  (see above)
+
     created: list[str] = []
     for directory in (settings.instance_dir, settings.keys_dir, settings.secret_key_file.parent):
         if not directory.exists():

@@ -13,6 +13,7 @@ import click
 from flask import Flask
 from gunicorn.app.base import BaseApplication
 
+from vault import allocator
 from vault.app import build_runtime, create_app, initialise_instance
 from vault.services import account_admin, accounts, certificates
 from vault.services import calendar as school_calendar
@@ -425,6 +426,8 @@ def serve(host: str, port: int, workers: int, threads: int) -> None:
         # operators manage the server through signals instead.
         "control_socket_disable": True,
     }
+    # Before the fork, so that every worker inherits it.
+    allocator.map_large_blocks()
     _GunicornApplication(settings, options).run()
     sys.exit(0)
 
