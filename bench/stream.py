@@ -1,4 +1,4 @@
-"""P1, P2 and P5: streaming through the app under gunicorn (gthread), on loopback.
+"""P1, P2, P5 and P4's stream half: streaming through the app under gunicorn, on loopback.
 
 The app runs as `recvault serve` does (gunicorn gthread, 2 workers, the same threads and
 timeouts), on SQLite and the local directory store in a temporary directory on disk. A
@@ -17,9 +17,15 @@ P5  N viewers (default 32), each signed in from its own loopback address (the si
     press play at the same millisecond; --burst makes them all start and seek together.
     Target: no errors, p95 time to first byte <= 200 ms.
 
+P4  (the stream half) The resident high-water mark (VmHWM) of the app's workers during the
+    P1 rounds, each a full GET of the recording; target <= 150 MiB. The mark is reset after
+    the viewers have signed in, since a sign-in's Argon2id hash alone takes 64 MiB for a
+    moment.
+
 Run: .venv/bin/python -m bench.stream [--size-mib 1024] [--viewers 32] [--seconds 60]
 
-The last line printed is JSON: {"P1": r, "P2": r, "P5": {"errors": n, "p95_ttfb_ms": ms}}.
+The last line printed is JSON: {"P1": r, "P1_from_disk": r, "P2": r, "P4_stream": MiB,
+"P5": {"errors": n, "p95_ttfb_ms": ms}}.
 """
 
 from __future__ import annotations
@@ -53,7 +59,7 @@ from gunicorn.app.base import BaseApplication
 from sqlalchemy import select
 
 from storage_backends.base import Part
-from tests.processes import free_port
+from tests.processes import children_of, free_port, peak_rss_mib, reset_peak_rss
 from vault import crypto
 from vault.app import build_runtime, initialise_instance
 from vault.cli import SERVE_THREADS, SERVE_TIMEOUT_SECONDS
@@ -130,7 +136,8 @@ def wait_until_up(port: int) -> None:
 
 
 @contextmanager
-def server(command: list[str], env: dict[str, str], port: int) -> Iterator[None]:
+def server(command: list[str], env: dict[str, str], port: int) -> Iterator[int]:
+    """Run a server until the block ends; yields the pid of its master process."""
     process = subprocess.Popen(
         command,
         env=env,
@@ -140,7 +147,7 @@ def server(command: list[str], env: dict[str, str], port: int) -> Iterator[None]
     )
     try:
         wait_until_up(port)
-        yield
+        yield process.pid
     finally:
         os.killpg(process.pid, signal.SIGTERM)
         try:
@@ -551,7 +558,7 @@ def run(args: argparse.Namespace, root: Path) -> int:
     app_command += ["--workers", str(WORKERS), "--threads", str(SERVE_THREADS)]
     file_command = [sys.executable, "-m", "bench.stream", "--serve-send-file", str(plaintext)]
     file_command += ["--port", str(file_port)]
-    with server(app_command, env, app_port), server(file_command, env, file_port):
+    with server(app_command, env, app_port) as app_master, server(file_command, env, file_port):
         viewers = [Viewer(app_port, f"127.0.0.{10 + i}") for i in range(args.viewers)]
         for index, viewer in enumerate(viewers):
             viewer.sign_in(f"viewer{index:02d}")
@@ -562,6 +569,11 @@ def run(args: argparse.Namespace, root: Path) -> int:
         # files in the page cache (the CPU-bound comparison), then with both evicted before
         # each read (each side reads its file from the disk).
         ciphertext = instance / "store" / "objects" / object_key
+        # Each sign-in above hashed a password with Argon2id (64 MiB of memory): the stream's
+        # own peak is measured from here on.
+        workers = children_of(app_master)
+        for worker in workers:
+            reset_peak_rss(worker)
         app_times, file_times = [], []
         app_cold, file_cold = [], []
         for _ in range(args.rounds):
@@ -572,6 +584,8 @@ def run(args: argparse.Namespace, root: Path) -> int:
             app_cold.append(full_read(app_port, first.stream_path, first._headers(), size))
             evict(plaintext)
             file_cold.append(full_read(file_port, "/file", {}, size))
+        # P4's stream half: the workers' resident high-water mark after the full streams.
+        stream_rss = max(peak_rss_mib(worker) for worker in workers)
         app_rate = args.size_mib / min(app_times)
         file_rate = args.size_mib / min(file_times)
         p1 = app_rate / file_rate
@@ -586,6 +600,10 @@ def run(args: argparse.Namespace, root: Path) -> int:
         )
         print(f"    app rounds s: {[round(t, 2) for t in app_cold]}")
         print(f"    send_file rounds s: {[round(t, 2) for t in file_cold]}")
+        print(
+            f"P4  peak RSS of the app's workers after {2 * args.rounds} full streams of "
+            f"{args.size_mib} MiB: {stream_rss:.1f} MiB   target <= 150 MiB"
+        )
 
         # P2: time to first byte of 1 MiB at 99 % vs at 0, interleaved.
         far = int(size * 0.99)
@@ -642,6 +660,7 @@ def run(args: argparse.Namespace, root: Path) -> int:
                 "P1": round(p1, 3),
                 "P1_from_disk": round(p1_cold, 3),
                 "P2": round(p2, 3),
+                "P4_stream": round(stream_rss, 1),
                 "P5": {"errors": len(tally.errors), "p95_ttfb_ms": round(p95, 1)},
             }
         )

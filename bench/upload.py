@@ -49,7 +49,7 @@ import boto3
 from boto3.s3.transfer import TransferConfig
 from botocore.config import Config
 
-from tests.processes import children_of, free_port
+from tests.processes import children_of, free_port, peak_rss_mib
 from tests.recording_support import MP4_HEADER, register
 from tests.seaweed import SeaweedServer, weed_binary
 from vault.app import build_runtime
@@ -69,13 +69,6 @@ def make_file(path: Path, size: int) -> None:
             block = os.urandom(min(16 * MIB, left))
             handle.write(block)
             left -= len(block)
-
-
-def peak_rss_mib(pid: int) -> float:
-    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-        if line.startswith("VmHWM:"):
-            return int(line.split()[1]) / 1024
-    raise RuntimeError("no VmHWM in /proc status")
 
 
 @dataclass

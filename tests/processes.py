@@ -29,3 +29,17 @@ def children_of(pid: int) -> list[int]:
         if int(fields[1]) == pid:
             found.append(int(entry.name))
     return found
+
+
+def reset_peak_rss(pid: int) -> None:
+    """Lower the process's VmHWM to its current resident size (Linux ``clear_refs`` 5), so
+    the next reading covers only what happens from now on."""
+    Path(f"/proc/{pid}/clear_refs").write_text("5")
+
+
+def peak_rss_mib(pid: int) -> float:
+    """The kernel's high-water mark of the process's resident set (VmHWM), in MiB."""
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmHWM:"):
+            return int(line.split()[1]) / 1024
+    raise RuntimeError("no VmHWM in /proc status")
