@@ -242,7 +242,7 @@ def _order(
     admin or the auditor), and orders in the past or future."""
     now = datetime.now(UTC)
     order = AccessOrder(
-        number=f"M-{recording_id.hex[:8]}",
+        number=f"M-{recording_id.hex[:8]}-{uuid.uuid4().hex[:6]}",
         issued_on=min(start, today()),
         purpose="Authorization matrix",
         issued_by=director_id,

@@ -12,7 +12,8 @@ from zoneinfo import ZoneInfo
 import pytest
 from flask import Flask
 from flask.testing import FlaskClient
-from sqlalchemy import select
+from sqlalchemy import event, select
+from sqlalchemy.exc import IntegrityError
 
 from tests.people import Person, add_person, sign_in
 from tests.webclient import csrf_token_from
@@ -347,6 +348,81 @@ def test_an_order_number_is_unique_within_its_year(
     )
     again = director.post_json("/api/v1/orders", order_body([recording_id], ["kolegis"]))
     assert again.status_code == 422 and "number" in again.get_json()["errors"]
+
+
+def test_the_database_keeps_order_numbers_unique_within_a_year(
+    runtime: Runtime, school: School
+) -> None:
+    """The constraint under the service's check: a row written past the service is refused,
+    while the same number in another year is a different order."""
+    with runtime.sessions() as session:
+        director = session.scalars(select(User.id).where(User.username == "direktore")).one()
+
+    def insert(number: str, issued_on: date) -> None:
+        with runtime.sessions() as session, session.begin():
+            session.add(
+                AccessOrder(
+                    number=number,
+                    issued_on=issued_on,
+                    purpose="Pārbaude",
+                    issued_by=director,
+                    valid_from=issued_on,
+                    valid_until=issued_on + timedelta(days=7),
+                    created_at=datetime.now(UTC),
+                )
+            )
+
+    insert("5/2", date(2025, 12, 30))
+    insert("5/2", date(2026, 1, 5))
+    with pytest.raises(IntegrityError):
+        insert("5/2", date(2025, 3, 1))
+
+
+def test_a_director_who_loses_the_numbering_race_gets_the_field_error(
+    app: Flask, runtime: Runtime, school: School
+) -> None:
+    """Another director issues the same number between this request's check and its insert:
+    the request gets 422 on the number, and nothing of its order is kept."""
+    recording_id = insert_recording(runtime, "skolotaja")
+    add_person(runtime, "vietniece", "director", name="Līga Zariņa")
+    with runtime.sessions() as session:
+        deputy = session.scalars(select(User.id).where(User.username == "vietniece")).one()
+    body = order_body([recording_id], ["psihologs"])
+    raced: list[bool] = []
+
+    def issue_the_same_number_first(
+        connection: Any, cursor: Any, statement: str, *args: Any
+    ) -> None:
+        if raced or not statement.lstrip().upper().startswith("INSERT INTO ACCESS_ORDERS "):
+            return
+        raced.append(True)
+        with runtime.sessions() as other, other.begin():
+            other.add(
+                AccessOrder(
+                    number=body["number"],
+                    issued_on=today(),
+                    purpose="Vietnieces rīkojums",
+                    issued_by=deputy,
+                    valid_from=today(),
+                    valid_until=today() + timedelta(days=7),
+                    created_at=datetime.now(UTC),
+                )
+            )
+
+    event.listen(runtime.engine, "before_cursor_execute", issue_the_same_number_first)
+    try:
+        response = browser(app, school.director).post_json("/api/v1/orders", body)
+    finally:
+        event.remove(runtime.engine, "before_cursor_execute", issue_the_same_number_first)
+    assert raced
+    assert response.status_code == 422, response.get_data(as_text=True)
+    assert "number" in response.get_json()["errors"]
+    with runtime.sessions() as session:
+        issued = session.scalars(select(AccessOrder).where(AccessOrder.number == body["number"]))
+        assert [order.issued_by for order in issued] == [deputy]
+        assert not session.scalars(
+            select(AuditEvent).where(AuditEvent.action == "order:issued")
+        ).all()
 
 
 # -- filters ----------------------------------------------------------------------------------

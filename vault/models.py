@@ -21,6 +21,7 @@ from sqlalchemy import (
     MetaData,
     String,
     Text,
+    UniqueConstraint,
 )
 from sqlalchemy.engine import Dialect
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship
@@ -358,15 +359,27 @@ class Upload(Base):
     completed_at: Mapped[datetime | None]
 
 
+def _year_of_issue(context: Any) -> int:
+    issued_on: date = context.get_current_parameters()["issued_on"]
+    return issued_on.year
+
+
 class AccessOrder(Base):
     """A director's order naming persons and recordings (procedure §22). Immutable once
     issued; revocation is a separate act recorded on it."""
 
     __tablename__ = "access_orders"
+    # An order number names one legal act per calendar year of issue. Enforced here as well
+    # as in the service: two directors issuing the same number at the same instant would
+    # both pass the service's check.
+    __table_args__ = (UniqueConstraint("number", "issued_year"),)
 
     id: Mapped[uuid.UUID] = mapped_column(primary_key=True, default=new_id)
     number: Mapped[str] = mapped_column(String(64))
     issued_on: Mapped[date]
+    # The year of ``issued_on``, stored so that the database can enforce the numbering;
+    # always derived on insert, never given.
+    issued_year: Mapped[int] = mapped_column(default=_year_of_issue)
     purpose: Mapped[str] = mapped_column(Text)
     issued_by: Mapped[uuid.UUID] = mapped_column(ForeignKey("users.id"))
     valid_from: Mapped[date]

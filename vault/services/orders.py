@@ -26,7 +26,8 @@ from enum import StrEnum
 from typing import Any
 from zoneinfo import ZoneInfo
 
-from sqlalchemy import Select, extract, select
+from sqlalchemy import Select, select
+from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
 from vault.models import AccessOrder, AccessOrderGrantee, AccessOrderRecording, Recording, User
@@ -39,6 +40,7 @@ from vault.services.errors import N_, Conflict, NotFound, PermissionDenied, Vali
 NUMBER_LIMIT = 64
 PURPOSE_LIMIT = 4000
 REASON_LIMIT = 2000
+_NUMBER_TAKEN = N_("An order with this number was already issued this year.")
 # Roles that may read orders: the director issues them, the auditor checks them (SPEC §2).
 READER_ROLES = frozenset({Role.DIRECTOR, Role.AUDITOR})
 REGISTER_ROLES = frozenset({Role.DIRECTOR, Role.AUDITOR})
@@ -378,14 +380,8 @@ def issue(
         errors["issued_on"] = [N_("An order cannot be dated in the future.")]
     if draft.valid_until < today:
         errors.setdefault("valid_until", []).append(N_("The order would already have expired."))
-    duplicate = session.scalars(
-        select(AccessOrder.id).where(
-            AccessOrder.number == draft.number,
-            extract("year", AccessOrder.issued_on) == draft.issued_on.year,
-        )
-    ).first()
-    if duplicate is not None:
-        errors["number"] = [N_("An order with this number was already issued this year.")]
+    if _number_taken(session, draft):
+        errors["number"] = [_NUMBER_TAKEN]
     grantees = _grantees(session, draft.grantees, errors)
     recordings = _recordings(session, draft, errors)
     if errors:
@@ -406,7 +402,14 @@ def issue(
         created_at=now,
     )
     session.add(order)
-    session.flush()
+    try:
+        session.flush()
+    except IntegrityError:
+        session.rollback()
+        if _number_taken(session, draft):
+            # Another director issued this number since the check above.
+            raise ValidationFailed({"number": [_NUMBER_TAKEN]}) from None
+        raise
     session.add_all(AccessOrderGrantee(order_id=order.id, user_id=user.id) for user in grantees)
     session.add_all(
         AccessOrderRecording(order_id=order.id, recording_id=recording.id)
@@ -433,6 +436,16 @@ def issue(
         ),
     )
     return order
+
+
+def _number_taken(session: Session, draft: OrderDraft) -> bool:
+    taken = session.scalars(
+        select(AccessOrder.id).where(
+            AccessOrder.number == draft.number,
+            AccessOrder.issued_year == draft.issued_on.year,
+        )
+    ).first()
+    return taken is not None
 
 
 def revoke(
