@@ -18,7 +18,6 @@ database, and the bodies the S3 client builds around them.
 from __future__ import annotations
 
 import ctypes
-import ctypes.util
 
 # mallopt's parameter number for the threshold (malloc.h: #define M_MMAP_THRESHOLD -3).
 _M_MMAP_THRESHOLD = -3
@@ -31,11 +30,9 @@ def map_large_blocks(threshold: int = MMAP_THRESHOLD_BYTES) -> bool:
     Called in the server's master process before it forks its workers: the setting is part
     of the allocator's state, which each worker inherits.
     """
-    name = ctypes.util.find_library("c")
-    if name is None:
-        return False
     try:
-        mallopt = ctypes.CDLL(name).mallopt
+        # The symbols already loaded into the interpreter, the C library's among them.
+        mallopt = ctypes.CDLL(None).mallopt
     except (OSError, AttributeError):
         return False  # musl and other C libraries without mallopt
     mallopt.argtypes = (ctypes.c_int, ctypes.c_int)
