@@ -16,6 +16,7 @@ from __future__ import annotations
 import hashlib
 import hmac
 import secrets
+import threading
 import time
 import uuid
 from collections.abc import Callable, Iterable
@@ -88,6 +89,11 @@ TOKEN_PREFIX = "rv_"  # noqa: S105 - a public marker that makes leaked tokens gr
 
 # Argon2id (RFC 9106, second recommended option, lowered memory for a school server).
 _password_hasher = PasswordHasher(time_cost=3, memory_cost=64 * 1024, parallelism=2)
+# Each hash holds 64 MiB while it runs. Unbounded, a burst of sign-ins on the 32 threads of
+# one worker would ask for 2 GiB at once, an easy way to get workers killed for memory; the
+# burst instead waits here, costing time (which the sign-in limits want anyway) rather
+# than memory. Two at a time keep a two-core server's cores busy.
+_HASHING_SLOTS = threading.BoundedSemaphore(2)
 # Verified against when the username does not exist, so timing does not reveal accounts.
 _DUMMY_HASH = _password_hasher.hash(secrets.token_urlsafe(16))
 
@@ -182,7 +188,8 @@ def validate_password(password: str, username: str) -> None:
 
 
 def hash_password(password: str) -> str:
-    return _password_hasher.hash(password)
+    with _HASHING_SLOTS:
+        return _password_hasher.hash(password)
 
 
 # -- accounts ---------------------------------------------------------------------------------
@@ -333,7 +340,8 @@ def _set_password(session: Session, actor: Actor, user: User, new: str, now: dat
 
 def _verify_password(password_hash: str, password: str) -> bool:
     try:
-        return _password_hasher.verify(password_hash, password)
+        with _HASHING_SLOTS:
+            return _password_hasher.verify(password_hash, password)
     except (VerifyMismatchError, VerificationError, InvalidHashError):
         return False
 

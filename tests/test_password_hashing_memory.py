@@ -1,0 +1,49 @@
+"""A burst of sign-ins cannot make a worker hold one 64 MiB Argon2id computation per thread.
+
+Measured in a fresh interpreter, as gunicorn's threads would do it: eight threads check a
+password at the same moment, and the process's resident high-water mark is compared with
+its size before. Unbounded, that is eight times 64 MiB; bounded, two.
+"""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+
+_BURST = """
+import threading
+from pathlib import Path
+from vault.services import accounts
+
+def peak_mib():
+    for line in Path("/proc/self/status").read_text().splitlines():
+        if line.startswith("VmHWM:"):
+            return int(line.split()[1]) / 1024
+    raise RuntimeError("no VmHWM")
+
+Path("/proc/self/clear_refs").write_text("5")
+before = peak_mib()
+start = threading.Barrier(8)
+
+def sign_in():
+    start.wait()
+    accounts._verify_password(accounts._DUMMY_HASH, "a wrong password, tried by many")
+
+threads = [threading.Thread(target=sign_in) for _ in range(8)]
+for thread in threads:
+    thread.start()
+for thread in threads:
+    thread.join()
+print(peak_mib() - before)
+"""
+
+ARGON2_MEMORY_MIB = 64
+
+
+def test_simultaneous_password_checks_are_bounded_in_memory() -> None:
+    result = subprocess.run(
+        [sys.executable, "-c", _BURST], capture_output=True, text=True, check=True, timeout=120
+    )
+    growth = float(result.stdout.strip())
+    # Two computations at a time, with room for the threads' own stacks and buffers.
+    assert growth < 2.5 * ARGON2_MEMORY_MIB, growth
