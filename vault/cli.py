@@ -17,6 +17,7 @@ from vault import allocator
 from vault.app import build_runtime, create_app, initialise_instance
 from vault.services import account_admin, accounts, certificates
 from vault.services import calendar as school_calendar
+from vault.services import demo as sample_media
 from vault.services import fsck as storage_check
 from vault.services import keys as key_service
 from vault.services import lifecycle as daily
@@ -232,8 +233,15 @@ def token_revoke(token_id: uuid.UUID) -> None:
 @click.option("--json", "as_json", is_flag=True, help="Print a JSON list instead of text.")
 def demo(as_json: bool) -> None:
     runtime = _runtime()
+    sample: sample_media.SampleRecording | None = None
     try:
         seeded = account_admin.seed_demo(runtime, _generated_password, _now())
+        teacher = next(a.username for a in seeded if Role.TEACHER in a.roles)
+        try:
+            sample = sample_media.seed_sample_recording(runtime, teacher, _now())
+        except ServiceError as exc:
+            # The accounts stand; only the sample is missing, and the message says why.
+            click.echo(f"no sample recording: {exc}", err=True)
     except ServiceError as exc:
         _fail(exc)
     finally:
@@ -262,6 +270,12 @@ def demo(as_json: bool) -> None:
         if account.totp_secret:
             line += f"  totp secret {account.totp_secret}"
         click.echo(line)
+    if sample is not None:
+        click.echo(
+            f"Sample recording of {sample.owner}: {sample.title!r} ({sample.status}, "
+            f"{sample.size_bytes} bytes). To watch it as another person, sign in as the "
+            "director and issue an order naming that person and the recording."
+        )
 
 
 @main.group(help="The school-year calendar: the last school day decides retention and the shred.")
