@@ -229,7 +229,10 @@ def token_revoke(token_id: uuid.UUID) -> None:
     click.echo(f"revoked {token_id}")
 
 
-@main.command(help="Seed one account per role for a first look; refuses a database with accounts.")
+@main.command(
+    help="Seed one account per role and a sample recording for a first look; "
+    "refuses a database with accounts."
+)
 @click.option("--json", "as_json", is_flag=True, help="Print a JSON list instead of text.")
 def demo(as_json: bool) -> None:
     runtime = _runtime()
