@@ -38,16 +38,12 @@ import os
 import random
 import re
 import shutil
-import signal
 import statistics
-import subprocess
 import sys
 import tempfile
 import threading
 import time
 import uuid
-from collections.abc import Iterator
-from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -59,7 +55,7 @@ from gunicorn.app.base import BaseApplication
 from sqlalchemy import select
 
 from storage_backends.base import Part
-from tests.processes import children_of, free_port, peak_rss_mib, reset_peak_rss
+from tests.processes import children_of, free_port, peak_rss_mib, reset_peak_rss, serving
 from vault import crypto
 from vault.app import build_runtime, initialise_instance
 from vault.cli import SERVE_THREADS, SERVE_TIMEOUT_SECONDS
@@ -118,43 +114,6 @@ def serve_send_file(path: Path, port: int) -> None:
         "control_socket_disable": True,
     }
     _SendFileServer(path, options).run()
-
-
-def wait_until_up(port: int) -> None:
-    deadline = time.monotonic() + 60
-    while True:
-        try:
-            connection = http.client.HTTPConnection("127.0.0.1", port, timeout=5)
-            connection.request("GET", "/healthz")
-            connection.getresponse().read()
-            connection.close()
-            return
-        except OSError:
-            if time.monotonic() > deadline:
-                raise
-            time.sleep(0.2)
-
-
-@contextmanager
-def server(command: list[str], env: dict[str, str], port: int) -> Iterator[int]:
-    """Run a server until the block ends; yields the pid of its master process."""
-    process = subprocess.Popen(
-        command,
-        env=env,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-        start_new_session=True,
-    )
-    try:
-        wait_until_up(port)
-        yield process.pid
-    finally:
-        os.killpg(process.pid, signal.SIGTERM)
-        try:
-            process.wait(timeout=30)
-        except subprocess.TimeoutExpired:
-            os.killpg(process.pid, signal.SIGKILL)
-            process.wait()
 
 
 # -- the instance ----------------------------------------------------------------------------
@@ -558,7 +517,7 @@ def run(args: argparse.Namespace, root: Path) -> int:
     app_command += ["--workers", str(WORKERS), "--threads", str(SERVE_THREADS)]
     file_command = [sys.executable, "-m", "bench.stream", "--serve-send-file", str(plaintext)]
     file_command += ["--port", str(file_port)]
-    with server(app_command, env, app_port) as app_master, server(file_command, env, file_port):
+    with serving(app_command, env, app_port) as app_master, serving(file_command, env, file_port):
         viewers = [Viewer(app_port, f"127.0.0.{10 + i}") for i in range(args.viewers)]
         for index, viewer in enumerate(viewers):
             viewer.sign_in(f"viewer{index:02d}")
@@ -571,7 +530,7 @@ def run(args: argparse.Namespace, root: Path) -> int:
         ciphertext = instance / "store" / "objects" / object_key
         # Each sign-in above hashed a password with Argon2id (64 MiB of memory): the stream's
         # own peak is measured from here on.
-        workers = children_of(app_master)
+        workers = children_of(app_master.pid)
         for worker in workers:
             reset_peak_rss(worker)
         app_times, file_times = [], []

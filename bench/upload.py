@@ -33,7 +33,6 @@ import http.client
 import json
 import os
 import shutil
-import signal
 import subprocess
 import sys
 import tempfile
@@ -49,7 +48,7 @@ import boto3
 from boto3.s3.transfer import TransferConfig
 from botocore.config import Config
 
-from tests.processes import children_of, free_port, peak_rss_mib
+from tests.processes import children_of, free_port, peak_rss_mib, serving
 from tests.recording_support import MP4_HEADER, register
 from tests.seaweed import SeaweedServer, weed_binary
 from vault.app import build_runtime
@@ -81,47 +80,12 @@ class Instance:
 def app_server(instance: Instance) -> Iterator[tuple[str, int]]:
     """`recvault serve` with one worker; yields its base URL and the worker's pid."""
     port = free_port()
-    master = subprocess.Popen(
-        [
-            sys.executable,
-            "-m",
-            "vault.cli",
-            "serve",
-            "--port",
-            str(port),
-            "--workers",
-            "1",
-        ],
-        env=instance.env,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-        start_new_session=True,
-    )
-    base = f"http://127.0.0.1:{port}"
-    try:
-        deadline = time.monotonic() + 60
-        while True:
-            try:
-                connection = http.client.HTTPConnection("127.0.0.1", port, timeout=5)
-                connection.request("GET", "/healthz")
-                connection.getresponse().read()
-                connection.close()
-                break
-            except OSError:
-                if time.monotonic() > deadline:
-                    raise
-                time.sleep(0.2)
+    command = [sys.executable, "-m", "vault.cli", "serve", "--port", str(port), "--workers", "1"]
+    with serving(command, instance.env, port) as master:
         workers = children_of(master.pid)
         if len(workers) != 1:
             raise RuntimeError(f"expected one gunicorn worker, found {workers}")
-        yield base, workers[0]
-    finally:
-        os.killpg(master.pid, signal.SIGTERM)
-        try:
-            master.wait(timeout=30)
-        except subprocess.TimeoutExpired:
-            os.killpg(master.pid, signal.SIGKILL)
-            master.wait()
+        yield f"http://127.0.0.1:{port}", workers[0]
 
 
 class TusClient:

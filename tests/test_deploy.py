@@ -34,7 +34,7 @@ from storage_backends.base import LifecycleRules
 from storage_backends.url import open_store
 from tests.backends import missing_backend
 from tests.conftest import create_postgres_schema, drop_postgres_schema, postgres_base_url
-from tests.processes import free_port
+from tests.processes import free_port, stop_group
 from tests.seaweed import SeaweedServer
 from vault import schema
 from vault.db import make_engine
@@ -633,12 +633,7 @@ def test_app_service_serves_as_the_runtime_role_and_passes_its_healthcheck(
             assert time.monotonic() < deadline, log_path.read_text(errors="replace")
             time.sleep(0.5)
     finally:
-        os.killpg(app.pid, signal.SIGTERM)
-        try:
-            app.wait(timeout=15)
-        except subprocess.TimeoutExpired:
-            os.killpg(app.pid, signal.SIGKILL)
-            app.wait()
+        stop_group(app, grace_seconds=15)
 
 
 # -- the scheduler service, natively -------------------------------------------------------

@@ -3,17 +3,15 @@
 from __future__ import annotations
 
 import os
-import signal
 import subprocess
 import sys
-import time
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 import requests
 
-from tests.processes import free_port
+from tests.processes import free_port, serving
 from tests.webclient import CSRF_META
 
 
@@ -27,30 +25,8 @@ def served(tmp_path: Path, storage_url: str) -> Iterator[str]:
     recvault = [sys.executable, "-m", "vault.cli"]
     subprocess.run([*recvault, "init"], env=env, check=True, capture_output=True, timeout=60)
     port = free_port()
-    process = subprocess.Popen(
-        [*recvault, "serve", "--port", str(port), "--workers", "1"],
-        env=env,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.PIPE,
-        start_new_session=True,
-    )
-    base = f"http://127.0.0.1:{port}"
-    try:
-        deadline = time.monotonic() + 30
-        while time.monotonic() < deadline:
-            try:
-                requests.get(f"{base}/healthz", timeout=1)
-                break
-            except requests.ConnectionError:
-                time.sleep(0.2)
-        yield base
-    finally:
-        os.killpg(process.pid, signal.SIGTERM)
-        try:
-            process.wait(timeout=30)
-        except subprocess.TimeoutExpired:
-            os.killpg(process.pid, signal.SIGKILL)
-            process.wait()
+    with serving([*recvault, "serve", "--port", str(port), "--workers", "1"], env, port):
+        yield f"http://127.0.0.1:{port}"
 
 
 def test_served_page_is_latvian_and_switches_to_english(served: str) -> None:

@@ -21,7 +21,7 @@ from datetime import UTC, datetime
 import pytest
 import requests
 
-from tests.processes import children_of, free_port
+from tests.processes import children_of, free_port, serving
 from tests.recording_support import register
 from tests.uploads_support import (
     MIB,
@@ -76,30 +76,9 @@ def served(settings: Settings, runtime: Runtime) -> Iterator[Served]:
     recvault = [sys.executable, "-m", "vault.cli"]
     subprocess.run([*recvault, "init"], env=env, check=True, capture_output=True, timeout=120)
     port = free_port()
-    master = subprocess.Popen(
-        [*recvault, "serve", "--port", str(port), "--workers", "2", "--threads", "4"],
-        env=env,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-        start_new_session=True,
-    )
-    base = f"http://127.0.0.1:{port}"
-    try:
-        deadline = time.monotonic() + 60
-        while time.monotonic() < deadline:
-            try:
-                requests.get(f"{base}/healthz", timeout=2)
-                break
-            except requests.ConnectionError:
-                time.sleep(0.2)
-        yield Served(base, master)
-    finally:
-        os.killpg(master.pid, signal.SIGTERM)
-        try:
-            master.wait(timeout=30)
-        except subprocess.TimeoutExpired:
-            os.killpg(master.pid, signal.SIGKILL)
-            master.wait()
+    command = [*recvault, "serve", "--port", str(port), "--workers", "2", "--threads", "4"]
+    with serving(command, env, port) as master:
+        yield Served(f"http://127.0.0.1:{port}", master)
 
 
 class Tus:
