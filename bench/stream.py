@@ -51,14 +51,13 @@ from typing import Any
 from urllib.parse import urlencode
 
 from flask import Flask, send_file
-from gunicorn.app.base import BaseApplication
 from sqlalchemy import select
 
 from storage_backends.base import Part
 from tests.processes import children_of, free_port, peak_rss_mib, reset_peak_rss, serving
 from vault import crypto
 from vault.app import build_runtime, initialise_instance
-from vault.cli import SERVE_THREADS, SERVE_TIMEOUT_SECONDS
+from vault.cli import SERVE_THREADS, GunicornApplication, gunicorn_options
 from vault.models import Recording, User
 from vault.services import account_admin, accounts, calendar, orders, recordings
 from vault.services.runtime import Runtime
@@ -74,46 +73,26 @@ READ_PIECE = 4 * MIB
 # -- servers ---------------------------------------------------------------------------------
 
 
-class _SendFileServer(BaseApplication):  # type: ignore[misc]  # gunicorn ships no types
-    """The reference: Flask's send_file of the plaintext, under the app's gunicorn settings."""
+def send_file_app(path: Path) -> Flask:
+    """The reference: Flask's send_file of the plaintext, nothing else."""
+    reference = Flask("bench_send_file")
 
-    def __init__(self, path: Path, options: dict[str, Any]) -> None:
-        self._path = path
-        self._options = options
-        super().__init__()
+    @reference.get("/file")
+    def serve_file() -> Any:
+        return send_file(path, mimetype="video/mp4", conditional=True)
 
-    def load_config(self) -> None:
-        for key, value in self._options.items():
-            self.cfg.set(key, value)
+    @reference.get("/healthz")
+    def healthz() -> str:
+        return "ok"
 
-    def load(self) -> Flask:
-        reference = Flask("bench_send_file")
-        path = self._path
-
-        @reference.get("/file")
-        def serve_file() -> Any:
-            return send_file(path, mimetype="video/mp4", conditional=True)
-
-        @reference.get("/healthz")
-        def healthz() -> str:
-            return "ok"
-
-        return reference
+    return reference
 
 
 def serve_send_file(path: Path, port: int) -> None:
-    options = {
-        "bind": f"127.0.0.1:{port}",
-        "worker_class": "gthread",
-        "workers": WORKERS,
-        "threads": SERVE_THREADS,
-        "timeout": SERVE_TIMEOUT_SECONDS,
-        "graceful_timeout": 30,
-        "keepalive": 5,
-        "loglevel": "warning",
-        "control_socket_disable": True,
-    }
-    _SendFileServer(path, options).run()
+    """The reference under the server settings `recvault serve` uses."""
+    options = gunicorn_options(f"127.0.0.1:{port}", WORKERS, SERVE_THREADS)
+    options["loglevel"] = "warning"
+    GunicornApplication(lambda: send_file_app(path), options).run()
 
 
 # -- the instance ----------------------------------------------------------------------------

@@ -6,6 +6,7 @@ import json
 import secrets
 import sys
 import uuid
+from collections.abc import Callable
 from datetime import UTC, datetime
 from typing import Any, NoReturn, TextIO
 
@@ -390,11 +391,13 @@ def certificate_verify(file: TextIO, fingerprint: str | None) -> None:
     click.echo(f"valid: signed by the key with fingerprint {result.fingerprint}")
 
 
-class _GunicornApplication(BaseApplication):  # type: ignore[misc]  # gunicorn ships no types
-    """Runs the app under gunicorn without a config file, so `recvault serve` is self-contained."""
+class GunicornApplication(BaseApplication):  # type: ignore[misc]  # gunicorn ships no types
+    """Runs a WSGI app under gunicorn without a config file, so `recvault serve` is
+    self-contained. The app is made in each worker after the fork, so no database
+    connection crosses processes."""
 
-    def __init__(self, settings: Settings, options: dict[str, Any]) -> None:
-        self._settings = settings
+    def __init__(self, make_app: Callable[[], Flask], options: dict[str, Any]) -> None:
+        self._make_app = make_app
         self._options = options
         super().__init__()
 
@@ -403,8 +406,7 @@ class _GunicornApplication(BaseApplication):  # type: ignore[misc]  # gunicorn s
             self.cfg.set(key, value)
 
     def load(self) -> Flask:
-        # Built in each worker after the fork, so no database connection crosses processes.
-        return create_app(self._settings)
+        return self._make_app()
 
 
 # Streams and uploads hold a thread for as long as they last, so a worker needs many
@@ -414,6 +416,23 @@ SERVE_THREADS = 32
 SERVE_TIMEOUT_SECONDS = 120
 # The access log leaves out query strings: they may carry signed tokens.
 ACCESS_LOG_FORMAT = '%(h)s %(t)s "%(m)s %(U)s %(H)s" %(s)s %(B)s %(M)sms'
+
+
+def gunicorn_options(bind: str, workers: int, threads: int) -> dict[str, Any]:
+    """The server settings `recvault serve` runs with (the benchmarks' reference servers use
+    the same)."""
+    return {
+        "bind": bind,
+        "worker_class": "gthread",
+        "workers": workers,
+        "threads": threads,
+        "timeout": SERVE_TIMEOUT_SECONDS,
+        "graceful_timeout": 30,
+        "keepalive": 5,
+        # The control socket would sit under $HOME, read-only in the container image;
+        # operators manage the server through signals instead.
+        "control_socket_disable": True,
+    }
 
 
 @main.command(help="Run the app under gunicorn (gthread workers).")
@@ -427,25 +446,16 @@ def serve(host: str, port: int, workers: int, threads: int) -> None:
         settings.read_secret_key()
     except SettingsError as exc:
         raise click.ClickException(str(exc)) from None
-    options: dict[str, Any] = {
-        "bind": f"[{host}]:{port}" if ":" in host else f"{host}:{port}",
-        "worker_class": "gthread",
-        "workers": workers,
-        "threads": threads,
-        "timeout": SERVE_TIMEOUT_SECONDS,
-        "graceful_timeout": 30,
-        "keepalive": 5,
+    bind = f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
+    options = gunicorn_options(bind, workers, threads) | {
         "accesslog": "-",
         "access_log_format": ACCESS_LOG_FORMAT,
         "errorlog": "-",
         "preload_app": False,
-        # The control socket would sit under $HOME, read-only in the container image;
-        # operators manage the server through signals instead.
-        "control_socket_disable": True,
     }
     # Before the fork, so that every worker inherits it.
     allocator.map_large_blocks()
-    _GunicornApplication(settings, options).run()
+    GunicornApplication(lambda: create_app(settings), options).run()
     sys.exit(0)
 
 
