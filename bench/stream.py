@@ -55,6 +55,7 @@ from sqlalchemy import select
 
 from storage_backends.base import Part
 from tests.processes import children_of, free_port, peak_rss_mib, reset_peak_rss, serving
+from tests.recording_support import keep_year_open
 from vault import crypto
 from vault.app import build_runtime, initialise_instance
 from vault.cli import SERVE_THREADS, GunicornApplication, gunicorn_options
@@ -152,10 +153,7 @@ def seed(runtime: Runtime, viewers: int, plaintext: Path, sha256: str) -> uuid.U
     zone = runtime.settings.zone
     today = now.astimezone(zone).date()
     year = calendar.school_year_of(today)
-    with runtime.sessions() as session, session.begin():
-        if calendar.last_day(session, year) < today:
-            _, end = calendar.year_bounds(year)
-            calendar.set_last_day(session, runtime.store, accounts.OPERATOR, year, end)
+    keep_year_open(runtime)
 
     def person(username: str, role: str) -> None:
         account_admin.add_account(

@@ -44,12 +44,21 @@ def reset_peak_rss(pid: int) -> None:
     Path(f"/proc/{pid}/clear_refs").write_text("5")
 
 
+def _status_mib(pid: int, field: str) -> float:
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith(f"{field}:"):
+            return int(line.split()[1]) / 1024
+    raise RuntimeError(f"no {field} in /proc status")
+
+
+def resident_mib(pid: int) -> float:
+    """The process's resident set now (VmRSS), in MiB."""
+    return _status_mib(pid, "VmRSS")
+
+
 def peak_rss_mib(pid: int) -> float:
     """The kernel's high-water mark of the process's resident set (VmHWM), in MiB."""
-    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-        if line.startswith("VmHWM:"):
-            return int(line.split()[1]) / 1024
-    raise RuntimeError("no VmHWM in /proc status")
+    return _status_mib(pid, "VmHWM")
 
 
 def stop_group(process: subprocess.Popen[bytes], grace_seconds: float = 30) -> None:

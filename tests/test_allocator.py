@@ -11,19 +11,13 @@ import subprocess
 import sys
 
 _SCENARIO = """
-import sys, threading
+import os, sys, threading
+from tests.processes import resident_mib
 from vault import allocator
-
-def resident_mib():
-    with open("/proc/self/status") as status:
-        for line in status:
-            if line.startswith("VmRSS:"):
-                return int(line.split()[1]) / 1024
-    raise RuntimeError("no VmRSS")
 
 if sys.argv[1] == "pinned" and not allocator.map_large_blocks():
     raise SystemExit("mallopt refused")
-before = resident_mib()
+before = resident_mib(os.getpid())
 
 def serve_requests():
     for _ in range(4):
@@ -39,7 +33,7 @@ for _ in range(2):
         thread.start()
     for thread in threads:
         thread.join()
-print(resident_mib() - before)
+print(resident_mib(os.getpid()) - before)
 """
 
 

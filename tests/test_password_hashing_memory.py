@@ -11,18 +11,12 @@ import subprocess
 import sys
 
 _BURST = """
-import threading
-from pathlib import Path
+import os, threading
+from tests.processes import peak_rss_mib, reset_peak_rss
 from vault.services import accounts
 
-def peak_mib():
-    for line in Path("/proc/self/status").read_text().splitlines():
-        if line.startswith("VmHWM:"):
-            return int(line.split()[1]) / 1024
-    raise RuntimeError("no VmHWM")
-
-Path("/proc/self/clear_refs").write_text("5")
-before = peak_mib()
+reset_peak_rss(os.getpid())
+before = peak_rss_mib(os.getpid())
 start = threading.Barrier(8)
 
 def sign_in():
@@ -34,7 +28,7 @@ for thread in threads:
     thread.start()
 for thread in threads:
     thread.join()
-print(peak_mib() - before)
+print(peak_rss_mib(os.getpid()) - before)
 """
 
 ARGON2_MEMORY_MIB = 64
