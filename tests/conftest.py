@@ -22,6 +22,8 @@ from sqlalchemy import Engine, text
 from sqlalchemy.engine import make_url
 
 from storage_backends.base import LifecycleRules
+from tests.clock import MachineClock, SteppingClock, TestClock
+from tests.console import Console
 from vault import schema
 from vault.app import build_runtime, create_app, create_secret_file
 from vault.db import make_engine
@@ -163,13 +165,28 @@ def settings(tmp_path: Path, test_database: TestDatabase, storage_url: str) -> S
 
 
 @pytest.fixture
-def runtime(settings: Settings) -> Iterator[Runtime]:
-    runtime = build_runtime(settings)
+def clock(request: pytest.FixtureRequest) -> SteppingClock:
+    """The clock of the test and of the app it builds (see ``tests.clock``): a fixed school
+    morning, or the machine's clock for tests marked ``machine_clock``."""
+    if request.node.get_closest_marker("machine_clock") is not None:
+        return MachineClock()
+    return TestClock()
+
+
+@pytest.fixture
+def runtime(settings: Settings, clock: SteppingClock) -> Iterator[Runtime]:
+    runtime = build_runtime(settings, clock)
     runtime.store.ensure_ready(LifecycleRules())
     keys.initialise_master_key(runtime)
     keys.initialise_signing_key(runtime)
     yield runtime
     runtime.engine.dispose()
+
+
+@pytest.fixture
+def recvault(runtime: Runtime, clock: SteppingClock) -> Console:
+    """The command line on the test's instance (prepared by ``runtime``) and clock."""
+    return Console(runtime.settings, clock)
 
 
 @pytest.fixture

@@ -2,19 +2,20 @@
 
 from __future__ import annotations
 
-import time
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import timedelta
 
 import pyotp
 from flask.testing import FlaskClient
 from werkzeug.test import TestResponse
 
+from tests.clock import SteppingClock, stepping_clock
 from tests.webclient import csrf_token_from
 from vault.services import account_admin
 from vault.services.runtime import Runtime
 
 PASSWORD = "correct horse battery staple"
+TOTP_STEP_SECONDS = 30
 
 
 @dataclass
@@ -23,6 +24,8 @@ class Person:
     password: str
     totp_secret: str | None
     recovery_codes: tuple[str, ...]
+    # The clock the server checks codes against: the app's own.
+    clock: SteppingClock
     # Each sign-in consumes a TOTP time step; tests move forward one step per code.
     next_step_offset: int = 0
 
@@ -32,10 +35,13 @@ class Person:
         offset = self.next_step_offset
         self.next_step_offset += 1
         if offset > 1:
-            time.sleep(30 - time.time() % 30 + 0.5)
+            # Every step in the window is used: move the clock into the next one.
+            into_step = self.clock().timestamp() % TOTP_STEP_SECONDS
+            self.clock.advance(timedelta(seconds=TOTP_STEP_SECONDS - into_step + 0.5))
             self.next_step_offset = 1
             offset = 0
-        return pyotp.TOTP(self.totp_secret).at(time.time() + 30 * offset)
+        at = self.clock().timestamp() + TOTP_STEP_SECONDS * offset
+        return pyotp.TOTP(self.totp_secret).at(at)
 
 
 def add_person(runtime: Runtime, username: str, *roles: str, name: str | None = None) -> Person:
@@ -46,9 +52,11 @@ def add_person(runtime: Runtime, username: str, *roles: str, name: str | None = 
         email=f"{username}@school.example.lv",
         roles=roles,
         password=PASSWORD,
-        now=datetime.now(UTC),
+        now=runtime.clock(),
     )
-    return Person(username, PASSWORD, created.totp_secret, created.recovery_codes)
+    return Person(
+        username, PASSWORD, created.totp_secret, created.recovery_codes, stepping_clock(runtime)
+    )
 
 
 def sign_in(

@@ -5,27 +5,20 @@ from __future__ import annotations
 
 import uuid
 from dataclasses import dataclass
-from datetime import UTC, datetime, timedelta
-from typing import Any
-from zoneinfo import ZoneInfo
+from datetime import timedelta
 
 from flask import Flask
 from flask.testing import FlaskClient
 from sqlalchemy import select
 from werkzeug.test import TestResponse
 
+from tests.clock import RIGA
 from tests.people import Person, add_person, sign_in
 from tests.recording_support import register, sample_media, store_plaintext
 from tests.webclient import csrf_token_from
 from vault.models import AuditEvent, Recording, User
 from vault.services import account_admin, accounts, orders
 from vault.services.runtime import Runtime
-
-RIGA = ZoneInfo("Europe/Riga")
-
-
-def riga_today() -> Any:
-    return datetime.now(RIGA).date()
 
 
 @dataclass
@@ -51,7 +44,7 @@ def issue_order(
     days: int = 14,
 ) -> uuid.UUID:
     """An order issued through the orders service, as the director's page would."""
-    now = datetime.now(UTC)
+    now = runtime.clock()
     today = now.astimezone(RIGA).date()
     with runtime.sessions() as session, session.begin():
         issuer = accounts.find_user(session, director)
@@ -94,7 +87,7 @@ def revoke_order(runtime: Runtime, order_id: uuid.UUID, director: str = "direkto
             revoker,
             order_id,
             "Metodiskais darbs pabeigts",
-            datetime.now(UTC),
+            runtime.clock(),
         )
 
 
@@ -145,7 +138,7 @@ def browser(app: Flask, person: Person) -> Browser:
 
 
 def bearer(runtime: Runtime, username: str) -> dict[str, str]:
-    token = account_admin.issue_token(runtime, username, "script", "30d", datetime.now(UTC))
+    token = account_admin.issue_token(runtime, username, "script", "30d", runtime.clock())
     return {"Authorization": f"Bearer {token}"}
 
 

@@ -17,7 +17,7 @@ import os
 import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass, field
-from datetime import UTC, date, datetime, timedelta
+from datetime import date, datetime, timedelta
 from enum import StrEnum
 from pathlib import Path
 from typing import Any
@@ -29,7 +29,7 @@ from sqlalchemy import delete, func, select
 from sqlalchemy.orm import Session
 
 from tests.people import Person, add_person, sign_in
-from tests.recording_support import sample_media, store_plaintext
+from tests.recording_support import riga_today, sample_media, store_plaintext
 from tests.test_orders import insert_recording
 from tests.webclient import csrf_token_from
 from vault.models import (
@@ -201,10 +201,6 @@ def expected(
 # -- the world the matrix runs in -------------------------------------------------------------
 
 
-def today() -> date:
-    return datetime.now(RIGA).date()
-
-
 @dataclass(frozen=True)
 class Cell:
     purpose: str
@@ -229,6 +225,7 @@ class World:
 
 def _order(
     session: Session,
+    now: datetime,
     director_id: uuid.UUID,
     grantees: list[uuid.UUID],
     recording_id: uuid.UUID,
@@ -240,10 +237,9 @@ def _order(
     """An order row written directly, not through the service: the matrix must show that
     the policy itself refuses what the service would never create (an order naming the
     admin or the auditor), and orders in the past or future."""
-    now = datetime.now(UTC)
     order = AccessOrder(
         number=f"M-{recording_id.hex[:8]}-{uuid.uuid4().hex[:6]}",
-        issued_on=min(start, today()),
+        issued_on=min(start, now.astimezone(RIGA).date()),
         purpose="Authorization matrix",
         issued_by=director_id,
         valid_from=start,
@@ -292,32 +288,38 @@ def build_world(runtime: Runtime) -> tuple[World, dict[str, Person]]:
                     assert recording is not None
                     recording.status = status.value
                     if status in TOMBSTONE_STATUSES:
-                        recording.deleted_at = datetime.now(UTC)
+                        recording.deleted_at = runtime.clock()
                     if status is Status.RESTRICTED:
-                        recording.restricted_at = datetime.now(UTC)
-                    _orders_for(session, world, state, rid, elsewhere)
+                        recording.restricted_at = runtime.clock()
+                    _orders_for(session, runtime.clock(), world, state, rid, elsewhere)
     return world, persons
 
 
 def _orders_for(
-    session: Session, world: World, state: OrderState, rid: uuid.UUID, elsewhere: uuid.UUID
+    session: Session,
+    now: datetime,
+    world: World,
+    state: OrderState,
+    rid: uuid.UUID,
+    elsewhere: uuid.UUID,
 ) -> None:
     director = world.people["director"]
     named = [world.people[name] for name in SUBJECTS]
     day = timedelta(days=1)
-    now = today()
+    today = now.astimezone(RIGA).date()
     if state is OrderState.ACTIVE:
-        _order(session, director, named, rid, now - day, now + 10 * day)
+        _order(session, now, director, named, rid, today - day, today + 10 * day)
     elif state is OrderState.EXPIRED:
-        _order(session, director, named, rid, now - 20 * day, now - day)
+        _order(session, now, director, named, rid, today - 20 * day, today - day)
     elif state is OrderState.REVOKED:
-        _order(session, director, named, rid, now - day, now + 10 * day, revoked=True)
+        _order(session, now, director, named, rid, today - day, today + 10 * day, revoked=True)
     elif state is OrderState.NOT_YET_VALID:
-        _order(session, director, named, rid, now + day, now + 10 * day)
+        _order(session, now, director, named, rid, today + day, today + 10 * day)
     elif state is OrderState.OTHER_RECORDING:
-        _order(session, director, named, elsewhere, now - day, now + 10 * day)
+        _order(session, now, director, named, elsewhere, today - day, today + 10 * day)
     elif state is OrderState.OTHER_PERSON:
-        _order(session, director, [world.people[BYSTANDER]], rid, now - day, now + 10 * day)
+        bystander = [world.people[BYSTANDER]]
+        _order(session, now, director, bystander, rid, today - day, today + 10 * day)
 
 
 # -- probes: HTTP where the route exists, the policy function otherwise -----------------------
@@ -436,7 +438,7 @@ def probe_policy(
         recording = session.get(Recording, recording_id)
         assert recording is not None
         try:
-            access.authorize(session, subject, action, recording, datetime.now(UTC), RIGA)
+            access.authorize(session, subject, action, recording, runtime.clock(), RIGA)
         except Gone:
             return Answer.GONE
         except PermissionDenied:
@@ -474,9 +476,11 @@ def probe_stream(
         status = recording.status
         recording.status = Status.AVAILABLE.value
         if name != "owner" and state is not OrderState.ACTIVE:
-            start, end = today() - timedelta(days=1), today() + timedelta(days=10)
+            now = runtime.clock()
+            today = now.astimezone(RIGA).date()
+            start, end = today - timedelta(days=1), today + timedelta(days=10)
             setup_order = _order(
-                session, world.people["director"], [subject_id], recording_id, start, end
+                session, now, world.people["director"], [subject_id], recording_id, start, end
             )
     opened = browser.client.post(
         f"/api/v1/recordings/{recording_id}/views", headers={"X-CSRF-Token": browser.csrf}
@@ -488,7 +492,7 @@ def probe_stream(
         if setup_order is not None:
             order = session.get(AccessOrder, setup_order)
             assert order is not None
-            order.revoked_at = datetime.now(UTC)
+            order.revoked_at = runtime.clock()
             order.revoked_by = world.people["director"]
             order.revocation_reason = "Matrix setup"
     if opened.status_code != 201:
@@ -681,12 +685,13 @@ def test_non_owners_start_a_view_only_from_a_browser_session(app: Flask, runtime
     with runtime.sessions() as session, session.begin():
         rows = session.execute(select(User.username, User.id)).all()
         ids: dict[str, uuid.UUID] = {row[0]: row[1] for row in rows}
-        _order(session, ids["director"], [ids["staff"]], rid, today(), today())
+        today = riga_today(runtime)
+        _order(session, runtime.clock(), ids["director"], [ids["staff"]], rid, today, today)
     url = start.rule.replace(RECORDING, str(rid))
     api = app.test_client()
 
     def token(username: str) -> dict[str, str]:
-        issued = account_admin.issue_token(runtime, username, "script", "1d", datetime.now(UTC))
+        issued = account_admin.issue_token(runtime, username, "script", "1d", runtime.clock())
         return {"Authorization": f"Bearer {issued}"}
 
     assert api.post(url, headers=token("owner")).status_code == 201

@@ -53,7 +53,7 @@ def write_order(
             issued_by=director,
             valid_from=valid_from,
             valid_until=valid_until,
-            created_at=datetime.now(UTC),
+            created_at=runtime.clock(),
         )
         session.add(order)
         session.flush()
@@ -83,7 +83,7 @@ def people(runtime: Runtime) -> None:
 
 @pytest.mark.usefixtures("people")
 def test_the_decision_names_the_order_that_allows_it(runtime: Runtime) -> None:
-    now = datetime.now(UTC)
+    now = runtime.clock()
     today = now.astimezone(RIGA).date()
     rid = insert_recording(runtime, "owner")
     write_order(runtime, "old", "staff", rid, today - timedelta(days=30), today - timedelta(days=1))
@@ -118,7 +118,7 @@ def test_validity_is_counted_in_riga_days(runtime: Runtime) -> None:
 
 @pytest.mark.usefixtures("people")
 def test_the_director_streams_only_when_an_order_names_them(runtime: Runtime) -> None:
-    now = datetime.now(UTC)
+    now = runtime.clock()
     today = now.astimezone(RIGA).date()
     rid = insert_recording(runtime, "owner")
     assert decide(runtime, "director", Action.VIEW_METADATA, rid, now).allowed
@@ -130,7 +130,7 @@ def test_the_director_streams_only_when_an_order_names_them(runtime: Runtime) ->
 
 @pytest.mark.usefixtures("people")
 def test_a_tombstone_says_gone_only_to_whom_it_would_have_admitted(runtime: Runtime) -> None:
-    now = datetime.now(UTC)
+    now = runtime.clock()
     today = now.astimezone(RIGA).date()
     rid = insert_recording(runtime, "owner", status="shredded")
     write_order(runtime, "1", "staff", rid, today, today + timedelta(days=1))
@@ -145,7 +145,7 @@ def test_a_tombstone_says_gone_only_to_whom_it_would_have_admitted(runtime: Runt
 
 @pytest.mark.usefixtures("people")
 def test_authorize_audits_each_refusal_with_its_reason(runtime: Runtime) -> None:
-    now = datetime.now(UTC)
+    now = runtime.clock()
     live = insert_recording(runtime, "owner")
     gone = insert_recording(runtime, "owner", status="deleted")
     with runtime.sessions() as session:

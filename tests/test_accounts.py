@@ -9,7 +9,7 @@ import re
 import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass, field
-from datetime import UTC, datetime, timedelta
+from datetime import datetime, timedelta
 from email import message_from_bytes
 from email.message import Message
 
@@ -17,31 +17,23 @@ import pyotp
 import pytest
 import redis
 from aiosmtpd.controller import Controller
-from click.testing import CliRunner
 from flask import Flask
 from flask.testing import FlaskClient
 from sqlalchemy import select, update
 
 from tests.backends import missing_backend
+from tests.clock import stepping_clock
+from tests.console import Console
 from tests.people import PASSWORD, Person, add_person, sign_in
 from tests.processes import free_port
 from tests.webclient import csrf_token_from
 from vault.app import create_app
-from vault.cli import main
 from vault.models import AccountLink, ApiToken, AuditEvent, LoginSession, User
 from vault.services import accounts
 from vault.services.audit import RequestContext
 from vault.services.errors import ValidationFailed
 from vault.services.runtime import Runtime
 from vault.settings import Settings
-
-
-def cli_env(settings: Settings) -> dict[str, str]:
-    return {
-        "VAULT_INSTANCE_DIR": str(settings.instance_dir),
-        "VAULT_DATABASE_URL": settings.database_url,
-        "VAULT_STORAGE_URL": settings.storage_url,
-    }
 
 
 def app_with(settings: Settings, runtime: Runtime, **changes: object) -> Flask:
@@ -136,7 +128,7 @@ def test_attacks_from_many_addresses_only_slow_the_account(
     runtime: Runtime, teacher: Person
 ) -> None:
     waits: list[float] = []
-    now = datetime.now(UTC)
+    now = runtime.clock()
     with runtime.sessions() as session:
         for address in range(4):
             for _ in range(accounts.PAIR_FAILURE_LIMIT - 1):
@@ -183,7 +175,7 @@ def test_director_without_totp_cannot_get_in(app: Flask, runtime: Runtime) -> No
             password=PASSWORD,
         )
     client = app.test_client()
-    person = Person("direktors2", PASSWORD, None, ())
+    person = Person("direktors2", PASSWORD, None, (), stepping_clock(runtime))
     response = sign_in(client, person, totp="123456")
     assert response.status_code == 401
     assert "divfaktoru" in response.get_data(as_text=True)
@@ -247,7 +239,7 @@ def test_an_idle_session_expires(app: Flask, runtime: Runtime, teacher: Person) 
     age_sessions(
         runtime,
         teacher.username,
-        last_seen_at=datetime.now(UTC) - accounts.IDLE_TIMEOUT - timedelta(seconds=5),
+        last_seen_at=runtime.clock() - accounts.IDLE_TIMEOUT - timedelta(seconds=5),
     )
     response = client.get("/account")
     assert response.status_code == 302 and "/login" in response.headers["Location"]
@@ -262,7 +254,7 @@ def test_the_absolute_timeout_ends_a_busy_session(
     age_sessions(
         runtime,
         teacher.username,
-        created_at=datetime.now(UTC) - accounts.ABSOLUTE_TIMEOUT - timedelta(minutes=1),
+        created_at=runtime.clock() - accounts.ABSOLUTE_TIMEOUT - timedelta(minutes=1),
     )
     assert not is_signed_in(client)
 
@@ -433,7 +425,7 @@ def test_an_invitation_link_works_once_through_real_smtp(
         path, data={"csrf_token": token, "password": chosen, "password_repeat": chosen}
     )
     assert done.status_code == 200
-    person = Person("jauna", chosen, None, ())
+    person = Person("jauna", chosen, None, (), stepping_clock(runtime))
     assert sign_in(mail_app.test_client(), person).status_code == 302
 
     again = mail_app.test_client()
@@ -469,7 +461,7 @@ def test_an_invited_director_enrols_totp_through_the_link(
         data={"csrf_token": token, "password": chosen, "password_repeat": chosen, "totp": "000000"},
     )
     assert wrong.status_code == 422
-    code = pyotp.TOTP(secret).now()
+    code = pyotp.TOTP(secret).at(runtime.clock())
     done = newcomer.post(
         path,
         data={"csrf_token": token, "password": chosen, "password_repeat": chosen, "totp": code},
@@ -483,7 +475,7 @@ def test_an_invited_director_enrols_totp_through_the_link(
         )
         == 10
     )
-    person = Person("jaunadir", chosen, secret, (), next_step_offset=1)
+    person = Person("jaunadir", chosen, secret, (), stepping_clock(runtime), next_step_offset=1)
     assert sign_in(app.test_client(), person).status_code == 302
     assert "account:totp_enrolled" in audit_actions(runtime)
 
@@ -496,7 +488,7 @@ def test_an_expired_link_is_refused(app: Flask, runtime: Runtime, admin: Person)
     assert match
     with runtime.sessions() as session, session.begin():
         session.execute(
-            update(AccountLink).values(expires_at=datetime.now(UTC) - timedelta(minutes=1))
+            update(AccountLink).values(expires_at=runtime.clock() - timedelta(minutes=1))
         )
     assert app.test_client().get(match.group(0)).status_code == 410
 
@@ -545,9 +537,7 @@ def test_an_expired_or_forged_token_gets_401(app: Flask, runtime: Runtime, teach
     sign_in(browser, teacher)
     token = create_token_through_the_page(browser)
     with runtime.sessions() as session, session.begin():
-        session.execute(
-            update(ApiToken).values(expires_at=datetime.now(UTC) - timedelta(seconds=1))
-        )
+        session.execute(update(ApiToken).values(expires_at=runtime.clock() - timedelta(seconds=1)))
     api = app.test_client()
     response = api.get("/api/v1/me", headers=bearer(token))
     assert response.status_code == 401
@@ -596,10 +586,9 @@ def test_an_admin_cannot_mint_a_token_for_the_director(
 
 
 def test_the_cli_token_is_printed_alone_and_audited(
-    settings: Settings, runtime: Runtime, teacher: Person, app: Flask
+    recvault: Console, runtime: Runtime, teacher: Person, app: Flask
 ) -> None:
-    env = cli_env(settings)
-    result = CliRunner().invoke(main, ["token", "create", teacher.username, "--ttl", "2d"], env=env)
+    result = recvault("token", "create", teacher.username, "--ttl", "2d")
     assert result.exit_code == 0, result.output
     token = result.output.strip()
     assert re.fullmatch(r"rv_[A-Za-z0-9_-]{43}", token)
@@ -609,10 +598,10 @@ def test_the_cli_token_is_printed_alone_and_audited(
             select(AuditEvent).where(AuditEvent.action == "token:created")
         ).one()
     assert event.details["via"] == "cli"
-    listed = CliRunner().invoke(main, ["token", "list", teacher.username], env=env)
+    listed = recvault("token", "list", teacher.username)
     assert token not in listed.output and "active" in listed.output
     token_id = listed.output.split("\t")[0]
-    revoked = CliRunner().invoke(main, ["token", "revoke", token_id], env=env)
+    revoked = recvault("token", "revoke", token_id)
     assert revoked.exit_code == 0
     assert app.test_client().get("/api/v1/me", headers=bearer(token)).status_code == 401
 
@@ -627,7 +616,7 @@ def test_admin_cannot_be_combined_with_director_or_auditor(
     admin: Person,
     teacher: Person,
     combination: list[str],
-    settings: Settings,
+    recvault: Console,
 ) -> None:
     with pytest.raises(ValidationFailed):
         accounts.parse_roles(combination)
@@ -644,8 +633,7 @@ def test_admin_cannot_be_combined_with_director_or_auditor(
     assert response.status_code == 422
     with runtime.sessions() as session:
         assert session.get(User, teacher_id).roles == {"teacher"}  # type: ignore[union-attr]
-    env = cli_env(settings)
-    args = [
+    result = recvault(
         "user",
         "add",
         "dual",
@@ -655,8 +643,7 @@ def test_admin_cannot_be_combined_with_director_or_auditor(
         combination[0],
         "--role",
         combination[1],
-    ]
-    result = CliRunner().invoke(main, args, env=env)
+    )
     assert result.exit_code != 0 and "administrator role cannot be combined" in result.output
 
 
@@ -666,25 +653,19 @@ def test_only_admins_reach_the_admin_pages(app: Flask, teacher: Person) -> None:
     assert browser.get("/admin/users").status_code == 403
 
 
-def test_cli_user_add_prints_totp_for_privileged_roles(
-    settings: Settings, runtime: Runtime
-) -> None:
-    env = cli_env(settings)
-    result = CliRunner().invoke(
-        main, ["user", "add", "dpo", "--name", "Māris Liepa", "--role", "auditor"], env=env
-    )
+def test_cli_user_add_prints_totp_for_privileged_roles(recvault: Console, runtime: Runtime) -> None:
+    result = recvault("user", "add", "dpo", "--name", "Māris Liepa", "--role", "auditor")
     assert result.exit_code == 0, result.output
     assert re.search(r"totp secret: [A-Z2-7]{32}", result.output)
-    listed = CliRunner().invoke(main, ["user", "list"], env=env)
+    listed = recvault("user", "list")
     assert "dpo\tauditor\tactive" in listed.output
-    disabled = CliRunner().invoke(main, ["user", "disable", "dpo"], env=env)
+    disabled = recvault("user", "disable", "dpo")
     assert disabled.exit_code == 0
     assert "account:disabled" in audit_actions(runtime)
 
 
-def test_demo_seeds_every_role_once(settings: Settings, runtime: Runtime) -> None:
-    env = cli_env(settings)
-    result = CliRunner().invoke(main, ["demo", "--json"], env=env)
+def test_demo_seeds_every_role_once(recvault: Console) -> None:
+    result = recvault("demo", "--json")
     assert result.exit_code == 0, result.output
     seeded = json.loads(result.output)
     assert sorted(role for entry in seeded for role in entry["roles"]) == sorted(
@@ -693,7 +674,7 @@ def test_demo_seeds_every_role_once(settings: Settings, runtime: Runtime) -> Non
     for entry in seeded:
         assert set(entry) == {"username", "password", "roles", "totp_secret"}
         assert (entry["totp_secret"] is not None) == accounts.requires_totp(entry["roles"])
-    again = CliRunner().invoke(main, ["demo"], env=env)
+    again = recvault("demo")
     assert again.exit_code != 0 and "already has accounts" in again.output
 
 

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-from datetime import UTC, datetime
-
 import pytest
 from flask import Flask
 from flask.testing import FlaskClient
@@ -19,7 +17,7 @@ from vault.services.runtime import Runtime
 
 
 def bearer(runtime: Runtime, username: str) -> dict[str, str]:
-    token = account_admin.issue_token(runtime, username, "t", "1d", datetime.now(UTC))
+    token = account_admin.issue_token(runtime, username, "t", "1d", runtime.clock())
     return {"Authorization": f"Bearer {token}"}
 
 

@@ -7,12 +7,10 @@ import hashlib
 from datetime import UTC, date, datetime
 
 import pytest
-from click.testing import CliRunner
 from sqlalchemy import select
 
-from tests.recording_support import keep_year_open
-from tests.test_accounts import cli_env
-from vault.cli import main
+from tests.console import Console
+from tests.recording_support import keep_year_open, riga_today
 from vault.models import Recording, User
 from vault.services import account_admin, calendar, demo, media
 from vault.services.errors import Conflict
@@ -21,10 +19,10 @@ from vault.settings import Settings
 
 
 def test_the_sample_recording_is_available_and_decrypts_to_the_generated_file(
-    settings: Settings, runtime: Runtime
+    runtime: Runtime, recvault: Console
 ) -> None:
     keep_year_open(runtime)
-    result = CliRunner().invoke(main, ["demo"], env=cli_env(settings))
+    result = recvault("demo")
     assert result.exit_code == 0, result.output
     assert "Sample recording of skolotaja" in result.output
     expected = demo.sample_wav()
@@ -43,8 +41,8 @@ def test_the_sample_recording_is_available_and_decrypts_to_the_generated_file(
 
 
 def test_no_sample_after_the_school_years_last_day(settings: Settings, runtime: Runtime) -> None:
-    account_admin.seed_demo(runtime, lambda: "a demo password of some length", datetime.now(UTC))
-    year = calendar.school_year_of(datetime.now(UTC).date())
+    account_admin.seed_demo(runtime, lambda: "a demo password of some length", runtime.clock())
+    year = calendar.school_year_of(riga_today(runtime))
     start, _ = calendar.year_bounds(year)
     calendar.set_last_day_as_operator(runtime, year, date(start.year + 1, 5, 29))
     after_last_day = datetime(start.year + 1, 6, 10, 12, tzinfo=UTC)

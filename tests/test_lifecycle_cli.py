@@ -3,27 +3,25 @@
 from __future__ import annotations
 
 import base64
-from datetime import UTC, datetime, timedelta
+from datetime import timedelta
 
-from click.testing import CliRunner
 from flask.testing import FlaskClient
 from sqlalchemy import select, update
 
+from tests.console import Console
 from tests.people import add_person
 from tests.recording_support import MP4_HEADER, register
-from vault.cli import main
 from vault.models import AuditEvent, Recording, Upload
 from vault.services import account_admin
 from vault.services.runtime import Runtime
-from vault.settings import Settings
 
 
 def test_a_stale_upload_is_cleaned_and_its_recording_fails(
-    client: FlaskClient, runtime: Runtime, settings: Settings
+    client: FlaskClient, runtime: Runtime, recvault: Console
 ) -> None:
     add_person(runtime, "skolotaja", "teacher")
     recording_id = register(runtime, "skolotaja")
-    token = account_admin.issue_token(runtime, "skolotaja", "t", "1d", datetime.now(UTC))
+    token = account_admin.issue_token(runtime, "skolotaja", "t", "1d", runtime.clock())
     metadata = "recording_id " + base64.b64encode(str(recording_id).encode()).decode()
     headers = {"Authorization": f"Bearer {token}", "Tus-Resumable": "1.0.0"}
     created = client.post(
@@ -41,23 +39,18 @@ def test_a_stale_upload_is_cleaned_and_its_recording_fails(
         },
     )
     assert patched.status_code == 204
-    env = {
-        "VAULT_INSTANCE_DIR": str(settings.instance_dir),
-        "VAULT_DATABASE_URL": settings.database_url,
-        "VAULT_STORAGE_URL": settings.storage_url,
-    }
 
-    fresh = CliRunner().invoke(main, ["lifecycle", "run"], env=env)
+    fresh = recvault("lifecycle", "run")
     assert fresh.exit_code == 0 and "cleaned 0 stale uploads" in fresh.output
 
     with runtime.sessions() as session, session.begin():
-        session.execute(update(Upload).values(updated_at=datetime.now(UTC) - timedelta(hours=25)))
-    dry = CliRunner().invoke(main, ["lifecycle", "run", "--dry-run"], env=env)
+        session.execute(update(Upload).values(updated_at=runtime.clock() - timedelta(hours=25)))
+    dry = recvault("lifecycle", "run", "--dry-run")
     assert "would clean 1 stale uploads" in dry.output
     with runtime.sessions() as session:
         assert session.scalars(select(Upload)).all() != []
 
-    done = CliRunner().invoke(main, ["lifecycle", "run"], env=env)
+    done = recvault("lifecycle", "run")
     assert done.exit_code == 0, done.output
     assert "cleaned 1 stale uploads" in done.output
     assert "ended 0 lapsed views" in done.output

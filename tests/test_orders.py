@@ -4,10 +4,10 @@ pages built on them (the printable order, "Available to me", the director's regi
 from __future__ import annotations
 
 import uuid
+from collections.abc import Callable
 from dataclasses import dataclass
-from datetime import UTC, date, datetime, timedelta
+from datetime import date, timedelta
 from typing import Any
-from zoneinfo import ZoneInfo
 
 import pytest
 from flask import Flask
@@ -15,18 +15,14 @@ from flask.testing import FlaskClient
 from sqlalchemy import event, select
 from sqlalchemy.exc import IntegrityError
 
+from tests.clock import RIGA
 from tests.people import Person, add_person, sign_in
+from tests.recording_support import riga_today
 from tests.webclient import csrf_token_from
 from vault.models import AccessOrder, AuditEvent, Recording, User
 from vault.services import access, account_admin, calendar
 from vault.services.access import Action, Subject
 from vault.services.runtime import Runtime
-
-RIGA = ZoneInfo("Europe/Riga")
-
-
-def today() -> date:
-    return datetime.now(RIGA).date()
 
 
 def insert_recording(
@@ -42,7 +38,7 @@ def insert_recording(
 ) -> uuid.UUID:
     """A recording row as registration leaves it, with the status a test needs; its media is
     never read here, so no object is stored."""
-    lesson = lesson_date or today() - timedelta(days=10)
+    lesson = lesson_date or riga_today(runtime) - timedelta(days=10)
     with runtime.sessions() as session, session.begin():
         owner_id = session.scalars(select(User.id).where(User.username == owner)).one()
         recording = Recording(
@@ -60,9 +56,9 @@ def insert_recording(
             third_party_warning=True,
             device="school",
             school_year=calendar.school_year_of(lesson),
-            retain_until=retain_until or today() + timedelta(days=60),
+            retain_until=retain_until or riga_today(runtime) + timedelta(days=60),
             status=status,
-            created_at=datetime.now(UTC),
+            created_at=runtime.clock(),
         )
         session.add(recording)
         session.flush()
@@ -99,21 +95,26 @@ def browser(app: Flask, person: Person) -> Browser:
 
 
 def bearer(runtime: Runtime, username: str) -> dict[str, str]:
-    token = account_admin.issue_token(runtime, username, "script", "30d", datetime.now(UTC))
+    token = account_admin.issue_token(runtime, username, "script", "30d", runtime.clock())
     return {"Authorization": f"Bearer {token}"}
 
 
+def days_from(today: date, days: int) -> str:
+    return (today + timedelta(days=days)).isoformat()
+
+
 def order_body(
-    recording_ids: list[uuid.UUID], grantees: list[str], **changes: Any
+    runtime: Runtime, recording_ids: list[uuid.UUID], grantees: list[str], **changes: Any
 ) -> dict[str, Any]:
+    today = riga_today(runtime)
     body: dict[str, Any] = {
         "number": "12-1/7",
-        "issued_on": today().isoformat(),
+        "issued_on": today.isoformat(),
         "purpose": "Metodiskā darba izvērtēšana pēc metodiskās komisijas lēmuma",
         "grantees": grantees,
         "recording_ids": [str(rid) for rid in recording_ids],
-        "valid_from": today().isoformat(),
-        "valid_until": (today() + timedelta(days=14)).isoformat(),
+        "valid_from": today.isoformat(),
+        "valid_until": days_from(today, 14),
     }
     body.update(changes)
     return body
@@ -151,7 +152,7 @@ def start_view_allowed(runtime: Runtime, username: str, recording_id: uuid.UUID)
             Subject(user.id, user.roles),
             Action.START_VIEW,
             recording,
-            datetime.now(UTC),
+            runtime.clock(),
             RIGA,
         )
         return decision.allowed
@@ -165,7 +166,9 @@ def test_the_director_issues_an_order_from_a_browser_session(
 ) -> None:
     recording_id = insert_recording(runtime, "skolotaja")
     director = browser(app, school.director)
-    response = director.post_json("/api/v1/orders", order_body([recording_id], ["psihologs"]))
+    response = director.post_json(
+        "/api/v1/orders", order_body(runtime, [recording_id], ["psihologs"])
+    )
     assert response.status_code == 201, response.get_json()
     body = response.get_json()
     assert body["number"] == "12-1/7"
@@ -189,7 +192,9 @@ def test_the_director_may_name_themself_and_that_is_logged(
     recording_id = insert_recording(runtime, "skolotaja")
     director = browser(app, school.director)
     assert not start_view_allowed(runtime, "direktore", recording_id)
-    response = director.post_json("/api/v1/orders", order_body([recording_id], ["direktore"]))
+    response = director.post_json(
+        "/api/v1/orders", order_body(runtime, [recording_id], ["direktore"])
+    )
     assert response.status_code == 201
     (event,) = audit_rows(runtime, "order:issued")
     assert event.details["names_issuer"] is True
@@ -199,12 +204,14 @@ def test_the_director_may_name_themself_and_that_is_logged(
 def test_an_order_past_retention_gets_422_naming_the_recording(
     app: Flask, runtime: Runtime, school: School
 ) -> None:
-    kept = today() + timedelta(days=5)
+    kept = riga_today(runtime) + timedelta(days=5)
     short = insert_recording(runtime, "skolotaja", title="Ģeometrija", retain_until=kept)
-    longer = insert_recording(runtime, "skolotaja", retain_until=today() + timedelta(days=90))
+    longer = insert_recording(
+        runtime, "skolotaja", retain_until=riga_today(runtime) + timedelta(days=90)
+    )
     director = browser(app, school.director)
     body = order_body(
-        [longer, short], ["psihologs"], valid_until=(kept + timedelta(days=1)).isoformat()
+        runtime, [longer, short], ["psihologs"], valid_until=(kept + timedelta(days=1)).isoformat()
     )
     response = director.post_json("/api/v1/orders", body)
     assert response.status_code == 422
@@ -223,7 +230,9 @@ def test_a_teacher_issuing_an_order_gets_403_and_the_refusal_is_audited(
     recording_id = insert_recording(runtime, "skolotaja")
     for person in (school.teacher, school.staff, school.auditor, school.admin):
         client = browser(app, person)
-        response = client.post_json("/api/v1/orders", order_body([recording_id], ["kolegis"]))
+        response = client.post_json(
+            "/api/v1/orders", order_body(runtime, [recording_id], ["kolegis"])
+        )
         assert response.status_code == 403, person.username
     denials = audit_rows(runtime, "access:denied")
     assert [event.details["action"] for event in denials] == ["issue_order"] * 4
@@ -237,7 +246,7 @@ def test_an_order_issued_with_an_api_token_gets_403(
     recording_id = insert_recording(runtime, "skolotaja")
     response = app.test_client().post(
         "/api/v1/orders",
-        json=order_body([recording_id], ["psihologs"]),
+        json=order_body(runtime, [recording_id], ["psihologs"]),
         headers=bearer(runtime, "direktore"),
     )
     assert response.status_code == 403
@@ -261,11 +270,11 @@ def test_naming_an_account_the_procedure_excludes_gets_422(
     app: Flask, runtime: Runtime, school: School, grantee: str, why: str
 ) -> None:
     add_person(runtime, "atlaists", "teacher")
-    account_admin.disable_account(runtime, "atlaists", datetime.now(UTC))
+    account_admin.disable_account(runtime, "atlaists", runtime.clock())
     recording_id = insert_recording(runtime, "skolotaja")
     director = browser(app, school.director)
     response = director.post_json(
-        "/api/v1/orders", order_body([recording_id], ["psihologs", grantee])
+        "/api/v1/orders", order_body(runtime, [recording_id], ["psihologs", grantee])
     )
     assert response.status_code == 422, why
     assert list(response.get_json()["errors"]) == ["grantees"]
@@ -277,7 +286,7 @@ def test_a_person_named_twice_in_different_spellings_is_named_once(
 ) -> None:
     recording_id = insert_recording(runtime, "skolotaja")
     director = browser(app, school.director)
-    body = order_body([recording_id, recording_id], ["psihologs", " PSIHOLOGS"])
+    body = order_body(runtime, [recording_id, recording_id], ["psihologs", " PSIHOLOGS"])
     response = director.post_json("/api/v1/orders", body)
     assert response.status_code == 201
     issued = response.get_json()
@@ -291,40 +300,43 @@ def test_an_account_that_also_teaches_may_be_named_beside_its_admin_role(
     add_person(runtime, "it-skolotajs", "admin", "teacher")
     recording_id = insert_recording(runtime, "skolotaja")
     director = browser(app, school.director)
-    response = director.post_json("/api/v1/orders", order_body([recording_id], ["it-skolotajs"]))
+    response = director.post_json(
+        "/api/v1/orders", order_body(runtime, [recording_id], ["it-skolotajs"])
+    )
     assert response.status_code == 201
 
 
 @pytest.mark.parametrize(
     ("changes", "field"),
     [
-        ({"valid_from": (date.today() + timedelta(days=20)).isoformat()}, "valid_until"),
-        ({"grantees": []}, "grantees"),
-        ({"recording_ids": []}, "recording_ids"),
-        ({"recording_ids": [str(uuid.uuid4())]}, "recording_ids"),
-        ({"recording_ids": ["not-a-uuid"]}, "recording_ids"),
-        ({"filter": {"teacher": "skolotaja"}}, "recording_ids"),
-        ({"number": "  "}, "number"),
-        ({"purpose": ""}, "purpose"),
-        ({"issued_on": "2025-13-01"}, "issued_on"),
-        ({"issued_on": (date.today() + timedelta(days=3)).isoformat()}, "issued_on"),
+        (lambda today: {"valid_from": days_from(today, 20)}, "valid_until"),
+        (lambda today: {"grantees": []}, "grantees"),
+        (lambda today: {"recording_ids": []}, "recording_ids"),
+        (lambda today: {"recording_ids": [str(uuid.uuid4())]}, "recording_ids"),
+        (lambda today: {"recording_ids": ["not-a-uuid"]}, "recording_ids"),
+        (lambda today: {"filter": {"teacher": "skolotaja"}}, "recording_ids"),
+        (lambda today: {"number": "  "}, "number"),
+        (lambda today: {"purpose": ""}, "purpose"),
+        (lambda today: {"issued_on": "2025-13-01"}, "issued_on"),
+        (lambda today: {"issued_on": days_from(today, 3)}, "issued_on"),
         (
-            {
-                "valid_until": (date.today() - timedelta(days=1)).isoformat(),
-                "valid_from": (date.today() - timedelta(days=9)).isoformat(),
-            },
+            lambda today: {"valid_until": days_from(today, -1), "valid_from": days_from(today, -9)},
             "valid_until",
         ),
-        ({"grantees": "psihologs"}, "grantees"),
+        (lambda today: {"grantees": "psihologs"}, "grantees"),
     ],
 )
 def test_order_validation_names_the_field(
-    app: Flask, runtime: Runtime, school: School, changes: dict[str, Any], field: str
+    app: Flask,
+    runtime: Runtime,
+    school: School,
+    changes: Callable[[date], dict[str, Any]],
+    field: str,
 ) -> None:
     recording_id = insert_recording(runtime, "skolotaja")
     director = browser(app, school.director)
-    body = order_body([recording_id], ["psihologs"])
-    body.update(changes)
+    body = order_body(runtime, [recording_id], ["psihologs"])
+    body.update(changes(riga_today(runtime)))
     response = director.post_json("/api/v1/orders", body)
     assert response.status_code == 422
     assert field in response.get_json()["errors"]
@@ -333,7 +345,7 @@ def test_order_validation_names_the_field(
 def test_a_deleted_recording_cannot_be_named(app: Flask, runtime: Runtime, school: School) -> None:
     gone = insert_recording(runtime, "skolotaja", status="deleted")
     director = browser(app, school.director)
-    response = director.post_json("/api/v1/orders", order_body([gone], ["psihologs"]))
+    response = director.post_json("/api/v1/orders", order_body(runtime, [gone], ["psihologs"]))
     assert response.status_code == 422 and "recording_ids" in response.get_json()["errors"]
 
 
@@ -343,10 +355,12 @@ def test_an_order_number_is_unique_within_its_year(
     recording_id = insert_recording(runtime, "skolotaja")
     director = browser(app, school.director)
     assert (
-        director.post_json("/api/v1/orders", order_body([recording_id], ["psihologs"])).status_code
+        director.post_json(
+            "/api/v1/orders", order_body(runtime, [recording_id], ["psihologs"])
+        ).status_code
         == 201
     )
-    again = director.post_json("/api/v1/orders", order_body([recording_id], ["kolegis"]))
+    again = director.post_json("/api/v1/orders", order_body(runtime, [recording_id], ["kolegis"]))
     assert again.status_code == 422 and "number" in again.get_json()["errors"]
 
 
@@ -368,7 +382,7 @@ def test_the_database_keeps_order_numbers_unique_within_a_year(
                     issued_by=director,
                     valid_from=issued_on,
                     valid_until=issued_on + timedelta(days=7),
-                    created_at=datetime.now(UTC),
+                    created_at=runtime.clock(),
                 )
             )
 
@@ -387,7 +401,7 @@ def test_a_director_who_loses_the_numbering_race_gets_the_field_error(
     add_person(runtime, "vietniece", "director", name="Līga Zariņa")
     with runtime.sessions() as session:
         deputy = session.scalars(select(User.id).where(User.username == "vietniece")).one()
-    body = order_body([recording_id], ["psihologs"])
+    body = order_body(runtime, [recording_id], ["psihologs"])
     raced: list[bool] = []
 
     def issue_the_same_number_first(
@@ -400,12 +414,12 @@ def test_a_director_who_loses_the_numbering_race_gets_the_field_error(
             other.add(
                 AccessOrder(
                     number=body["number"],
-                    issued_on=today(),
+                    issued_on=riga_today(runtime),
                     purpose="Vietnieces rīkojums",
                     issued_by=deputy,
-                    valid_from=today(),
-                    valid_until=today() + timedelta(days=7),
-                    created_at=datetime.now(UTC),
+                    valid_from=riga_today(runtime),
+                    valid_until=riga_today(runtime) + timedelta(days=7),
+                    created_at=runtime.clock(),
                 )
             )
 
@@ -432,25 +446,31 @@ def test_a_filter_names_exactly_what_matched_at_issue_and_never_a_later_recordin
     app: Flask, runtime: Runtime, school: School
 ) -> None:
     first = insert_recording(
-        runtime, "skolotaja", class_group="7.a", lesson_date=today() - timedelta(days=20)
+        runtime,
+        "skolotaja",
+        class_group="7.a",
+        lesson_date=riga_today(runtime) - timedelta(days=20),
     )
     second = insert_recording(
-        runtime, "skolotaja", class_group="7.a", lesson_date=today() - timedelta(days=5)
+        runtime, "skolotaja", class_group="7.a", lesson_date=riga_today(runtime) - timedelta(days=5)
     )
     insert_recording(runtime, "skolotaja", class_group="8.b")
     insert_recording(runtime, "kolegis", class_group="7.a")
     insert_recording(
-        runtime, "skolotaja", class_group="7.a", lesson_date=today() - timedelta(days=60)
+        runtime,
+        "skolotaja",
+        class_group="7.a",
+        lesson_date=riga_today(runtime) - timedelta(days=60),
     )
     insert_recording(runtime, "skolotaja", class_group="7.a", status="shredded")
     director = browser(app, school.director)
     selection = {
         "teacher": "skolotaja",
         "class_group": "7.a",
-        "from": (today() - timedelta(days=30)).isoformat(),
-        "to": today().isoformat(),
+        "from": (riga_today(runtime) - timedelta(days=30)).isoformat(),
+        "to": riga_today(runtime).isoformat(),
     }
-    body = order_body([], ["psihologs"], filter=selection)
+    body = order_body(runtime, [], ["psihologs"], filter=selection)
     del body["recording_ids"]
     response = director.post_json("/api/v1/orders", body)
     assert response.status_code == 201, response.get_json()
@@ -459,7 +479,7 @@ def test_a_filter_names_exactly_what_matched_at_issue_and_never_a_later_recordin
     assert issued["filter"] == selection
 
     later = insert_recording(
-        runtime, "skolotaja", class_group="7.a", lesson_date=today() - timedelta(days=1)
+        runtime, "skolotaja", class_group="7.a", lesson_date=riga_today(runtime) - timedelta(days=1)
     )
     again = director.get(f"/api/v1/orders/{issued['id']}").get_json()
     assert sorted(again["recording_ids"]) == sorted([str(first), str(second)])
@@ -480,7 +500,7 @@ def test_a_filter_that_matches_nothing_or_an_unknown_teacher_gets_422(
         ({"from": "2025-05-01", "to": "2025-04-01"}, "filter.to"),
         ({"class_group": "7.a", "owner": "x"}, "filter"),
     ):
-        body = order_body([], ["psihologs"], filter=selection)
+        body = order_body(runtime, [], ["psihologs"], filter=selection)
         del body["recording_ids"]
         response = director.post_json("/api/v1/orders", body)
         assert response.status_code == 422, selection
@@ -491,9 +511,15 @@ def test_a_filter_that_matches_nothing_or_an_unknown_teacher_gets_422(
 
 
 def issue(
-    app: Flask, director: Browser, recording_id: uuid.UUID, grantees: list[str], **changes: Any
+    runtime: Runtime,
+    director: Browser,
+    recording_id: uuid.UUID,
+    grantees: list[str],
+    **changes: Any,
 ) -> dict[str, Any]:
-    response = director.post_json("/api/v1/orders", order_body([recording_id], grantees, **changes))
+    response = director.post_json(
+        "/api/v1/orders", order_body(runtime, [recording_id], grantees, **changes)
+    )
     assert response.status_code == 201, response.get_json()
     body: dict[str, Any] = response.get_json()
     return body
@@ -504,7 +530,7 @@ def test_the_auditor_reads_orders_and_others_get_403(
 ) -> None:
     recording_id = insert_recording(runtime, "skolotaja")
     director = browser(app, school.director)
-    issued = issue(app, director, recording_id, ["psihologs"])
+    issued = issue(runtime, director, recording_id, ["psihologs"])
     auditor = browser(app, school.auditor)
     assert [o["id"] for o in auditor.get("/api/v1/orders").get_json()["orders"]] == [issued["id"]]
     assert auditor.get(f"/api/v1/orders/{issued['id']}").get_json()["number"] == "12-1/7"
@@ -528,7 +554,7 @@ def test_revocation_is_a_logged_act_with_a_reason_and_happens_once(
 ) -> None:
     recording_id = insert_recording(runtime, "skolotaja")
     director = browser(app, school.director)
-    issued = issue(app, director, recording_id, ["psihologs"])
+    issued = issue(runtime, director, recording_id, ["psihologs"])
     path = f"/api/v1/orders/{issued['id']}/revoke"
     assert start_view_allowed(runtime, "psihologs", recording_id)
 
@@ -564,7 +590,7 @@ def test_a_director_token_may_revoke_but_not_issue(
     app: Flask, runtime: Runtime, school: School
 ) -> None:
     recording_id = insert_recording(runtime, "skolotaja")
-    issued = issue(app, browser(app, school.director), recording_id, ["psihologs"])
+    issued = issue(runtime, browser(app, school.director), recording_id, ["psihologs"])
     response = app.test_client().post(
         f"/api/v1/orders/{issued['id']}/revoke",
         json={"reason": "Pārtraukt piekļuvi nekavējoties"},
@@ -577,20 +603,20 @@ def test_order_states_over_time(app: Flask, runtime: Runtime, school: School) ->
     recording_id = insert_recording(runtime, "skolotaja")
     director = browser(app, school.director)
     future = issue(
-        app,
+        runtime,
         director,
         recording_id,
         ["psihologs"],
         number="1",
-        valid_from=(today() + timedelta(days=3)).isoformat(),
+        valid_from=(riga_today(runtime) + timedelta(days=3)).isoformat(),
     )
     assert future["state"] == "not_yet_valid"
     assert not start_view_allowed(runtime, "psihologs", recording_id)
     with runtime.sessions() as session, session.begin():
         order = session.get(AccessOrder, uuid.UUID(future["id"]))
         assert order is not None
-        order.valid_from = today() - timedelta(days=10)
-        order.valid_until = today() - timedelta(days=1)
+        order.valid_from = riga_today(runtime) - timedelta(days=10)
+        order.valid_until = riga_today(runtime) - timedelta(days=1)
     assert director.get(f"/api/v1/orders/{future['id']}").get_json()["state"] == "expired"
     assert not start_view_allowed(runtime, "psihologs", recording_id)
 
@@ -612,16 +638,17 @@ def test_the_director_issues_and_revokes_through_the_pages_and_prints_the_order(
     form = {
         "csrf_token": token,
         "number": "1-7/25",
-        "issued_on": today().isoformat(),
+        "issued_on": riga_today(runtime).isoformat(),
         "purpose": "Skolas iekšējās kvalitātes izvērtēšana",
         "grantees": ["psihologs", "direktore"],
         "selection": "pick",
         "recording_ids": [str(recording_id)],
-        "valid_from": today().isoformat(),
-        "valid_until": (today() + timedelta(days=7)).isoformat(),
+        "valid_from": riga_today(runtime).isoformat(),
+        "valid_until": (riga_today(runtime) + timedelta(days=7)).isoformat(),
     }
     bad = director.client.post(
-        "/orders", data={**form, "valid_until": (today() + timedelta(days=400)).isoformat()}
+        "/orders",
+        data={**form, "valid_until": (riga_today(runtime) + timedelta(days=400)).isoformat()},
     )
     assert bad.status_code == 422
     assert "Pitagora teorēma" in bad.get_data(as_text=True)
@@ -637,7 +664,7 @@ def test_the_director_issues_and_revokes_through_the_pages_and_prints_the_order(
         "Pitagora teorēma",
         "9.b",
         "Anna Bērziņa",
-        (today() + timedelta(days=7)).isoformat(),
+        (riga_today(runtime) + timedelta(days=7)).isoformat(),
         "Daugavpils Centra vidusskola",
     ):
         assert expected in page, expected
@@ -681,12 +708,12 @@ def test_available_to_me_lists_live_recordings_of_valid_orders_only(
     deleted_one = insert_recording(runtime, "skolotaja", title="Dzēstais ieraksts")
     other = insert_recording(runtime, "skolotaja", title="Cita ieraksts")
     director = browser(app, school.director)
-    until = today() + timedelta(days=9)
-    issue(app, director, shown, ["psihologs"], number="A-1", valid_until=until.isoformat())
-    issue(app, director, restricted, ["psihologs"], number="A-2")
-    issue(app, director, deleted_one, ["psihologs"], number="A-3")
-    revoked = issue(app, director, revoked_one, ["psihologs"], number="A-4")
-    issue(app, director, other, ["kolegis"], number="A-5")
+    until = riga_today(runtime) + timedelta(days=9)
+    issue(runtime, director, shown, ["psihologs"], number="A-1", valid_until=until.isoformat())
+    issue(runtime, director, restricted, ["psihologs"], number="A-2")
+    issue(runtime, director, deleted_one, ["psihologs"], number="A-3")
+    revoked = issue(runtime, director, revoked_one, ["psihologs"], number="A-4")
+    issue(runtime, director, other, ["kolegis"], number="A-5")
     director.post_json(f"/api/v1/orders/{revoked['id']}/revoke", {"reason": "x"})
     with runtime.sessions() as session, session.begin():
         for rid, status in ((restricted, "restricted"), (deleted_one, "deleted")):
@@ -723,7 +750,7 @@ def test_the_register_shows_metadata_with_filters_and_no_media_access(
     insert_recording(
         runtime, "skolotaja", title="Senā Ēģipte", class_group="10.a", status="shredded"
     )
-    account_admin.disable_account(runtime, "aizgajusi", datetime.now(UTC))
+    account_admin.disable_account(runtime, "aizgajusi", runtime.clock())
 
     director = browser(app, school.director)
     page = director.get("/register?lang=en").get_data(as_text=True)
@@ -745,7 +772,7 @@ def test_the_register_shows_metadata_with_filters_and_no_media_access(
     assert "Vektori" in only and "Senā Ēģipte" not in only and "Ķīmiskās" not in only
     by_teacher = director.get("/register?teacher=aizgajusi").get_data(as_text=True)
     assert "Ķīmiskās reakcijas" in by_teacher and "Vektori" not in by_teacher
-    year = calendar.school_year_of(today() - timedelta(days=10))
+    year = calendar.school_year_of(riga_today(runtime) - timedelta(days=10))
     assert "Vektori" in director.get(f"/register?school_year={year}").get_data(as_text=True)
     assert "Vektori" not in director.get("/register?school_year=1999-2000").get_data(as_text=True)
     assert "Vektori" in browser(app, school.auditor).get("/register").get_data(as_text=True)

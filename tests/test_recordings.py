@@ -6,45 +6,36 @@ from __future__ import annotations
 import hashlib
 import json
 import re
-from datetime import UTC, date, datetime, timedelta
+from datetime import date, timedelta
 from pathlib import Path
 
 import pytest
-from click.testing import CliRunner
 from flask import Flask
 from flask.testing import FlaskClient
 from sqlalchemy import select
 
 from storage_backends.base import ObjectNotFound
+from tests.console import Console
 from tests.people import Person, add_person, sign_in
 from tests.recording_support import (
     keep_year_open,
     lesson_day,
     register,
     registration,
+    riga_today,
     sample_media,
     store_plaintext,
 )
 from tests.webclient import csrf_token_from
-from vault.cli import main
 from vault.models import AuditEvent, Recording
 from vault.services import account_admin, accounts, calendar
 from vault.services.errors import IntegrityFailure
 from vault.services.runtime import Runtime
-from vault.settings import Settings
 
 
 def bearer_for(runtime: Runtime, username: str) -> dict[str, str]:
-    token = account_admin.issue_token(runtime, username, "tests", "1d", datetime.now(UTC))
+    token = account_admin.issue_token(runtime, username, "tests", "1d", runtime.clock())
     return {"Authorization": f"Bearer {token}"}
-
-
-def cli_env(settings: Settings) -> dict[str, str]:
-    return {
-        "VAULT_INSTANCE_DIR": str(settings.instance_dir),
-        "VAULT_DATABASE_URL": settings.database_url,
-        "VAULT_STORAGE_URL": settings.storage_url,
-    }
 
 
 def actions(runtime: Runtime) -> list[str]:
@@ -75,13 +66,15 @@ def test_a_teacher_registers_a_recording(
     client: FlaskClient, runtime: Runtime, teacher: Person
 ) -> None:
     response = client.post(
-        "/api/v1/recordings", json=registration(), headers=bearer_for(runtime, teacher.username)
+        "/api/v1/recordings",
+        json=registration(runtime),
+        headers=bearer_for(runtime, teacher.username),
     )
     assert response.status_code == 201
     body = response.get_json()
     assert body["status"] == "registered"
     assert body["upload_url"] == "/api/v1/uploads"
-    year = calendar.school_year_of(lesson_day())
+    year = calendar.school_year_of(lesson_day(runtime))
     assert body["school_year"] == year
     with runtime.sessions() as session:
         assert body["retain_until"] == calendar.last_day(session, year).isoformat()
@@ -114,7 +107,7 @@ def test_invalid_fields_get_422_with_per_field_errors(
 ) -> None:
     response = client.post(
         "/api/v1/recordings",
-        json=registration(**overrides),
+        json=registration(runtime, **overrides),
         headers=bearer_for(runtime, teacher.username) | {"Accept-Language": "en"},
     )
     assert response.status_code == 422
@@ -127,11 +120,11 @@ def test_invalid_fields_get_422_with_per_field_errors(
 def test_people_must_be_informed_before_the_lesson(
     client: FlaskClient, runtime: Runtime, teacher: Person
 ) -> None:
-    day = lesson_day()
+    day = lesson_day(runtime)
     late = {"method": "mutiski", "at": (day + timedelta(days=1)).isoformat()}
     response = client.post(
         "/api/v1/recordings",
-        json=registration(subjects_informed=late),
+        json=registration(runtime, subjects_informed=late),
         headers=bearer_for(runtime, teacher.username),
     )
     assert response.status_code == 422
@@ -141,13 +134,14 @@ def test_people_must_be_informed_before_the_lesson(
 def test_a_lesson_date_past_its_years_last_day_gets_422(
     client: FlaskClient, runtime: Runtime, teacher: Person
 ) -> None:
-    previous_year = calendar.school_year_of(lesson_day() - timedelta(days=366))
+    previous_year = calendar.school_year_of(lesson_day(runtime) - timedelta(days=366))
     _, end = calendar.year_bounds(previous_year)
     with runtime.sessions() as session:
         last = calendar.last_day(session, previous_year)
     after_last_day = last + timedelta(days=1)
     assert after_last_day <= end
     payload = registration(
+        runtime,
         lesson_date=after_last_day.isoformat(),
         subjects_informed={"method": "e-klase", "at": last.isoformat()},
     )
@@ -162,10 +156,10 @@ def test_a_lesson_date_past_its_years_last_day_gets_422(
 def test_a_future_lesson_date_gets_422(
     client: FlaskClient, runtime: Runtime, teacher: Person
 ) -> None:
-    tomorrow = (datetime.now(UTC) + timedelta(days=2)).date().isoformat()
+    tomorrow = (riga_today(runtime) + timedelta(days=1)).isoformat()
     response = client.post(
         "/api/v1/recordings",
-        json=registration(lesson_date=tomorrow),
+        json=registration(runtime, lesson_date=tomorrow),
         headers=bearer_for(runtime, teacher.username),
     )
     assert response.status_code == 422
@@ -174,7 +168,7 @@ def test_a_future_lesson_date_gets_422(
 def test_only_teachers_register(client: FlaskClient, runtime: Runtime) -> None:
     add_person(runtime, "psihologs", "staff")
     response = client.post(
-        "/api/v1/recordings", json=registration(), headers=bearer_for(runtime, "psihologs")
+        "/api/v1/recordings", json=registration(runtime), headers=bearer_for(runtime, "psihologs")
     )
     assert response.status_code == 403
 
@@ -182,7 +176,9 @@ def test_only_teachers_register(client: FlaskClient, runtime: Runtime) -> None:
 # -- the pages ---------------------------------------------------------------------------------
 
 
-def test_the_registration_form_in_latvian_and_its_errors(app: Flask, teacher: Person) -> None:
+def test_the_registration_form_in_latvian_and_its_errors(
+    app: Flask, runtime: Runtime, teacher: Person
+) -> None:
     browser = app.test_client()
     sign_in(browser, teacher)
     page = browser.get("/recordings/new").get_data(as_text=True)
@@ -191,7 +187,7 @@ def test_the_registration_form_in_latvian_and_its_errors(app: Flask, teacher: Pe
     refused = browser.post("/recordings/new", data={"csrf_token": token, "title": "X"})
     assert refused.status_code == 422
     assert "Šis lauks ir obligāts." in refused.get_data(as_text=True)
-    day = lesson_day().isoformat()
+    day = lesson_day(runtime).isoformat()
     accepted = browser.post(
         "/recordings/new",
         data={
@@ -289,7 +285,7 @@ def test_a_tampered_object_is_never_served(app: Flask, runtime: Runtime, teacher
 
 
 def test_early_deletion_leaves_a_tombstone_and_a_signed_certificate(
-    app: Flask, runtime: Runtime, settings: Settings, teacher: Person, tmp_path: Path
+    app: Flask, runtime: Runtime, recvault: Console, teacher: Person, tmp_path: Path
 ) -> None:
     recording_id = register(runtime, teacher.username)
     store_plaintext(runtime, recording_id, sample_media(10_000))
@@ -324,13 +320,13 @@ def test_early_deletion_leaves_a_tombstone_and_a_signed_certificate(
     assert len(statement["copies_outside_the_vault"]) == 1
     path = tmp_path / "certificate.json"
     path.write_text(json.dumps(document), encoding="utf-8")
-    verified = CliRunner().invoke(main, ["certificate", "verify", str(path)], env=cli_env(settings))
+    verified = recvault("certificate", "verify", str(path))
     assert verified.exit_code == 0, verified.output
     assert "valid" in verified.output
 
     document["signed_body"] = document["signed_body"].replace("early_deletion", "early_deletiom")
     path.write_text(json.dumps(document), encoding="utf-8")
-    forged = CliRunner().invoke(main, ["certificate", "verify", str(path)], env=cli_env(settings))
+    forged = recvault("certificate", "verify", str(path))
     assert forged.exit_code != 0 and "INVALID" in forged.output
     assert "recording:deleted" in actions(runtime)
 
@@ -382,13 +378,13 @@ def test_requests_link_methodological_recordings(
     ).get_json() == {"requests": []}
     not_theirs = client.post(
         "/api/v1/recordings",
-        json=registration(purpose="methodological", request_id=request_id),
+        json=registration(runtime, purpose="methodological", request_id=request_id),
         headers=bearer_for(runtime, other_teacher.username),
     )
     assert not_theirs.status_code == 422
     linked = client.post(
         "/api/v1/recordings",
-        json=registration(purpose="methodological", request_id=request_id),
+        json=registration(runtime, purpose="methodological", request_id=request_id),
         headers=bearer_for(runtime, teacher.username),
     )
     assert linked.status_code == 201
@@ -412,17 +408,14 @@ def test_requests_link_methodological_recordings(
 
 
 def test_calendar_set_redates_and_retags(
-    runtime: Runtime, settings: Settings, teacher: Person
+    runtime: Runtime, recvault: Console, teacher: Person
 ) -> None:
     recording_id = register(runtime, teacher.username)
     store_plaintext(runtime, recording_id, sample_media(5_000))
-    year = calendar.school_year_of(lesson_day())
+    year = calendar.school_year_of(lesson_day(runtime))
     _, end = calendar.year_bounds(year)
     new_day = end - timedelta(days=10)
-    runner = CliRunner()
-    result = runner.invoke(
-        main, ["calendar", "set", year, "--last-day", new_day.isoformat()], env=cli_env(settings)
-    )
+    result = recvault("calendar", "set", year, "--last-day", new_day.isoformat())
     assert result.exit_code == 0, result.output
     assert "1 objects re-tagged" in result.output
     with runtime.sessions() as session:
@@ -435,15 +428,10 @@ def test_calendar_set_redates_and_retags(
         "school-year": year,
         "retain-until": new_day.isoformat(),
     }
-    assert (
-        f"{year}\t{new_day.isoformat()}\tset"
-        in runner.invoke(main, ["calendar", "show"], env=cli_env(settings)).output
-    )
+    assert f"{year}\t{new_day.isoformat()}\tset" in recvault("calendar", "show").output
     rules = runtime.store.get_lifecycle_rules()
     assert any(rule.school_year == year and rule.retain_until == new_day for rule in rules.years)
-    outside = runner.invoke(
-        main, ["calendar", "set", year, "--last-day", "2001-01-01"], env=cli_env(settings)
-    )
+    outside = recvault("calendar", "set", year, "--last-day", "2001-01-01")
     assert outside.exit_code != 0
     assert "calendar:last_day_set" in actions(runtime)
 
@@ -471,7 +459,7 @@ def test_a_disabled_teachers_recording_passes_to_the_director(
     with runtime.sessions() as session, session.begin():
         owner = accounts.find_user(session, teacher.username)
         assert owner is not None
-        accounts.set_disabled(session, accounts.OPERATOR, owner, True, datetime.now(UTC))
+        accounts.set_disabled(session, accounts.OPERATOR, owner, True, runtime.clock())
     page = browser.get(f"/recordings/{recording_id}").get_data(as_text=True)
     assert "īpašnieks atspējots" in page
     assert (

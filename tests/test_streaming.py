@@ -6,7 +6,7 @@ from __future__ import annotations
 import re
 import uuid
 from collections.abc import Iterable
-from datetime import UTC, datetime, timedelta
+from datetime import timedelta
 
 import pytest
 import requests
@@ -241,7 +241,7 @@ def test_deletion_and_shredding_answer_410(app: Flask, runtime: Runtime, school:
     with runtime.sessions() as session, session.begin():
         recording = session.get(Recording, school.recording_id)
         assert recording is not None
-        runtime.keyring.destroy_year_key(session, recording.school_year, datetime.now(UTC))
+        runtime.keyring.destroy_year_key(session, recording.school_year, runtime.clock())
     # The year key is gone: no key outlives a shred, even for a view already open.
     assert viewer.client.get(url, headers={"Range": "bytes=0-1"}).status_code == 410
 
@@ -275,7 +275,7 @@ def collect(pieces: Iterable[bytes], into: list[bytes]) -> None:
 
 
 def backdate(runtime: Runtime, view_id: str, *, started: timedelta, heartbeat: timedelta) -> None:
-    now = datetime.now(UTC)
+    now = runtime.clock()
     with runtime.sessions() as session, session.begin():
         session.execute(
             update(View)

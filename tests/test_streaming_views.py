@@ -4,14 +4,14 @@ the fetched-fast flag, and the owner's "Who accessed"."""
 from __future__ import annotations
 
 import uuid
-from datetime import UTC, datetime, timedelta
+from datetime import datetime, timedelta
 
 import pytest
 from flask import Flask
 from sqlalchemy import select, update
 
+from tests.clock import RIGA
 from tests.streaming_support import (
-    RIGA,
     School,
     browser,
     denials,
@@ -39,7 +39,7 @@ def caller_for(
     created: datetime | None = None,
 ) -> Caller:
     """The user, signed in through ``login_session`` (a server-side session row)."""
-    at = created or datetime.now(UTC)
+    at = created or runtime.clock()
     with runtime.sessions() as session, session.begin():
         user = session.scalars(select(User).where(User.username == username)).one()
         if login_session is not None and session.get(LoginSession, login_session) is None:
@@ -104,7 +104,7 @@ def test_heartbeats_carry_one_view_through_a_90_minute_lesson(
     runtime: Runtime, school: School
 ) -> None:
     viewer = caller_for(runtime, "metodikis")
-    t0 = datetime.now(UTC)
+    t0 = runtime.clock()
     view_id = start(runtime, viewer, school.recording_id, t0)
     for minute in range(10, 91, 10):
         beat(runtime, viewer, view_id, t0 + timedelta(minutes=minute))
@@ -123,7 +123,8 @@ def test_heartbeats_carry_one_view_through_a_90_minute_lesson(
 
 
 def test_no_view_outlives_the_longest_sign_in_session(runtime: Runtime, school: School) -> None:
-    t0 = datetime.now(UTC) - timedelta(hours=13)
+    # From the school's morning on: twelve hours later is still the order's school day.
+    t0 = runtime.clock()
     viewer = caller_for(runtime, "metodikis", created=t0)
     view_id = start(runtime, viewer, school.recording_id, t0)
     at = t0
@@ -137,7 +138,7 @@ def test_no_view_outlives_the_longest_sign_in_session(runtime: Runtime, school: 
 
 def test_the_binding_is_checked_before_anything_else(runtime: Runtime, school: School) -> None:
     viewer = caller_for(runtime, "metodikis")
-    now = datetime.now(UTC)
+    now = runtime.clock()
     view_id = start(runtime, viewer, school.recording_id, now)
     for intruder, reason in [
         (caller_for(runtime, "kolegis"), "another_viewer"),
@@ -156,7 +157,7 @@ def test_the_binding_is_checked_before_anything_else(runtime: Runtime, school: S
 
 def test_the_sweep_ends_and_summarises_lapsed_views_once(runtime: Runtime, school: School) -> None:
     viewer = caller_for(runtime, "metodikis")
-    t0 = datetime.now(UTC)
+    t0 = runtime.clock()
     lapsed = start(runtime, viewer, school.recording_id, t0 - timedelta(minutes=20))
     with runtime.sessions() as session:
         assert streaming.end_idle_views(session, t0) == 1
@@ -172,7 +173,7 @@ def test_watched_intervals_merge_served_bytes_and_reported_seconds(
     runtime: Runtime, school: School
 ) -> None:
     viewer = caller_for(runtime, "metodikis")
-    t0 = datetime.now(UTC)
+    t0 = runtime.clock()
     view_id = start(runtime, viewer, school.recording_id, t0)
     serve(runtime, view_id, 0, 200, t0, sent=64)  # an open request the player abandoned
     serve(runtime, view_id, 50, 80, t0)
@@ -209,7 +210,7 @@ def test_fetching_a_large_file_much_faster_than_it_plays_is_flagged(
         session.execute(
             update(Recording).where(Recording.id == school.recording_id).values(size_bytes=size)
         )
-    t0 = datetime.now(UTC) - timedelta(hours=3)
+    t0 = runtime.clock()
     viewer = caller_for(runtime, "metodikis", created=t0)
 
     def view_that(report: PlayerReport, fetch_seconds: float, share: float) -> bool:

@@ -5,13 +5,14 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 from collections.abc import Iterator
-from datetime import UTC, datetime, timedelta
+from datetime import datetime, timedelta
 
 import pytest
 from flask import Flask
 from flask.testing import FlaskClient
 from sqlalchemy import select
 
+from tests.clock import MachineClock
 from tests.people import add_person, sign_in
 from tests.recording_support import register
 from tests.uploads_support import (
@@ -168,7 +169,9 @@ def test_termination_removes_every_trace(client: FlaskClient, runtime: Runtime, 
 
 
 def _later() -> datetime:
-    return datetime.now(UTC) + timedelta(days=1)
+    # The store dates its multipart uploads by the machine's clock (S3's Initiated, file
+    # times), so "a day from now" for the store comes from that clock too.
+    return MachineClock()() + timedelta(days=1)
 
 
 def test_text_file_gets_415_and_is_discarded(
@@ -308,7 +311,7 @@ def test_another_teacher_is_refused_everything(
 def test_other_roles_cannot_upload(client: FlaskClient, runtime: Runtime, token: str) -> None:
     recording_id = register(runtime, "skolotaja")
     add_person(runtime, "dpo", "auditor")
-    auditor = account_admin.issue_token(runtime, "dpo", "t", "1d", datetime.now(UTC))
+    auditor = account_admin.issue_token(runtime, "dpo", "t", "1d", runtime.clock())
     assert create(client, auditor, recording_id, 1000).status_code == 403
 
 

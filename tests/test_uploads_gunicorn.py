@@ -16,7 +16,6 @@ import time
 import urllib.parse
 import uuid
 from collections.abc import Iterator
-from datetime import UTC, datetime
 
 import pytest
 import requests
@@ -34,7 +33,8 @@ from tests.uploads_support import (
 from vault.services.runtime import Runtime
 from vault.settings import Settings
 
-pytestmark = pytest.mark.slow
+# The server is gunicorn in another process, reading the machine's clock itself.
+pytestmark = [pytest.mark.slow, pytest.mark.machine_clock]
 
 
 class Served:
@@ -181,4 +181,4 @@ def test_killed_workers_lose_nothing_acknowledged(served: Served, runtime: Runti
     assert recording.status == "available"
     assert stored_plaintext(runtime, recording_id) == data
     assert recording.available_at is not None
-    assert recording.available_at <= datetime.now(UTC)
+    assert recording.available_at <= runtime.clock()

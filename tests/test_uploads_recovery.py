@@ -8,7 +8,7 @@ import io
 import threading
 import uuid
 from collections.abc import Iterator, Mapping, Sequence
-from datetime import UTC, datetime, timedelta
+from datetime import timedelta
 from typing import Any
 
 import pytest
@@ -129,14 +129,14 @@ def owner(runtime: Runtime, recording_id: uuid.UUID) -> Subject:
     return Subject(id=recording.owner_id, roles=frozenset({"teacher"}))
 
 
-def now() -> datetime:
-    return datetime.now(UTC)
-
-
 def start(runtime: Runtime, length: int) -> tuple[uuid.UUID, uuid.UUID]:
     recording_id = register(runtime, "skolotaja")
     state = uploads.create_upload(
-        runtime, owner(runtime, recording_id), length, {"recording_id": str(recording_id)}, now()
+        runtime,
+        owner(runtime, recording_id),
+        length,
+        {"recording_id": str(recording_id)},
+        runtime.clock(),
     )
     return recording_id, state.upload_id
 
@@ -145,7 +145,7 @@ def append(
     runtime: Runtime, recording_id: uuid.UUID, upload_id: uuid.UUID, offset: int, data: bytes
 ) -> uploads.UploadState:
     return uploads.append(
-        runtime, owner(runtime, recording_id), upload_id, offset, io.BytesIO(data), now()
+        runtime, owner(runtime, recording_id), upload_id, offset, io.BytesIO(data), runtime.clock()
     )
 
 
@@ -242,7 +242,9 @@ def test_two_requests_racing_from_one_offset_cannot_both_continue(runtime: Runti
     def run_slow() -> None:
         try:
             outcome.append(
-                uploads.append(runtime, owner(runtime, recording_id), upload_id, 0, slow, now())
+                uploads.append(
+                    runtime, owner(runtime, recording_id), upload_id, 0, slow, runtime.clock()
+                )
             )
         except BaseException as exc:  # reported to the test thread below
             outcome.append(exc)
@@ -316,6 +318,8 @@ def test_object_failing_verification_is_discarded(
     assert "upload:failed" in actions(runtime)
 
 
+# The store dates its multipart writes by the machine's clock; the clean-up compares them.
+@pytest.mark.machine_clock
 def test_stale_uploads_are_cleaned_up_and_interrupted_passes_finished(
     runtime: Runtime, faulty_runtime: Runtime, faulty: FaultyStore
 ) -> None:
@@ -341,7 +345,7 @@ def test_stale_uploads_are_cleaned_up_and_interrupted_passes_finished(
     assert lost_row.object_key is not None
     (lost_write,) = [
         write
-        for write in runtime.store.list_stale_multipart(now() + timedelta(hours=1))
+        for write in runtime.store.list_stale_multipart(runtime.clock() + timedelta(hours=1))
         if write.key == lost_row.object_key
     ]
     runtime.store.abort_multipart(lost_write.key, lost_write.upload_id)
@@ -355,7 +359,7 @@ def test_stale_uploads_are_cleaned_up_and_interrupted_passes_finished(
     append(runtime, finished, finished_upload, 0, media(1000))
     assert published(runtime, finished).status == "available"
     active, active_upload = start(runtime, len(data))
-    later = now() + timedelta(hours=30)
+    later = runtime.clock() + timedelta(hours=30)
     uploads.append(runtime, owner(runtime, active), active_upload, 0, io.BytesIO(data[:MIB]), later)
 
     planned = uploads.cleanup_stale_uploads(runtime, later, dry_run=True)
@@ -394,6 +398,8 @@ def test_stale_uploads_are_cleaned_up_and_interrupted_passes_finished(
     assert uploads.cleanup_stale_uploads(runtime, later) == []
 
 
+# The store dates its multipart writes by the machine's clock; the clean-up compares them.
+@pytest.mark.machine_clock
 def test_cleanup_keeps_a_tombstone_a_tombstone(runtime: Runtime) -> None:
     data = media(7 * MIB)
     recording_id, upload_id = start(runtime, len(data))
@@ -402,7 +408,7 @@ def test_cleanup_keeps_a_tombstone_a_tombstone(runtime: Runtime) -> None:
         session.execute(
             update(Recording).where(Recording.id == recording_id).values(status="deleted")
         )
-    later = now() + timedelta(hours=30)
+    later = runtime.clock() + timedelta(hours=30)
     (item,) = uploads.cleanup_stale_uploads(runtime, later)
     assert item.kind is uploads.CleanupKind.STALE_UPLOAD
     assert upload_rows(runtime, recording_id) == []
@@ -427,6 +433,6 @@ def test_year_shredded_during_an_upload(runtime: Runtime) -> None:
     recording_id, upload_id = start(runtime, len(data))
     school_year = recording_row(runtime, recording_id).school_year
     with runtime.sessions() as session, session.begin():
-        runtime.keyring.destroy_year_key(session, school_year, now())
+        runtime.keyring.destroy_year_key(session, school_year, runtime.clock())
     with pytest.raises(Gone):
         append(runtime, recording_id, upload_id, 0, data)

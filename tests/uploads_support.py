@@ -11,7 +11,6 @@ import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
-from datetime import UTC, datetime
 from pathlib import Path
 
 from flask import Flask
@@ -35,7 +34,7 @@ def teacher_token(runtime: Runtime, username: str) -> str:
     """A teacher account and a bearer token for it."""
     keep_year_open(runtime)
     add_person(runtime, username, "teacher")
-    return account_admin.issue_token(runtime, username, "uploads", "1d", datetime.now(UTC))
+    return account_admin.issue_token(runtime, username, "uploads", "1d", runtime.clock())
 
 
 def tus_headers(token: str, **extra: str) -> dict[str, str]:

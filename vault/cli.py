@@ -7,7 +7,8 @@ import secrets
 import sys
 import uuid
 from collections.abc import Callable
-from datetime import UTC, datetime
+from dataclasses import dataclass
+from datetime import datetime
 from typing import Any, NoReturn, TextIO
 
 import click
@@ -24,7 +25,7 @@ from vault.services import keys as key_service
 from vault.services import lifecycle as daily
 from vault.services.accounts import Role
 from vault.services.errors import ServiceError, ValidationFailed
-from vault.services.runtime import Runtime
+from vault.services.runtime import Clock, Runtime, system_clock
 from vault.settings import Settings, SettingsError
 
 
@@ -65,7 +66,7 @@ def keys_generate() -> None:
 def keys_rotate(force: bool) -> None:
     runtime = _runtime()
     try:
-        outcome = key_service.finish_master_rotation(runtime, datetime.now(UTC), force=force)
+        outcome = key_service.finish_master_rotation(runtime, runtime.clock(), force=force)
     except ServiceError as exc:
         raise click.ClickException(str(exc)) from None
     finally:
@@ -82,12 +83,20 @@ def keys_rotate(force: bool) -> None:
         click.echo("nothing to do")
 
 
+@dataclass(frozen=True)
+class Collaborators:
+    """What a program embedding the CLI may hand in as click's context object.
+
+    The commands build everything else from the settings; the clock is the one piece a
+    caller replaces, to run a command as of another instant (the tests do).
+    """
+
+    clock: Clock = system_clock
+
+
 def _runtime() -> Runtime:
-    return build_runtime(_settings())
-
-
-def _now() -> datetime:
-    return datetime.now(UTC)
+    collaborators = click.get_current_context().find_object(Collaborators) or Collaborators()
+    return build_runtime(_settings(), collaborators.clock)
 
 
 def _fail(exc: ServiceError) -> NoReturn:
@@ -137,7 +146,7 @@ def user_add(
             email=email,
             roles=roles,
             password=password,
-            now=_now(),
+            now=runtime.clock(),
         )
     except ServiceError as exc:
         _fail(exc)
@@ -169,7 +178,7 @@ def user_list() -> None:
 def user_disable(username: str) -> None:
     runtime = _runtime()
     try:
-        account_admin.disable_account(runtime, username, _now())
+        account_admin.disable_account(runtime, username, runtime.clock())
     except ServiceError as exc:
         _fail(exc)
     finally:
@@ -189,7 +198,7 @@ def token() -> None:
 def token_create(username: str, ttl: str, name: str) -> None:
     runtime = _runtime()
     try:
-        issued = account_admin.issue_token(runtime, username, name, ttl, _now())
+        issued = account_admin.issue_token(runtime, username, name, ttl, runtime.clock())
     except ServiceError as exc:
         _fail(exc)
     finally:
@@ -207,10 +216,9 @@ def token_list(username: str) -> None:
         _fail(exc)
     finally:
         runtime.engine.dispose()
+    now = runtime.clock()
     for row in rows:
-        state = (
-            "revoked" if row.revoked_at else ("expired" if row.expires_at <= _now() else "active")
-        )
+        state = "revoked" if row.revoked_at else ("expired" if row.expires_at <= now else "active")
         used = row.last_used_at.isoformat() if row.last_used_at else "never"
         click.echo(
             f"{row.id}\t{row.name}\t{state}\texpires {row.expires_at.isoformat()}\tlast used {used}"
@@ -222,7 +230,7 @@ def token_list(username: str) -> None:
 def token_revoke(token_id: uuid.UUID) -> None:
     runtime = _runtime()
     try:
-        account_admin.revoke_token(runtime, token_id, _now())
+        account_admin.revoke_token(runtime, token_id, runtime.clock())
     except ServiceError as exc:
         _fail(exc)
     finally:
@@ -239,10 +247,10 @@ def demo(as_json: bool) -> None:
     runtime = _runtime()
     sample: sample_media.SampleRecording | None = None
     try:
-        seeded = account_admin.seed_demo(runtime, _generated_password, _now())
+        seeded = account_admin.seed_demo(runtime, _generated_password, runtime.clock())
         teacher = next(a.username for a in seeded if Role.TEACHER in a.roles)
         try:
-            sample = sample_media.seed_sample_recording(runtime, teacher, _now())
+            sample = sample_media.seed_sample_recording(runtime, teacher, runtime.clock())
         except ServiceError as exc:
             # The accounts stand; only the sample is missing, and the message says why.
             click.echo(f"no sample recording: {exc}", err=True)
@@ -325,7 +333,7 @@ def lifecycle() -> None:
 def lifecycle_run(dry_run: bool) -> None:
     runtime = _runtime()
     try:
-        report = daily.run(runtime, _now(), dry_run=dry_run)
+        report = daily.run(runtime, runtime.clock(), dry_run=dry_run)
     except ServiceError as exc:
         _fail(exc)
     finally:
@@ -344,7 +352,7 @@ def lifecycle_run(dry_run: bool) -> None:
 def fsck(repair: bool) -> None:
     runtime = _runtime()
     try:
-        findings = storage_check.check(runtime, _now(), repair=repair)
+        findings = storage_check.check(runtime, runtime.clock(), repair=repair)
     except ServiceError as exc:
         _fail(exc)
     finally:

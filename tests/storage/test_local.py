@@ -4,8 +4,7 @@ from __future__ import annotations
 
 import os
 import stat
-import time
-from datetime import UTC, datetime, timedelta
+from datetime import timedelta
 from pathlib import Path
 
 import pytest
@@ -18,6 +17,11 @@ from storage_backends.base import (
     StorageUnavailable,
 )
 from storage_backends.local import LocalStore
+from tests.clock import MachineClock
+
+# The store dates what it keeps by the machine's clock (file times, S3's Initiated), and
+# so does whatever reads them back: these comparisons need that clock, not the test clock.
+machine_clock = MachineClock()
 
 KEY = "recordings/2025-2026/0b9d6c1e"
 
@@ -170,12 +174,12 @@ def test_a_read_only_store_is_unavailable(local_store: LocalStore) -> None:
 
 def test_stale_writes_use_the_recorded_start(local_store: LocalStore) -> None:
     upload_id = local_store.start_multipart(KEY, {})
-    (stale,) = local_store.list_stale_multipart(datetime.now(UTC) + timedelta(seconds=1))
+    (stale,) = local_store.list_stale_multipart(machine_clock() + timedelta(seconds=1))
     assert stale.upload_id == upload_id
     assert local_store.list_stale_multipart(stale.started) == []
     # A directory that is not an upload is ignored rather than trusted.
     (local_store.root / "uploads" / "not-an-upload").mkdir()
-    assert len(local_store.list_stale_multipart(datetime.now(UTC) + timedelta(seconds=1))) == 1
+    assert len(local_store.list_stale_multipart(machine_clock() + timedelta(seconds=1))) == 1
 
 
 def test_min_part_size_is_configurable(tmp_path: Path) -> None:
@@ -194,7 +198,7 @@ def test_damaged_metadata_is_a_storage_error(local_store: LocalStore) -> None:
     with pytest.raises(StorageError, match="damaged"):
         local_store.put_part(KEY, upload_id, 1, b"x")
     with pytest.raises(StorageError, match="damaged"):
-        local_store.list_stale_multipart(datetime.now(UTC))
+        local_store.list_stale_multipart(machine_clock())
     (local_store.root / "lifecycle.json").write_bytes(b'{"years": [{"school_year": 1}]}')
     with pytest.raises(StorageError, match="damaged"):
         local_store.get_lifecycle_rules()
@@ -207,7 +211,7 @@ def test_ensure_ready_sweeps_what_a_crash_left_in_tmp(local_store: LocalStore) -
     old_dir.mkdir()
     (old_dir / "upload.json").write_bytes(b"{}")
     fresh.write_bytes(b"being written")
-    two_days_ago = time.time() - 2 * 24 * 3600
+    two_days_ago = machine_clock.timestamp() - 2 * 24 * 3600
     for path in (old_file, old_dir):
         os.utime(path, (two_days_ago, two_days_ago))
     local_store.ensure_ready(LifecycleRules())

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
+from datetime import UTC, datetime
 
 from sqlalchemy import Engine
 from sqlalchemy.orm import Session, sessionmaker
@@ -10,6 +12,18 @@ from sqlalchemy.orm import Session, sessionmaker
 from storage_backends.base import BlobStore
 from vault.keyring import Keyring
 from vault.settings import Settings
+
+Clock = Callable[[], datetime]
+"""Answers the current instant as an aware UTC datetime.
+
+School days, order validity and retention are counted in the school's local days, so every
+decision that depends on "now" takes it from the runtime's clock: a test can then put the
+whole application at any instant (the last school day, a midnight, a summer-time switch).
+"""
+
+
+def system_clock() -> datetime:
+    return datetime.now(UTC)
 
 
 @dataclass(frozen=True)
@@ -19,3 +33,4 @@ class Runtime:
     sessions: sessionmaker[Session]
     store: BlobStore
     keyring: Keyring
+    clock: Clock = system_clock

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import uuid
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import datetime
 from urllib.parse import urlsplit
 
 import segno
@@ -88,7 +88,7 @@ class Principal:
 
 
 def now() -> datetime:
-    return datetime.now(UTC)
+    return context.runtime().clock()
 
 
 def request_context() -> RequestContext:

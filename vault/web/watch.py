@@ -40,6 +40,7 @@ from vault.services import media, streaming
 from vault.services.access import Action, Subject, decide
 from vault.services.errors import PermissionDenied, RangeNotSatisfiable
 from vault.services.media import OpenedMedia
+from vault.services.runtime import Clock
 from vault.services.streaming import Caller, RangePlan, StartedView
 from vault.web import context
 from vault.web.auth import current_principal, now, request_context
@@ -216,6 +217,7 @@ def _body(
     sessions: sessionmaker[Session],
     recheck: Callable[[Session], None],
     recheck_seconds: float,
+    clock: Clock,
 ) -> Iterator[bytes]:
     """The planned bytes, verified chunk by chunk.
 
@@ -231,13 +233,13 @@ def _body(
             if time.monotonic() >= next_check:
                 with sessions() as session:
                     recheck(session)
-                streaming.record_sent(sessions, range_id, sent, now(), finished=False)
+                streaming.record_sent(sessions, range_id, sent, clock(), finished=False)
                 next_check = time.monotonic() + recheck_seconds
             yield piece
             sent += len(piece)
     finally:
         try:
-            streaming.record_sent(sessions, range_id, sent, now(), finished=True)
+            streaming.record_sent(sessions, range_id, sent, clock(), finished=True)
         except Exception:
             # The request is already recorded; losing its byte count must not hide the
             # error (if any) that ended the body.
@@ -286,10 +288,12 @@ def stream(view_id: uuid.UUID) -> Response:
     context_of_request = request_context()
 
     def recheck(session: Session) -> None:
-        streaming.check_stream(session, caller, view_id, now(), zone, context_of_request, idle)
+        streaming.check_stream(
+            session, caller, view_id, runtime.clock(), zone, context_of_request, idle
+        )
 
     recheck_seconds = float(current_app.config[RECHECK_CONFIG])
-    body = _body(opened, plan, range_id, runtime.sessions, recheck, recheck_seconds)
+    body = _body(opened, plan, range_id, runtime.sessions, recheck, recheck_seconds, runtime.clock)
     return Response(body, status=plan.status, headers=headers, content_type=opened.content_type)
 
 

@@ -1,0 +1,35 @@
+"""`recvault` run in-process against a test's instance, on the test's clock."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from click.testing import CliRunner, Result
+
+from tests.clock import SteppingClock
+from vault.cli import Collaborators, main
+from vault.settings import Settings
+
+
+@dataclass(frozen=True)
+class Console:
+    """The operator's console: each call runs one `recvault` command and returns its result."""
+
+    settings: Settings
+    clock: SteppingClock
+
+    def environment(self) -> dict[str, str]:
+        return {
+            "VAULT_INSTANCE_DIR": str(self.settings.instance_dir),
+            "VAULT_DATABASE_URL": self.settings.database_url,
+            "VAULT_STORAGE_URL": self.settings.storage_url,
+        }
+
+    def __call__(self, *args: str, stdin: str | None = None) -> Result:
+        return CliRunner().invoke(
+            main,
+            list(args),
+            input=stdin,
+            env=self.environment(),
+            obj=Collaborators(clock=self.clock),
+        )
