@@ -72,6 +72,21 @@ def stop_group(process: subprocess.Popen[bytes], grace_seconds: float = 30) -> N
         process.wait()
 
 
+def wait_for_port(port: int, process: subprocess.Popen[bytes], seconds: float = 30) -> None:
+    """Until something accepts connections on 127.0.0.1:``port``."""
+    deadline = time.monotonic() + seconds
+    while True:
+        if process.poll() is not None:
+            raise RuntimeError(f"the server exited with {process.returncode} before listening")
+        try:
+            socket.create_connection(("127.0.0.1", port), timeout=1).close()
+            return
+        except OSError:
+            if time.monotonic() > deadline:
+                raise
+            time.sleep(0.1)
+
+
 def wait_until_healthy(process: subprocess.Popen[bytes], port: int, seconds: float = 60) -> None:
     """Until ``GET /healthz`` on 127.0.0.1:``port`` answers at all (any status)."""
     deadline = time.monotonic() + seconds

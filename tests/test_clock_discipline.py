@@ -14,11 +14,13 @@ ROOT = TESTS.parent
 REAL_CLOCK_CASES = {
     "tests/clock.py": "defines MachineClock, the one reader of the machine's clock",
     "tests/conftest.py": "gives tests marked machine_clock a runtime on the machine's clock",
+    "tests/nginx.py": "nginx and the browser check the test certificate against that clock",
     "tests/storage/test_contract.py": "stores date multipart writes by the machine's clock",
     "tests/storage/test_faults.py": "stores date multipart writes by the machine's clock",
     "tests/storage/test_local.py": "the local store judges temporary files by their mtime",
     "tests/storage/test_s3.py": "S3 dates multipart writes (Initiated) by the server's clock",
     "tests/test_deploy.py": "the scheduler's health check judges its status file by mtime",
+    "tests/test_https_journey.py": "gunicorn, in another process, reads the machine's clock",
     "tests/test_fsck.py": "fsck compares the store's multipart dates",
     "tests/test_uploads.py": "left-over multipart writes are dated by the store",
     "tests/test_uploads_gunicorn.py": "gunicorn workers in other processes read that clock",

@@ -2,11 +2,18 @@
 
 from __future__ import annotations
 
+import dataclasses
+
 from flask import Flask
 from flask.testing import FlaskClient
+from werkzeug.test import TestResponse
 
+from tests.people import Person, add_person
 from tests.routes import every_route
-from tests.webclient import csrf_token_from
+from tests.webclient import CSRF_META, csrf_token_from
+from vault.app import create_app
+from vault.services.runtime import Runtime
+from vault.settings import Settings
 from vault.web.security import PUBLIC_ENDPOINTS
 
 
@@ -35,7 +42,7 @@ def assert_security_headers(headers: dict[str, str]) -> None:
     assert "script-src 'self'" in csp
     assert "style-src 'self'" in csp
     assert "unsafe-inline" not in csp
-    assert headers["Referrer-Policy"] == "no-referrer"
+    assert headers["Referrer-Policy"] == "same-origin"
     assert headers["X-Content-Type-Options"] == "nosniff"
     assert "camera=()" in headers["Permissions-Policy"]
 
@@ -81,3 +88,64 @@ def test_language_switch_rejects_open_redirects(client: FlaskClient) -> None:
         )
         assert response.status_code == 303
         assert response.headers["Location"] == "/", target
+
+
+# -- behind the TLS proxy ------------------------------------------------------------------------
+
+PUBLIC_URL = "https://vault.example.lv"
+
+
+def proxied_app(settings: Settings, runtime: Runtime) -> Flask:
+    """The app as docs/operations.md deploys it: one proxy in front, terminating TLS."""
+    behind = dataclasses.replace(settings, proxy_count=1, base_url=PUBLIC_URL)
+    return create_app(behind, dataclasses.replace(runtime, settings=behind))
+
+
+def https_sign_in(client: FlaskClient, person: Person, origin: str | None) -> TestResponse:
+    """A browser's sign-in through the proxy: HTTPS, no Referer (the browser may withhold
+    it), and the Origin it sends for a form post."""
+    proxy = {"X-Forwarded-Proto": "https", "X-Forwarded-Host": "vault.example.lv"}
+    form = client.get("/login", headers=proxy)
+    match = CSRF_META.search(form.get_data(as_text=True))
+    assert match
+    headers = {**proxy, **({"Origin": origin} if origin is not None else {})}
+    return client.post(
+        "/login",
+        data={
+            "username": person.username,
+            "password": person.password,
+            "totp": person.fresh_code() if person.totp_secret else "",
+            "csrf_token": match.group(1),
+        },
+        headers=headers,
+    )
+
+
+def test_sign_in_over_https_behind_the_proxy(settings: Settings, runtime: Runtime) -> None:
+    director = add_person(runtime, "direktore", "director")
+    app = proxied_app(settings, runtime)
+    signed_in = https_sign_in(app.test_client(), director, PUBLIC_URL)
+    assert signed_in.status_code == 302, signed_in.get_data(as_text=True)
+    assert "Secure" in signed_in.headers["Set-Cookie"]
+    # A client that sends no Origin at all is judged by the token alone.
+    assert https_sign_in(app.test_client(), director, None).status_code == 302
+
+
+def test_a_state_change_from_another_site_is_refused_even_with_a_token(
+    settings: Settings, runtime: Runtime
+) -> None:
+    teacher = add_person(runtime, "skolotaja", "teacher")
+    app = proxied_app(settings, runtime)
+    for origin in ("https://evil.example", "null", "http://vault.example.lv"):
+        refused = https_sign_in(app.test_client(), teacher, origin)
+        assert refused.status_code == 400, origin
+    client = app.test_client()
+    assert https_sign_in(client, teacher, PUBLIC_URL).status_code == 302
+    token = csrf_token_from(client, "/account")
+    cross_site = client.post(
+        "/logout",
+        data={"csrf_token": token},
+        headers={"X-Forwarded-Proto": "https", "Sec-Fetch-Site": "cross-site"},
+    )
+    assert cross_site.status_code == 400
+    assert client.get("/account", headers={"X-Forwarded-Proto": "https"}).status_code == 200

@@ -58,7 +58,9 @@ def create_app(settings: Settings, runtime: Runtime | None = None) -> Flask:
         # A tus PATCH carries at most this much; the upload service enforces the rest.
         MAX_CONTENT_LENGTH=128 * 1024 * 1024,
         WTF_CSRF_TIME_LIMIT=None,  # the token lives as long as the session it is bound to
-        WTF_CSRF_SSL_STRICT=True,
+        # Flask-WTF's strict check wants a Referer on HTTPS, which a browser may withhold;
+        # vault.web.security checks the Origin a browser sends instead.
+        WTF_CSRF_SSL_STRICT=False,
         JSON_SORT_KEYS=False,
         PREFERRED_URL_SCHEME="https" if secure_cookies else "http",
     )
