@@ -684,6 +684,7 @@ def healthcheck(
     ).returncode
 
 
+@pytest.mark.file_times
 def test_scheduler_runs_the_lifecycle_job_and_reports_its_health(tmp_path: Path) -> None:
     with stub_scheduler_environment(tmp_path) as environment:
         calls = tmp_path / "calls"

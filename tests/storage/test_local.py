@@ -204,6 +204,7 @@ def test_damaged_metadata_is_a_storage_error(local_store: LocalStore) -> None:
         local_store.get_lifecycle_rules()
 
 
+@pytest.mark.file_times
 def test_ensure_ready_sweeps_what_a_crash_left_in_tmp(local_store: LocalStore) -> None:
     tmp = local_store.root / "tmp"
     old_file, old_dir, fresh = tmp / "old.tmp", tmp / "old.upload", tmp / "fresh.tmp"
