@@ -67,7 +67,13 @@ SUBJECTS: dict[str, tuple[str, ...]] = {
     "director": ("director",),
     "admin": ("admin",),
     "auditor": ("auditor",),
+    "admin+teacher": ("admin", "teacher"),
+    "auditor+teacher": ("auditor", "teacher"),
 }
+# SPEC §2 lets an admin or an auditor also teach. Such an account keeps what its admin or
+# auditor role gives; its teacher role adds its own recordings (none here), and an order
+# naming it gives it nothing: separation of duties holds for mixed roles too.
+ANSWERS_AS = {"admin+teacher": "admin", "auditor+teacher": "auditor"}
 USERNAMES = {
     "owner": "owner",
     "other teacher": "teacher2",
@@ -75,6 +81,8 @@ USERNAMES = {
     "director": "director",
     "admin": "admin",
     "auditor": "auditor",
+    "admin+teacher": "admin-teacher",
+    "auditor+teacher": "auditor-teacher",
 }
 BYSTANDER = "bystander"  # the teacher an order names instead of the subject
 
@@ -184,7 +192,7 @@ def expected(
     subject: str, action: Action, state: OrderState, status: Status, purpose: str
 ) -> Answer:
     rule = SPEC_TABLE[action]
-    who = rule.who[subject]
+    who = rule.who[ANSWERS_AS.get(subject, subject)]
     permitted = (
         who == YES
         or (who == ORDER and state is OrderState.ACTIVE)
@@ -367,7 +375,7 @@ STREAM_RULE = "/api/v1/views/<uuid:view_id>/stream"
 STREAM_SUCCESS = frozenset({200, 206})
 # Subjects who can never open a view, so no stream URL of their own exists to probe: their
 # stream cells are answered by the policy function.
-NEVER_VIEWERS = frozenset({"admin", "auditor"})
+NEVER_VIEWERS = frozenset({"admin", "auditor", *ANSWERS_AS})
 # Not probed over HTTP:
 # - upload: tus creation mixes the policy with the upload's own state (SPEC §7: 409 for an
 #   existing or finished upload), so its HTTP answers are checked in tests/test_uploads.py;
@@ -561,8 +569,8 @@ def run_matrix(app: Flask, runtime: Runtime) -> Matrix:
     if streams:
         matrix.http_actions[Action.STREAM] = (
             f"GET {STREAM_RULE} (the stream_url of a view opened with POST "
-            f"{PROBES[Action.START_VIEW].rule}); the admin and the auditor can never open a "
-            "view, so their cells come from the policy function"
+            f"{PROBES[Action.START_VIEW].rule}); admins and auditors, also those who teach, "
+            "can never open a view, so their cells come from the policy function"
         )
     subjects = {name: Subject(world.people[name], frozenset(SUBJECTS[name])) for name in SUBJECTS}
     # Acts that change the recording run last, so the reading probes see it untouched.
@@ -620,11 +628,13 @@ def render(matrix: Matrix) -> str:
         f"{policy_cells}.",
         "",
         "Subjects: the recording's owner (a teacher), another teacher, a staff member, the",
-        "director, the admin and the auditor, each holding only that role. Order states, as",
-        "seen by the subject: none; an active order naming them and the recording; the same",
-        "order expired, revoked, or not yet valid; an active order naming them and another",
+        "director, the admin and the auditor, each holding only that role, and two accounts",
+        "that hold two roles: an admin who also teaches and an auditor who also teaches. An",
+        "order naming a mixed-role account gives it nothing. Order states, as seen by the",
+        "subject: none; an active order naming them and the recording; the same order",
+        "expired, revoked, or not yet valid; an active order naming them and another",
         "recording; an active order naming the recording and another person. Orders naming",
-        "the admin or the auditor are written straight into the database (the order service",
+        "an admin or an auditor are written straight into the database (the order service",
         "refuses them) to show that the policy grants them nothing either.",
         "",
     ]
@@ -669,6 +679,9 @@ def test_the_authorization_matrix_gives_the_spec_answer_in_every_cell(
     if os.environ.get(WRITE_FLAG):
         MATRIX_DOC.write_text(document, encoding="utf-8")
     assert matrix.problems == []
+    assert MATRIX_DOC.read_text(encoding="utf-8") == document, (
+        f"{MATRIX_DOC.name} is out of date: regenerate it ({WRITE_FLAG}=1, see the docstring)"
+    )
 
 
 def test_non_owners_start_a_view_only_from_a_browser_session(app: Flask, runtime: Runtime) -> None:

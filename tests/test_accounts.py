@@ -719,3 +719,20 @@ def test_rate_limits_are_shared_through_redis(settings: Settings, runtime: Runti
     second = limiter_app(settings, runtime, url).test_client()
     assert hammer(first, 20, "shared", address) == [401] * 20
     assert hammer(second, 1, "other", address) == [429]
+
+
+def test_nobody_changes_their_own_roles(app: Flask, runtime: Runtime, admin: Person) -> None:
+    """An administrator who adds "teacher" to their own account could be named in orders."""
+    browser = app.test_client()
+    sign_in(browser, admin)
+    with runtime.sessions() as session:
+        own = accounts.find_user(session, admin.username)
+        assert own is not None
+        own_id = own.id
+    csrf = csrf_token_from(browser, f"/admin/users/{own_id}")
+    response = browser.post(
+        f"/admin/users/{own_id}/roles", data={"csrf_token": csrf, "roles": ["admin", "teacher"]}
+    )
+    assert response.status_code == 403
+    with runtime.sessions() as session:
+        assert session.get(User, own_id).roles == {"admin"}  # type: ignore[union-attr]

@@ -294,16 +294,21 @@ def test_a_person_named_twice_in_different_spellings_is_named_once(
     assert issued["recording_ids"] == [str(recording_id)]
 
 
-def test_an_account_that_also_teaches_may_be_named_beside_its_admin_role(
-    app: Flask, runtime: Runtime, school: School
+@pytest.mark.parametrize("second_role", ["admin", "auditor"])
+def test_an_admin_or_auditor_who_also_teaches_is_never_named(
+    app: Flask, runtime: Runtime, school: School, second_role: str
 ) -> None:
-    add_person(runtime, "it-skolotajs", "admin", "teacher")
+    """Separation of duties holds for mixed-role accounts too (SPEC §2)."""
+    add_person(runtime, "it-skolotajs", second_role, "teacher")
     recording_id = insert_recording(runtime, "skolotaja")
     director = browser(app, school.director)
     response = director.post_json(
         "/api/v1/orders", order_body(runtime, [recording_id], ["it-skolotajs"])
     )
-    assert response.status_code == 201
+    assert response.status_code == 422
+    assert "grantees" in response.get_json()["errors"]
+    form = director.client.get("/orders/new").get_data(as_text=True)
+    assert 'value="it-skolotajs"' not in form and 'value="psihologs"' in form
 
 
 @pytest.mark.parametrize(

@@ -59,8 +59,11 @@ LIVE_STATUSES = tuple(status for status in Status if status not in TOMBSTONE_STA
 TOMBSTONE_ACTIONS = frozenset({Action.VIEW_METADATA, Action.LIST_ACCESSES})
 # Acts on the media itself need an available object.
 MEDIA_ACTIONS = frozenset({Action.START_VIEW, Action.STREAM, Action.DOWNLOAD})
-# Roles that may be named in an order (SPEC §2: never an admin-only or auditor-only account).
+# Roles that may be named in an order (SPEC §2).
 DESIGNATABLE_ROLES = frozenset({"teacher", "staff", "director"})
+# Separation of duties: whoever runs the machine (admin) or checks the director (auditor) is
+# never the one who watches, whatever other role the same account also holds.
+NEVER_DESIGNATED_ROLES = frozenset({"admin", "auditor"})
 
 
 @dataclass(frozen=True)
@@ -80,6 +83,11 @@ class Decision:
     @property
     def gone(self) -> bool:
         return self.reason == "gone"
+
+
+def designatable(roles: frozenset[str]) -> bool:
+    """Whether an account with ``roles`` may be named in an order and act on one."""
+    return bool(roles & DESIGNATABLE_ROLES) and not roles & NEVER_DESIGNATED_ROLES
 
 
 def orders_naming(
@@ -192,7 +200,7 @@ def _rules(
             return Decision(False, "download_owner_only")
 
     # Everything left needs an order naming this person and this recording.
-    if not roles & DESIGNATABLE_ROLES:
+    if not designatable(roles):
         return Decision(False, "not_permitted")
     orders = orders_naming(session, subject.id, recording.id)
     if not orders:

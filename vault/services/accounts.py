@@ -42,7 +42,14 @@ from vault.models import (
 )
 from vault.services import audit
 from vault.services.audit import AuditAction, Outcome, RequestContext
-from vault.services.errors import N_, Conflict, NotFound, ServiceError, ValidationFailed
+from vault.services.errors import (
+    N_,
+    Conflict,
+    NotFound,
+    PermissionDenied,
+    ServiceError,
+    ValidationFailed,
+)
 
 
 class Role(StrEnum):
@@ -274,6 +281,10 @@ def create_user(
 
 
 def set_roles(session: Session, actor: Actor, user: User, roles: Iterable[str]) -> None:
+    if actor.user_id == user.id:
+        # An administrator who could add "teacher" or "director" to their own account would
+        # grant themselves what separation of duties keeps from them.
+        raise PermissionDenied(N_("Nobody may change their own roles."))
     role_set = parse_roles(roles)
     before = sorted(user.roles)
     if sorted(role_set) == before:

@@ -302,11 +302,14 @@ def _grantees(
             errors.setdefault("grantees", []).append(N_("Unknown account."))
         elif user.disabled_at is not None:
             errors.setdefault("grantees", []).append(N_("A disabled account cannot be named."))
-        elif not user.roles & access.DESIGNATABLE_ROLES:
+        elif not access.designatable(user.roles):
             # SPEC §2: the administrator runs the machine and the auditor checks the
-            # director; neither may ever be the one who watches.
+            # director; neither may ever be the one who watches, even with another role.
             errors.setdefault("grantees", []).append(
-                N_("Only teacher, staff or director accounts can be named in an order.")
+                N_(
+                    "Only teacher, staff or director accounts can be named in an order, "
+                    "and never an account that is also an administrator or auditor."
+                )
             )
         elif all(chosen.id != user.id for chosen in users):
             users.append(user)
@@ -641,7 +644,7 @@ def list_orders(
 def designatable_people(session: Session) -> list[User]:
     """Active accounts an order may name (for the director's form)."""
     users = session.scalars(select(User).where(User.disabled_at.is_(None)).order_by(User.full_name))
-    return [user for user in users if user.roles & access.DESIGNATABLE_ROLES]
+    return [user for user in users if access.designatable(user.roles)]
 
 
 def live_recordings(session: Session) -> list[tuple[Recording, User]]:
