@@ -6,13 +6,14 @@ from __future__ import annotations
 import re
 import uuid
 from collections.abc import Iterable
-from datetime import timedelta
+from datetime import datetime, time, timedelta
 
 import pytest
 import requests
 from flask import Flask
 from sqlalchemy import select, update
 
+from tests.clock import RIGA, TestClock
 from tests.live_server import LiveServer
 from tests.people import PASSWORD
 from tests.streaming_support import (
@@ -27,7 +28,8 @@ from tests.streaming_support import (
 )
 from vault import crypto
 from vault.models import Recording, View
-from vault.services.errors import IntegrityFailure, PermissionDenied
+from vault.services import calendar
+from vault.services.errors import Gone, IntegrityFailure, PermissionDenied
 from vault.services.runtime import Runtime
 from vault.web.watch import RECHECK_CONFIG
 
@@ -426,3 +428,67 @@ def test_a_tampered_chunk_aborts_the_connection_after_the_verified_bytes(
     assert streamed.headers["Content-Length"] == str(len(school.plaintext))
     with pytest.raises(requests.exceptions.RequestException):
         b"".join(streamed.iter_content(64))
+
+
+def destroy_year_key(runtime: Runtime, recording_id: uuid.UUID) -> None:
+    with runtime.sessions() as session, session.begin():
+        recording = session.get(Recording, recording_id)
+        assert recording is not None
+        runtime.keyring.destroy_year_key(session, recording.school_year, runtime.clock())
+
+
+def test_a_long_body_stops_when_the_year_key_is_destroyed_mid_stream(
+    app: Flask, runtime: Runtime, school: School
+) -> None:
+    """The data key is already in memory: only the re-check can stop the body."""
+    app.config[RECHECK_CONFIG] = 0.0
+    viewer = browser(app, school.viewer)
+    response = viewer.client.get(viewer.stream_url(school.recording_id), buffered=False)
+    pieces = response.iter_encoded()
+    assert school.plaintext.startswith(next(pieces))
+    destroy_year_key(runtime, school.recording_id)
+    with pytest.raises(Gone):
+        collect(pieces, [])
+    response.close()
+    assert len(denials(runtime, "gone")) == 1
+
+
+def test_an_owners_download_stops_when_the_year_key_is_destroyed(
+    app: Flask, runtime: Runtime, school: School
+) -> None:
+    app.config[RECHECK_CONFIG] = 0.0
+    owner = browser(app, school.teacher)
+    response = owner.client.get(
+        f"/api/v1/recordings/{school.recording_id}/download", buffered=False
+    )
+    assert response.status_code == 200
+    pieces = response.iter_encoded()
+    assert school.plaintext.startswith(next(pieces))
+    destroy_year_key(runtime, school.recording_id)
+    with pytest.raises(Gone):
+        collect(pieces, [])
+    response.close()
+
+
+def test_no_view_or_download_past_a_shortened_retention(
+    app: Flask, runtime: Runtime, school: School, clock: TestClock
+) -> None:
+    """The last school day moved earlier after the order was issued: the order still runs,
+    the recording's retention does not."""
+    viewer = browser(app, school.viewer)
+    assert viewer.start_view(school.recording_id).status_code == 201
+    with runtime.sessions() as session:
+        recording = session.get(Recording, school.recording_id)
+        assert recording is not None
+        year, lesson = recording.school_year, recording.lesson_date
+    calendar.set_last_day_as_operator(runtime, year, lesson)
+    clock.set(datetime.combine(lesson + timedelta(days=1), time(9), tzinfo=RIGA))
+    viewer = browser(app, school.viewer)
+    assert viewer.start_view(school.recording_id).status_code == 403
+    owner = browser(app, school.teacher)
+    download = f"/api/v1/recordings/{school.recording_id}/download"
+    assert owner.client.get(download).status_code == 403
+    assert [e.details["action"] for e in denials(runtime, "retention_ended")] == [
+        "start_view",
+        "download",
+    ]

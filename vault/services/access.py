@@ -22,6 +22,7 @@ from vault.models import (
     AccessOrderGrantee,
     AccessOrderRecording,
     Recording,
+    SchoolYearKey,
     User,
 )
 from vault.services import audit
@@ -125,7 +126,10 @@ def decide(
 ) -> Decision:
     """Whether ``subject`` may perform ``action`` on ``recording`` at ``now``, and why."""
     status = Status(recording.status)
-    if status in TOMBSTONE_STATUSES and action not in TOMBSTONE_ACTIONS:
+    # A destroyed year key makes the media gone at once, before the year-end turns the
+    # recordings into tombstones; a body already being sent stops at its next check.
+    shredded = action in MEDIA_ACTIONS and _year_key_destroyed(session, recording.school_year)
+    if (status in TOMBSTONE_STATUSES or shredded) and action not in TOMBSTONE_ACTIONS:
         # Only someone the live recording would have admitted learns that it is gone;
         # anyone else gets the ordinary refusal, so probing ids tells a stranger nothing.
         if any(
@@ -194,6 +198,10 @@ def _rules(
             return Decision(False, "restricted")
         if status is not Status.AVAILABLE:
             return Decision(False, "not_available")
+        # Procedure §15: kept until the last school day and no longer, whatever an order
+        # says (the calendar may have moved the day earlier since the order was issued).
+        if now.astimezone(zone).date() > recording.retain_until:
+            return Decision(False, "retention_ended")
         if is_owner:
             return Decision(True, "owner")
         if action is Action.DOWNLOAD:
@@ -209,6 +217,11 @@ def _rules(
     if order is None:
         return Decision(False, "order_not_valid")
     return Decision(True, "order", order)
+
+
+def _year_key_destroyed(session: Session, school_year: str) -> bool:
+    row = session.get(SchoolYearKey, school_year, populate_existing=True)
+    return row is not None and row.wrapped_key is None
 
 
 def authorize(

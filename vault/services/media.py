@@ -8,8 +8,9 @@ abort the connection rather than finish a response with unverified bytes.
 
 from __future__ import annotations
 
+import time
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from datetime import datetime
 from zoneinfo import ZoneInfo
@@ -46,6 +47,34 @@ class OpenedMedia:
             raise IntegrityFailure() from exc
         except StorageError as exc:
             raise StorageUnavailable() from exc
+
+
+def rechecked(
+    pieces: Iterable[bytes], recheck: Callable[[], None], every_seconds: float
+) -> Iterator[bytes]:
+    """``pieces``, running ``recheck`` every ``every_seconds`` while they are sent.
+
+    Access must end the moment its grounds end, also in the middle of a long body: the
+    recheck raises, the iterator stops, and the server aborts the connection.
+    """
+    next_check = time.monotonic() + every_seconds
+    for piece in pieces:
+        if time.monotonic() >= next_check:
+            recheck()
+            next_check = time.monotonic() + every_seconds
+        yield piece
+
+
+def recheck_download(
+    session: Session,
+    subject: Subject,
+    recording_id: uuid.UUID,
+    now: datetime,
+    zone: ZoneInfo,
+    context: RequestContext | None = None,
+) -> None:
+    """The policy again, during an owner's download (audited and raised when it refuses)."""
+    recordings.get(session, subject, recording_id, Action.DOWNLOAD, now, zone, context)
 
 
 def open_media(

@@ -38,7 +38,6 @@ from vault.services.accounts import ABSOLUTE_TIMEOUT, IDLE_TIMEOUT
 from vault.services.audit import AuditAction, Outcome, RequestContext
 from vault.services.errors import (
     N_,
-    Gone,
     NotFound,
     PermissionDenied,
     RangeNotSatisfiable,
@@ -408,9 +407,11 @@ def _recheck_policy(
         raise NotFound()
     try:
         decision = authorize(session, caller.subject, Action.STREAM, recording, now, zone, context)
-    except (PermissionDenied, Gone):
+    except PermissionDenied:
         _end(session, view, now, EndReason.ACCESS_WITHDRAWN)
         raise
+    # Gone (deleted, shredded, or its year key destroyed): the view stays as it is, so
+    # every later request on it answers 410 too; it lapses with its heartbeats.
     # The watermark names the order the view began under; another order means a new view.
     allowed_by = decision.order.id if decision.order else None
     if allowed_by != view.order_id:

@@ -12,6 +12,7 @@ from typing import Any
 from flask import (
     Blueprint,
     Response,
+    current_app,
     flash,
     jsonify,
     redirect,
@@ -42,6 +43,7 @@ from vault.services.recordings import (
 from vault.web import context
 from vault.web.auth import actor, current_principal, now, request_context
 from vault.web.security import require_roles
+from vault.web.watch import RECHECK_CONFIG
 
 pages = Blueprint("recordings", __name__)
 api = Blueprint("recordings_api", __name__, url_prefix="/api/v1")
@@ -238,9 +240,18 @@ def api_download(recording_id: uuid.UUID) -> Response:
         request_context(),
     )
 
-    response = Response(
-        stream_with_context(opened.stream(0, opened.size)), mimetype=opened.content_type
+    caller, zone, request_details = subject(), runtime.settings.zone, request_context()
+
+    def recheck() -> None:
+        with runtime.sessions() as session:
+            media.recheck_download(
+                session, caller, recording_id, runtime.clock(), zone, request_details
+            )
+
+    body = media.rechecked(
+        opened.stream(0, opened.size), recheck, float(current_app.config[RECHECK_CONFIG])
     )
+    response = Response(stream_with_context(body), mimetype=opened.content_type)
     response.headers["Content-Length"] = str(opened.size)
     response.headers["Cache-Control"] = "no-store"
     filename = (

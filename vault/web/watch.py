@@ -14,7 +14,6 @@ everything before the offset of a non-seekable body).
 from __future__ import annotations
 
 import logging
-import time
 import uuid
 from collections.abc import Callable, Iterator
 from datetime import datetime, timedelta
@@ -227,14 +226,14 @@ def _body(
     response with unverified or unauthorised bytes in it.
     """
     sent = 0
-    next_check = time.monotonic() + recheck_seconds
+
+    def check() -> None:
+        with sessions() as session:
+            recheck(session)
+        streaming.record_sent(sessions, range_id, sent, clock(), finished=False)
+
     try:
-        for piece in opened.stream(plan.first, plan.end):
-            if time.monotonic() >= next_check:
-                with sessions() as session:
-                    recheck(session)
-                streaming.record_sent(sessions, range_id, sent, clock(), finished=False)
-                next_check = time.monotonic() + recheck_seconds
+        for piece in media.rechecked(opened.stream(plan.first, plan.end), check, recheck_seconds):
             yield piece
             sent += len(piece)
     finally:
