@@ -736,3 +736,35 @@ def test_nobody_changes_their_own_roles(app: Flask, runtime: Runtime, admin: Per
     assert response.status_code == 403
     with runtime.sessions() as session:
         assert session.get(User, own_id).roles == {"admin"}  # type: ignore[union-attr]
+
+
+def test_a_password_change_revokes_every_api_token(app: Flask, teacher: Person) -> None:
+    browser = app.test_client()
+    sign_in(browser, teacher)
+    token = create_token_through_the_page(browser)
+    api = app.test_client()
+    assert api.get("/api/v1/me", headers=bearer(token)).status_code == 200
+    new_password = "a much longer new passphrase"
+    changed = browser.post(
+        "/account/password",
+        data={
+            "csrf_token": csrf_token_from(browser, "/account"),
+            "current_password": PASSWORD,
+            "new_password": new_password,
+            "new_password_repeat": new_password,
+        },
+    )
+    assert changed.status_code == 302
+    assert api.get("/api/v1/me", headers=bearer(token)).status_code == 401
+
+
+def test_a_token_cannot_mint_tokens(app: Flask, runtime: Runtime, teacher: Person) -> None:
+    browser = app.test_client()
+    sign_in(browser, teacher)
+    token = create_token_through_the_page(browser)
+    minted = app.test_client().post(
+        "/account/tokens", data={"name": "renewal", "days": "365"}, headers=bearer(token)
+    )
+    assert minted.status_code == 403
+    with runtime.sessions() as session:
+        assert len(session.scalars(select(ApiToken)).all()) == 1

@@ -336,8 +336,10 @@ def change_password(
 def _set_password(session: Session, actor: Actor, user: User, new: str, now: datetime) -> None:
     user.password_hash = hash_password(new)
     user.password_changed_at = now
-    # A changed password ends every session: a thief's stolen cookie dies with the old password.
+    # A changed password ends every session and every API token: a thief's stolen cookie or
+    # token dies with the old password.
     end_all_sessions(session, user.id, "password_changed", now)
+    revoke_all_tokens(session, user.id, now)
     audit.record(
         session,
         audit.Event(

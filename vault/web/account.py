@@ -11,7 +11,7 @@ from flask_login import logout_user
 from werkzeug.wrappers import Response as BaseResponse
 
 from vault.services import accounts
-from vault.services.errors import ValidationFailed
+from vault.services.errors import N_, PermissionDenied, ValidationFailed
 from vault.web import context
 from vault.web.auth import account_secrets, actor, current_principal, now
 
@@ -77,6 +77,9 @@ def change_password() -> BaseResponse:
 
 @blueprint.post("/tokens")
 def create_token() -> Response:
+    if current_principal().via_token:
+        # A token must not mint tokens: a leaked one would otherwise renew itself forever.
+        raise PermissionDenied(N_("API tokens are created from a signed-in browser session."))
     db = context.db_session()
     user = accounts.get_user(db, current_principal().id)
     secrets_ = account_secrets()
