@@ -6,12 +6,15 @@ import dataclasses
 
 from flask import Flask
 from flask.testing import FlaskClient
+from sqlalchemy import select
 from werkzeug.test import TestResponse
 
-from tests.people import Person, add_person
+from tests.people import Person, add_person, sign_in
 from tests.routes import every_route
+from tests.streaming_support import browser, make_school, user_id
 from tests.webclient import CSRF_META, csrf_token_from
 from vault.app import create_app
+from vault.models import AuditEvent
 from vault.services.runtime import Runtime
 from vault.settings import Settings
 from vault.web.security import PUBLIC_ENDPOINTS
@@ -149,3 +152,56 @@ def test_a_state_change_from_another_site_is_refused_even_with_a_token(
     )
     assert cross_site.status_code == 400
     assert client.get("/account", headers={"X-Forwarded-Proto": "https"}).status_code == 200
+
+
+# -- every refusal leaves an audit event --------------------------------------------------------
+
+
+def denials_of(runtime: Runtime, reason: str) -> list[AuditEvent]:
+    with runtime.sessions() as session:
+        return [
+            event
+            for event in session.scalars(
+                select(AuditEvent).where(AuditEvent.action == "access:denied")
+            )
+            if event.details.get("reason") == reason
+        ]
+
+
+def test_a_role_refusal_is_audited(app: Flask, runtime: Runtime) -> None:
+    teacher = add_person(runtime, "skolotaja", "teacher")
+    client = app.test_client()
+    sign_in(client, teacher)
+    assert client.get("/admin/users").status_code == 403
+    (event,) = denials_of(runtime, "role")
+    assert event.details["endpoint"] == "admin.users"
+    assert event.actor_id == user_id(runtime, "skolotaja")
+
+
+def test_a_csrf_failure_of_a_signed_in_person_is_audited(app: Flask, runtime: Runtime) -> None:
+    teacher = add_person(runtime, "skolotaja", "teacher")
+    client = app.test_client()
+    sign_in(client, teacher)
+    assert client.post("/logout", data={}).status_code == 400
+    (event,) = denials_of(runtime, "csrf")
+    assert event.details["endpoint"] == "auth.logout"
+    assert event.actor_id == user_id(runtime, "skolotaja")
+
+
+def test_reading_another_persons_certificate_is_refused_and_audited(
+    app: Flask, runtime: Runtime
+) -> None:
+    school = make_school(runtime)
+    owner = browser(app, school.teacher)
+    assert (
+        owner.client.delete(
+            f"/api/v1/recordings/{school.recording_id}", headers=owner.csrf
+        ).status_code
+        == 204
+    )
+    (summary,) = owner.client.get("/api/v1/certificates").get_json()["certificates"]
+    other = browser(app, school.other)
+    assert other.client.get(f"/api/v1/certificates/{summary['id']}").status_code == 403
+    (event,) = denials_of(runtime, "not_permitted")
+    assert event.object_id == summary["id"]
+    assert event.actor_id == user_id(runtime, school.other.username)

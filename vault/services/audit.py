@@ -98,6 +98,31 @@ class Event:
 MAX_USER_AGENT_LENGTH = 512
 
 
+def denied(
+    session: Session,
+    actor_id: uuid.UUID | None,
+    reason: str,
+    details: dict[str, Any],
+    context: RequestContext | None,
+    *,
+    object_id: str | None = None,
+) -> None:
+    """Record a refusal that no use case judged (a role check, a CSRF failure) and commit it
+    at once: the request is about to fail, and its refusal must not roll back with it."""
+    record(
+        session,
+        Event(
+            AuditAction.ACCESS_DENIED,
+            outcome=Outcome.DENIED,
+            actor_id=actor_id,
+            object_id=object_id,
+            details={"reason": reason, **details},
+            context=context,
+        ),
+    )
+    session.commit()
+
+
 def record(session: Session, event: Event) -> AuditEvent:
     row = AuditEvent(
         action=event.action.value,

@@ -6,6 +6,7 @@ deliberate, reviewable edit of ``PUBLIC_ENDPOINTS``.
 
 from __future__ import annotations
 
+import uuid
 from collections.abc import Callable
 from functools import wraps
 from typing import ParamSpec, TypeVar
@@ -16,8 +17,10 @@ from flask_login import current_user
 from flask_wtf.csrf import CSRFError
 from werkzeug.wrappers import Response as BaseResponse
 
+from vault.services import audit
 from vault.services.errors import PermissionDenied
 from vault.web import context
+from vault.web.auth import request_context
 from vault.web.errors import error_response, wants_problem_json
 
 PUBLIC_ENDPOINTS: frozenset[str] = frozenset(
@@ -91,9 +94,27 @@ def require_csrf_token() -> None:
         return
     if current_user.is_authenticated and current_user.via_token:
         return
-    if _from_another_site():
-        raise CSRFError("The request came from another site.")
-    current_app.extensions["csrf"].protect()
+    try:
+        if _from_another_site():
+            raise CSRFError("The request came from another site.")
+        current_app.extensions["csrf"].protect()
+    except CSRFError:
+        if current_user.is_authenticated:
+            # A forged request riding a signed-in person's cookie: worth the auditor's eyes.
+            audit_denial("csrf", current_user.id)
+        raise
+
+
+def audit_denial(reason: str, actor_id: uuid.UUID | None, object_id: str | None = None) -> None:
+    """An access:denied event for a refusal made here in the web layer."""
+    audit.denied(
+        context.db_session(),
+        actor_id,
+        reason,
+        {"endpoint": request.endpoint, "method": request.method},
+        request_context(),
+        object_id=object_id,
+    )
 
 
 def _from_another_site() -> bool:
@@ -125,6 +146,7 @@ def require_roles(*roles: str) -> Callable[[Callable[P, R]], Callable[P, R]]:
         @wraps(view)
         def guarded(*args: P.args, **kwargs: P.kwargs) -> R:
             if not (current_user.is_authenticated and current_user.has_role(*roles)):
+                audit_denial("role", current_user.id if current_user.is_authenticated else None)
                 raise PermissionDenied()
             return view(*args, **kwargs)
 
