@@ -439,15 +439,24 @@ def test_an_invitation_link_works_once_through_real_smtp(
     } <= set(actions)
 
 
+def mailed_link(mailbox: tuple[Mailbox, int], index: int = -1) -> str:
+    """The path of the set-up link in a message the test's SMTP server received."""
+    body = mailbox[0].messages[index].get_payload(decode=True)
+    assert isinstance(body, bytes)
+    match = LINK.search(body.decode())
+    assert match
+    return "/account/setup/" + match.group(0).split("/account/setup/")[1].rstrip(".")
+
+
 def test_an_invited_director_enrols_totp_through_the_link(
-    app: Flask, runtime: Runtime, admin: Person
+    mail_app: Flask, runtime: Runtime, admin: Person, mailbox: tuple[Mailbox, int]
 ) -> None:
+    app = mail_app
     operator = app.test_client()
     assert sign_in(operator, admin).status_code == 302
     page = invite(operator, "jaunadir", "director")
-    match = re.search(r"/account/setup/[^<\s\"]+", page)
-    assert match, "without SMTP the admin sees the link"
-    path = match.group(0)
+    assert "/account/setup/" not in page, "a director's link goes to the director alone"
+    path = mailed_link(mailbox)
     newcomer = app.test_client()
     form = newcomer.get(path).get_data(as_text=True)
     assert 'src="data:image/svg+xml' in form
@@ -768,3 +777,219 @@ def test_a_token_cannot_mint_tokens(app: Flask, runtime: Runtime, teacher: Perso
     assert minted.status_code == 403
     with runtime.sessions() as session:
         assert len(session.scalars(select(ApiToken)).all()) == 1
+
+
+# -- the admin never becomes a privileged person ----------------------------------------------
+
+
+def link_in(page: str) -> str | None:
+    match = re.search(r"/account/setup/[^<\s\"]+", page)
+    return match.group(0) if match else None
+
+
+def login_sessions_of(runtime: Runtime, username: str) -> int:
+    with runtime.sessions() as session:
+        user = accounts.find_user(session, username)
+        assert user is not None
+        return len(
+            session.scalars(select(LoginSession).where(LoginSession.user_id == user.id)).all()
+        )
+
+
+def test_the_admin_never_sees_a_link_for_a_privileged_account(
+    app: Flask, runtime: Runtime, admin: Person, director: Person, teacher: Person
+) -> None:
+    operator = app.test_client()
+    sign_in(operator, admin)
+    token = csrf_token_from(operator, "/admin/users")
+    invited = operator.post(
+        "/admin/users",
+        data={
+            "csrf_token": token,
+            "username": "jaunadir",
+            "full_name": "Jauna Direktore",
+            "email": "jaunadir@school.example.lv",
+            "roles": ["director"],
+        },
+    )
+    assert invited.status_code == 422 and link_in(invited.get_data(as_text=True)) is None
+    with runtime.sessions() as session:
+        assert accounts.find_user(session, "jaunadir") is None
+    ids = {}
+    with runtime.sessions() as session:
+        for person in (director, teacher):
+            found = accounts.find_user(session, person.username)
+            assert found is not None
+            ids[person.username] = found.id
+    refused = operator.post(
+        f"/admin/users/{ids['direktore']}/reset-link", data={"csrf_token": token}
+    )
+    assert refused.status_code == 409 and link_in(refused.get_data(as_text=True)) is None
+    # An unprivileged account's link is still handed to the admin when no e-mail is set up.
+    shown = operator.post(
+        f"/admin/users/{ids[teacher.username]}/reset-link", data={"csrf_token": token}
+    )
+    assert shown.status_code == 200 and link_in(shown.get_data(as_text=True)) is not None
+
+
+def test_the_admin_cannot_reach_a_director_session(
+    mail_app: Flask, runtime: Runtime, admin: Person, director: Person, mailbox: tuple[Mailbox, int]
+) -> None:
+    """Every admin act in sequence: a reset link (intercepted from the mail), the director
+    role taken away and a reset again, a token. None opens a director session."""
+    operator = mail_app.test_client()
+    sign_in(operator, admin)
+    token = csrf_token_from(operator, "/admin/users")
+    with runtime.sessions() as session:
+        found = accounts.find_user(session, director.username)
+        assert found is not None
+        director_id = found.id
+    sessions_before = login_sessions_of(runtime, director.username)
+
+    # 1. A reset link, read from the director's mailbox by someone who has it.
+    page = operator.post(f"/admin/users/{director_id}/reset-link", data={"csrf_token": token})
+    assert page.status_code == 200 and link_in(page.get_data(as_text=True)) is None
+    path = mailed_link(mailbox)
+    intruder = mail_app.test_client()
+    form = intruder.get(path).get_data(as_text=True)
+    assert 'src="data:image/svg+xml' not in form, "no new authenticator is offered"
+    chosen = "the intruder's long passphrase"
+    for guess in ("000000", "12345-67890", ""):
+        taken = intruder.post(
+            path,
+            data={
+                "csrf_token": csrf_token_from(intruder, path),
+                "password": chosen,
+                "password_repeat": chosen,
+                "current_code": guess,
+                "totp": "000000",
+            },
+        )
+        assert taken.status_code == 422
+    assert sign_in(mail_app.test_client(), director).status_code == 302  # the old password
+    assert sign_in(mail_app.test_client(), director, password=chosen).status_code == 401
+
+    # 2. The director role taken away, then a reset: the second factor still stands.
+    operator.post(
+        f"/admin/users/{director_id}/roles", data={"csrf_token": token, "roles": ["staff"]}
+    )
+    again = operator.post(f"/admin/users/{director_id}/reset-link", data={"csrf_token": token})
+    assert link_in(again.get_data(as_text=True)) is None
+    form = mail_app.test_client().get(mailed_link(mailbox)).get_data(as_text=True)
+    assert 'name="current_code"' in form and 'src="data:image/svg+xml' not in form
+
+    # 3. A token for the director, through the account page's form: never someone else's.
+    operator.post("/account/tokens", data={"csrf_token": token, "name": "x", "days": "1"})
+    with runtime.sessions() as session:
+        owners = set(session.scalars(select(ApiToken.user_id)))
+    assert director_id not in owners
+    # The only director sessions are the director's own two sign-ins above.
+    assert login_sessions_of(runtime, director.username) == sessions_before + 1
+    events = audit_actions(runtime)
+    assert events.count("account:link_issued") == 2
+    assert events.count("account:link_rejected") >= 3
+
+
+def test_a_reset_with_the_current_code_keeps_the_authenticator(
+    mail_app: Flask, runtime: Runtime, admin: Person, director: Person, mailbox: tuple[Mailbox, int]
+) -> None:
+    operator = mail_app.test_client()
+    sign_in(operator, admin)
+    with runtime.sessions() as session:
+        found = accounts.find_user(session, director.username)
+        assert found is not None
+    operator.post(
+        f"/admin/users/{found.id}/reset-link",
+        data={"csrf_token": csrf_token_from(operator, "/admin/users")},
+    )
+    path = mailed_link(mailbox)
+    holder = mail_app.test_client()
+    chosen = "the director's new passphrase"
+    done = holder.post(
+        path,
+        data={
+            "csrf_token": csrf_token_from(holder, path),
+            "password": chosen,
+            "password_repeat": chosen,
+            "current_code": director.fresh_code(),
+        },
+    )
+    assert done.status_code == 200, done.get_data(as_text=True)
+    director.password = chosen
+    assert sign_in(mail_app.test_client(), director).status_code == 302  # same authenticator
+
+
+def test_the_auditor_approves_a_directors_second_factor_reset(
+    mail_app: Flask,
+    runtime: Runtime,
+    admin: Person,
+    director: Person,
+    teacher: Person,
+    mailbox: tuple[Mailbox, int],
+) -> None:
+    auditor = add_person(runtime, "dpo", "auditor", name="Māris Liepa")
+    for person, status in ((admin, 403), (teacher, 403), (director, 403)):
+        client = mail_app.test_client()
+        sign_in(client, person)
+        refused = client.post(
+            "/account/second-factor-resets",
+            data={"csrf_token": csrf_token_from(client, "/account"), "username": "direktore"},
+        )
+        assert refused.status_code == status, person.username
+    assert mailbox[0].messages == []
+
+    approver = mail_app.test_client()
+    sign_in(approver, auditor)
+    page = approver.post(
+        "/account/second-factor-resets",
+        data={"csrf_token": csrf_token_from(approver, "/account"), "username": "direktore"},
+        follow_redirects=True,
+    )
+    assert page.status_code == 200 and link_in(page.get_data(as_text=True)) is None
+    (message,) = mailbox[0].messages
+    assert message["To"] == "direktore@school.example.lv"
+    path = mailed_link(mailbox)
+    holder = mail_app.test_client()
+    form = holder.get(path).get_data(as_text=True)
+    secret_match = re.search(r"<code>([A-Z2-7]{32})</code>", form)
+    assert secret_match and 'name="password_repeat"' not in form
+    new_secret = secret_match.group(1)
+    wrong = holder.post(
+        path,
+        data={
+            "csrf_token": csrf_token_from(holder, path),
+            "password": "not the password at all",
+            "totp": pyotp.TOTP(new_secret).at(runtime.clock()),
+        },
+    )
+    assert wrong.status_code == 422
+    done = holder.post(
+        path,
+        data={
+            "csrf_token": csrf_token_from(holder, path),
+            "password": PASSWORD,
+            "totp": pyotp.TOTP(new_secret).at(runtime.clock()),
+        },
+    )
+    assert done.status_code == 200, done.get_data(as_text=True)
+    old = dataclasses.replace(director, next_step_offset=1)
+    assert sign_in(mail_app.test_client(), old).status_code == 401
+    renewed = dataclasses.replace(director, totp_secret=new_secret, next_step_offset=1)
+    assert sign_in(mail_app.test_client(), renewed).status_code == 302
+    assert "account:second_factor_reset_approved" in audit_actions(runtime)
+
+
+def test_the_console_replaces_a_lost_authenticator_and_says_so(
+    runtime: Runtime, recvault: Console, director: Person, app: Flask
+) -> None:
+    signed_in = app.test_client()
+    sign_in(signed_in, director)
+    result = recvault("user", "reset-second-factor", "direktore")
+    assert result.exit_code == 0, result.output
+    match = re.search(r"totp secret: ([A-Z2-7]{32})", result.output)
+    assert match and "tell them in person" in result.output
+    assert not is_signed_in(signed_in)
+    renewed = dataclasses.replace(director, totp_secret=match.group(1), next_step_offset=1)
+    assert sign_in(app.test_client(), renewed).status_code == 302
+    assert "account:second_factor_reset_at_console" in audit_actions(runtime)
+    assert recvault("user", "reset-second-factor", "nobody").exit_code != 0

@@ -18,6 +18,7 @@ from vault.services import accounts, audit
 from vault.services.accounts import OPERATOR, Role
 from vault.services.audit import AuditAction
 from vault.services.errors import N_, Conflict, NotFound
+from vault.services.mail import Mailer, MailNotSent
 from vault.services.runtime import Runtime
 
 
@@ -39,6 +40,61 @@ def _user(session: Session, username: str) -> User:
     if user is None:
         raise NotFound(N_("No such account."))
     return user
+
+
+@dataclass(frozen=True)
+class ReplacedSecondFactor:
+    totp_secret: str
+    recovery_codes: tuple[str, ...]
+    announced_to: str | None
+
+
+# Bilingual: the console has no language of its own, and the holder must understand it.
+SECOND_FACTOR_RESET_NOTICE = (
+    "Jūsu Recording Vault konta otrais faktors tika atiestatīts servera konsolē ({at} UTC). "
+    "Ja to nelūdzāt, nekavējoties ziņojiet datu aizsardzības speciālistam.\n\n"
+    "The second factor of your Recording Vault account was reset at the server console "
+    "({at} UTC). If you did not ask for this, tell the data-protection officer at once.\n"
+)
+
+
+def reset_second_factor(runtime: Runtime, username: str, now: datetime) -> ReplacedSecondFactor:
+    """`recvault user reset-second-factor`: a lost authenticator, replaced at the console.
+
+    The password stays, so the operator who sees the new seed still cannot sign in as the
+    holder. Every session and token of the account ends, the act is audited, and the holder
+    is told by e-mail where e-mail is configured.
+    """
+    with runtime.sessions() as session, session.begin():
+        user = _user(session, username)
+        if not user.totp_enabled:
+            raise Conflict(N_("This account has no second factor to reset."))
+        secret, codes = accounts.enrol_totp_directly(
+            session, runtime.keyring, _secrets(runtime), user, now
+        )
+        accounts.end_all_sessions(session, user.id, "second_factor_replaced", now)
+        accounts.revoke_all_tokens(session, user.id, now)
+        audit.record(
+            session,
+            audit.Event(
+                AuditAction.ACCOUNT_SECOND_FACTOR_RESET_AT_CONSOLE,
+                object_id=str(user.id),
+                details={"via": OPERATOR.via},
+            ),
+        )
+        email = user.email
+    announced = None
+    settings = runtime.settings
+    if settings.smtp_url and email:
+        notice = SECOND_FACTOR_RESET_NOTICE.format(at=now.strftime("%Y-%m-%d %H:%M"))
+        try:
+            Mailer(settings.smtp_url, settings.mail_from or "recording-vault@localhost").send(
+                email, "Recording Vault: otrais faktors atiestatīts / second factor reset", notice
+            )
+            announced = email
+        except MailNotSent:
+            announced = None
+    return ReplacedSecondFactor(secret, tuple(codes), announced)
 
 
 def add_account(

@@ -43,6 +43,8 @@ class AuditAction(StrEnum):
     ACCOUNT_LINK_ISSUED = "account:link_issued"
     ACCOUNT_LINK_REDEEMED = "account:link_redeemed"
     ACCOUNT_LINK_REJECTED = "account:link_rejected"
+    ACCOUNT_SECOND_FACTOR_RESET_APPROVED = "account:second_factor_reset_approved"
+    ACCOUNT_SECOND_FACTOR_RESET_AT_CONSOLE = "account:second_factor_reset_at_console"
     TOKEN_CREATED = "token:created"
     TOKEN_REVOKED = "token:revoked"
     ACCESS_DENIED = "access:denied"

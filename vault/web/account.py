@@ -11,9 +11,19 @@ from flask_login import logout_user
 from werkzeug.wrappers import Response as BaseResponse
 
 from vault.services import accounts
-from vault.services.errors import N_, PermissionDenied, ValidationFailed
+from vault.services.accounts import LinkPurpose, Role
+from vault.services.errors import N_, Conflict, NotFound, PermissionDenied, ValidationFailed
 from vault.web import context
-from vault.web.auth import account_secrets, actor, current_principal, now
+from vault.web.auth import (
+    account_secrets,
+    actor,
+    current_principal,
+    link_url,
+    mail_reaches,
+    now,
+    send_link,
+)
+from vault.web.security import require_roles
 
 blueprint = Blueprint("account", __name__, url_prefix="/account")
 
@@ -29,6 +39,7 @@ def _render(status: int = 200, **extra: object) -> Response:
         user=user,
         tokens=accounts.list_tokens(db, principal.id),
         needs_totp=accounts.requires_totp(user.roles),
+        approves_second_factors="director" in user.roles or "auditor" in user.roles,
         now=now(),
         default_token_days=DEFAULT_TOKEN_DAYS,
         errors=extra.pop("errors", {}),
@@ -109,6 +120,25 @@ def create_token() -> Response:
         return _render(422, errors=_translated(exc))
     db.commit()
     return _render(201, new_token=issued.token, new_token_name=issued.record.name)
+
+
+@blueprint.post("/second-factor-resets")
+@require_roles(Role.DIRECTOR, Role.AUDITOR)
+def approve_second_factor_reset() -> BaseResponse:
+    """The auditor approves a director's lost second factor, or the director an auditor's:
+    the link goes to the holder's e-mail only, never to the approver's screen."""
+    db = context.db_session()
+    approver = accounts.get_user(db, current_principal().id)
+    holder = accounts.find_user(db, request.form.get("username", ""))
+    if holder is None:
+        raise NotFound()
+    if not mail_reaches(holder):
+        raise Conflict(accounts.PRIVILEGED_LINKS_BY_MAIL)
+    link = accounts.approve_second_factor_reset(db, actor(), approver, holder, now())
+    db.commit()
+    if send_link(holder, link_url(link.id, LinkPurpose.SECOND_FACTOR), LinkPurpose.SECOND_FACTOR):
+        flash(gettext("The link was sent to the account holder by e-mail."), "success")
+    return redirect(url_for("account.overview"))
 
 
 @blueprint.post("/tokens/<uuid:token_id>/revoke")

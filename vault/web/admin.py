@@ -13,13 +13,12 @@ from flask import Blueprint, Response, flash, redirect, render_template, request
 from flask_babel import gettext
 from werkzeug.wrappers import Response as BaseResponse
 
-from vault.models import User
+from vault.models import AccountLink, User
 from vault.services import accounts, calendar
 from vault.services.accounts import LinkPurpose, Role
 from vault.services.errors import Conflict, ValidationFailed
-from vault.services.mail import Mailer, MailNotSent
 from vault.web import context
-from vault.web.auth import actor, link_url, now
+from vault.web.auth import actor, link_url, mail_reaches, now, send_link
 from vault.web.security import require_roles
 
 blueprint = Blueprint("admin", __name__, url_prefix="/admin")
@@ -53,27 +52,17 @@ def _render_user(user: User, status: int = 200, **extra: object) -> Response:
     return response
 
 
-def _deliver(user: User, url: str, purpose: LinkPurpose) -> bool:
-    """E-mail the link if mail is configured; False means the admin must hand it over."""
-    settings = context.settings()
-    if not (settings.smtp_url and user.email):
-        return False
-    if purpose is LinkPurpose.INVITATION:
-        subject = gettext("Your Recording Vault account")
-        body = gettext(
-            "An account was created for you. Set your password within 48 hours: %(url)s", url=url
-        )
-    else:
-        subject = gettext("Reset your Recording Vault password")
-        body = gettext("Set a new password within 48 hours: %(url)s", url=url)
-    try:
-        Mailer(settings.smtp_url, settings.mail_from or "recording-vault@localhost").send(
-            user.email, subject, body
-        )
-    except MailNotSent as exc:
-        flash(gettext(exc.message), "error")
-        return False
-    return True
+def _hand_over(user: User, link: AccountLink, status: int) -> Response:
+    """E-mail the link to its holder; show it to the admin only for an unprivileged account
+    when no e-mail can reach the holder (never for one whose holder could be impersonated)."""
+    purpose = LinkPurpose(link.purpose)
+    url = link_url(link.id, purpose)
+    if mail_reaches(user) and send_link(user, url, purpose):
+        flash(gettext("The link was sent to the account holder by e-mail."), "success")
+        return _render_user(user, status)
+    if accounts.is_privileged(user):
+        return _render_user(user, status)
+    return _render_user(user, status, link=url)
 
 
 def _translated(exc: ValidationFailed) -> dict[str, list[str]]:
@@ -101,16 +90,14 @@ def invite() -> Response:
             roles=form.getlist("roles"),
             password=None,
         )
+        if accounts.is_privileged(user) and not mail_reaches(user):
+            raise ValidationFailed({"email": [accounts.PRIVILEGED_LINKS_BY_MAIL]})
         link = accounts.create_link(db, actor(), user, LinkPurpose.INVITATION, now())
     except ValidationFailed as exc:
         db.rollback()
         return _render_users(422, errors=_translated(exc), form=form)
     db.commit()
-    url = link_url(link.id, LinkPurpose.INVITATION)
-    if _deliver(user, url, LinkPurpose.INVITATION):
-        flash(gettext("The invitation was sent by e-mail."), "success")
-        return _render_user(user, 201)
-    return _render_user(user, 201, link=url)
+    return _hand_over(user, link, 201)
 
 
 @blueprint.get("/users/<uuid:user_id>")
@@ -170,13 +157,11 @@ def _set_disabled(user_id: uuid.UUID, *, disabled: bool) -> BaseResponse:
 def reset_link(user_id: uuid.UUID) -> Response:
     db = context.db_session()
     user = accounts.get_user(db, user_id)
+    if accounts.is_privileged(user) and not mail_reaches(user):
+        raise Conflict(accounts.PRIVILEGED_LINKS_BY_MAIL)
     link = accounts.create_link(db, actor(), user, LinkPurpose.RESET, now())
     db.commit()
-    url = link_url(link.id, LinkPurpose.RESET)
-    if _deliver(user, url, LinkPurpose.RESET):
-        flash(gettext("The reset link was sent by e-mail."), "success")
-        return _render_user(user)
-    return _render_user(user, link=url)
+    return _hand_over(user, link, 200)
 
 
 @blueprint.route("/calendar", methods=["GET", "POST"])

@@ -38,6 +38,7 @@ from vault.services import accounts
 from vault.services.accounts import LinkPurpose
 from vault.services.audit import RequestContext
 from vault.services.errors import ServiceError, ValidationFailed
+from vault.services.mail import Mailer, MailNotSent
 from vault.web import context
 
 blueprint = Blueprint("auth", __name__)
@@ -141,6 +142,43 @@ def link_url(link_id: uuid.UUID, purpose: LinkPurpose) -> str:
     return context.settings().base_url + url_for("auth.link_setup", token=token)
 
 
+def mail_reaches(user: User) -> bool:
+    return bool(context.settings().smtp_url and user.email)
+
+
+def send_link(user: User, url: str, purpose: LinkPurpose) -> bool:
+    """E-mail a link to its holder; False (with the reason flashed) if it could not go."""
+    settings = context.settings()
+    assert settings.smtp_url and user.email
+    if purpose is LinkPurpose.INVITATION:
+        subject = gettext("Your Recording Vault account")
+        body = gettext(
+            "An account was created for you. Set your password within 48 hours: %(url)s", url=url
+        )
+    elif purpose is LinkPurpose.SECOND_FACTOR:
+        subject = gettext("Set up a new second factor for Recording Vault")
+        body = gettext(
+            "A reset of your second factor was approved. Within 48 hours, open this link, "
+            "enter your password and set up your authenticator app again: %(url)s. If you did "
+            "not ask for this, tell your data-protection officer at once.",
+            url=url,
+        )
+    else:
+        subject = gettext("Reset your Recording Vault password")
+        body = gettext("Set a new password within 48 hours: %(url)s", url=url)
+    try:
+        Mailer(settings.smtp_url, settings.mail_from or "recording-vault@localhost").send(
+            user.email, subject, body
+        )
+    except MailNotSent as exc:
+        if accounts.is_privileged(user):
+            flash(gettext("The e-mail could not be sent, so no link was handed over."), "error")
+        else:
+            flash(gettext(exc.message), "error")
+        return False
+    return True
+
+
 def _link_id_from(token: str) -> uuid.UUID:
     max_age = int(accounts.LINK_LIFETIME.total_seconds())
     try:
@@ -222,7 +260,8 @@ def link_setup(token: str) -> BaseResponse | str | tuple[str, int]:
         ), 410
     errors: dict[str, list[str]] = {}
     if request.method == "POST":
-        if request.form.get("password", "") != request.form.get("password_repeat", ""):
+        repeated = request.form.get("password", "") == request.form.get("password_repeat", "")
+        if not (target.keeps_password or repeated):
             errors = {"password_repeat": [gettext("The passwords do not match.")]}
         else:
             try:
@@ -233,6 +272,7 @@ def link_setup(token: str) -> BaseResponse | str | tuple[str, int]:
                     link_id,
                     password=request.form.get("password", ""),
                     totp=request.form.get("totp", ""),
+                    current_code=request.form.get("current_code", ""),
                     context=request_context(),
                     now=now(),
                 )
