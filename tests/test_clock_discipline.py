@@ -20,6 +20,7 @@ REAL_CLOCK_CASES = {
     "tests/storage/test_local.py": "the local store judges temporary files by their mtime",
     "tests/storage/test_s3.py": "S3 dates multipart writes (Initiated) by the server's clock",
     "tests/test_deploy.py": "the scheduler's health check judges its status file by mtime",
+    "tests/test_keyring.py": "the orphan sweep judges master key files by their mtime",
     "tests/test_https_journey.py": "gunicorn, in another process, reads the machine's clock",
     "tests/test_fsck.py": "fsck compares the store's multipart dates",
     "tests/test_uploads.py": "left-over multipart writes are dated by the store",

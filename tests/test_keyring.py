@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import base64
 import dataclasses
+import os
 import subprocess
 import sys
 import uuid
@@ -13,9 +14,10 @@ from pathlib import Path
 import pytest
 from sqlalchemy import select
 
+from tests.clock import MachineClock
 from vault import crypto, schema
 from vault.app import build_runtime
-from vault.keyring import KeyringError, WrongKeysError, YearShredded
+from vault.keyring import ORPHAN_KEY_GRACE, KeyringError, WrongKeysError, YearShredded
 from vault.models import AuditEvent, MasterKeyVersion, SchoolYearKey, SealedSecret
 from vault.services import keys
 from vault.services.errors import KeysUnavailable
@@ -23,6 +25,8 @@ from vault.services.runtime import Runtime
 from vault.settings import Settings
 
 NOW = datetime(2026, 6, 1, 15, 0, tzinfo=UTC)
+# Master key files are dated by the machine's clock, and the orphan sweep reads them by it.
+machine_clock = MachineClock()
 SHREDDED = "2025-2026"
 KEPT = "2026-2027"
 
@@ -41,6 +45,40 @@ def open_data_key(runtime: Runtime, recording_id: uuid.UUID, year: str, wrapped:
 
 def key_files(settings: Settings) -> list[Path]:
     return sorted(settings.keys_dir.glob("master-*.key"))
+
+
+def newest_registered_file(runtime: Runtime) -> Path:
+    with runtime.sessions() as session:
+        current = runtime.keyring.current_version(session)
+        assert current is not None
+        return runtime.settings.keys_dir / f"master-{current.fingerprint}.key"
+
+
+def test_a_fresh_orphan_key_file_is_left_for_the_rotation_writing_it(runtime: Runtime) -> None:
+    """Without the grace period, a sweep could destroy the key of a rotation still running."""
+    runtime.keyring._provider.create()
+    keys.finish_master_rotation(runtime, NOW, force=False)
+    assert len(key_files(runtime.settings)) == 2
+
+
+def test_a_version_a_row_still_names_is_never_destroyed(runtime: Runtime) -> None:
+    """A key wrapped under the old version by a writer that raced the rotation is moved to
+    the current version before the old one is destroyed, and still opens."""
+    with runtime.sessions() as session, session.begin():
+        runtime.keyring.seal(session, "late-secret", b"s" * 32)
+        old = session.get(SealedSecret, "late-secret")
+        assert old is not None
+        stale = (old.master_version, old.wrapped)
+    with runtime.sessions() as session, session.begin():
+        runtime.keyring.rotate_master(session, NOW)
+    with runtime.sessions() as session, session.begin():
+        row = session.get(SealedSecret, "late-secret")
+        assert row is not None
+        row.master_version, row.wrapped = stale
+    keys.finish_master_rotation(runtime, NOW, force=False)
+    with runtime.sessions() as session:
+        assert runtime.keyring.unseal(session, "late-secret") == b"s" * 32
+        assert session.get(MasterKeyVersion, 1).destroyed_at is not None  # type: ignore[union-attr]
 
 
 def test_master_key_file_is_owner_only(runtime: Runtime) -> None:
@@ -96,14 +134,19 @@ def test_shred_is_idempotent(runtime: Runtime) -> None:
     assert versions == [1, 2]
 
 
+@pytest.mark.file_times
 def test_shred_resumes_after_a_crash_between_steps(runtime: Runtime) -> None:
     kept_id, kept_key, kept_wrapped = make_data_key(runtime, KEPT)
     with runtime.sessions() as session, session.begin():
         runtime.keyring.destroy_year_key(session, SHREDDED, NOW)
     # Crash here: the year key is gone, the master key not yet rotated.
-    # A crashed rotation may also have left a key file it never registered.
+    # A crashed rotation may also have left a key file it never registered, long enough ago
+    # that no running operation can still be about to register it.
     runtime.keyring._provider.create()
     assert len(key_files(runtime.settings)) == 2
+    (orphan,) = set(key_files(runtime.settings)) - {newest_registered_file(runtime)}
+    long_ago = machine_clock.timestamp() - ORPHAN_KEY_GRACE.total_seconds() - 60
+    os.utime(orphan, (long_ago, long_ago))
 
     outcome = keys.shred_year_key(runtime, SHREDDED, NOW)
 

@@ -15,6 +15,13 @@ year's key row, so a shred committed by one process takes effect in every other 
 its next open. Only master keys are cached, and a cached master key is used only while the
 database says its version is live.
 
+Every write to the hierarchy (a new year key, sealing, destroying a year key, rotating,
+destroying old versions) first takes the keyring lock, held until its transaction ends, and
+then reads the state afresh: a rotation can neither miss a year key created meanwhile nor
+sweep the key file of a rotation still running. On PostgreSQL the lock is a transaction-scoped
+advisory lock; on SQLite the database itself lets one writer at a time commit, and a writer
+whose snapshot went stale is refused rather than allowed to write over the change.
+
 This module does no commits: callers (the services) decide transaction boundaries, so each
 step is recorded in the audit log together with its effect.
 """
@@ -26,13 +33,14 @@ import binascii
 import hashlib
 import hmac
 import os
+import time
 import uuid
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Protocol
 
-from sqlalchemy import select
+from sqlalchemy import select, text
 from sqlalchemy.orm import Session
 
 from vault import crypto
@@ -41,6 +49,11 @@ from vault.models import MasterKeyVersion, SchoolYearKey, SealedSecret
 _FINGERPRINT_LABEL = b"recording-vault/master-key-fingerprint/v1"
 _KEY_FILE_PREFIX = "master-"
 _KEY_FILE_SUFFIX = ".key"
+# The advisory lock that serialises key-hierarchy writes ("rvkr" as a number).
+_KEYRING_LOCK_ID = 0x72766B72
+# A key file no version row names is swept only when it is older than this: long enough that
+# no running operation can still be about to register it.
+ORPHAN_KEY_GRACE = timedelta(hours=1)
 
 
 class KeyringError(Exception):
@@ -81,6 +94,10 @@ class MasterKeyProvider(Protocol):
 
     def destroy(self, key_fingerprint: str) -> bool:
         """Destroy the key with this fingerprint; True if it existed."""
+        ...
+
+    def older_than(self, key_fingerprint: str, age: timedelta) -> bool:
+        """Whether the key with this fingerprint was written more than ``age`` ago."""
         ...
 
 
@@ -128,6 +145,14 @@ class FileMasterKeys:
         _fsync_directory(self._directory)
         return key
 
+    def older_than(self, key_fingerprint: str, age: timedelta) -> bool:
+        # File times come from the machine's clock, so the comparison uses it too.
+        cutoff = time.time() - age.total_seconds()
+        return any(
+            fingerprint(self._read(path)) == key_fingerprint and path.stat().st_mtime < cutoff
+            for path in self._files()
+        )
+
     def destroy(self, key_fingerprint: str) -> bool:
         destroyed = False
         for path in self._files():
@@ -173,6 +198,9 @@ class EnvMasterKeys:
         )
 
     def destroy(self, key_fingerprint: str) -> bool:
+        return False
+
+    def older_than(self, key_fingerprint: str, age: timedelta) -> bool:
         return False
 
 
@@ -225,6 +253,14 @@ class Keyring:
     def can_manage_master_keys(self) -> bool:
         return self._provider.can_manage
 
+    # -- the lock ----------------------------------------------------------------------
+
+    @staticmethod
+    def _lock(session: Session) -> None:
+        """Hold the keyring lock until the session's transaction ends."""
+        if session.get_bind().dialect.name == "postgresql":
+            session.execute(text("SELECT pg_advisory_xact_lock(:id)"), {"id": _KEYRING_LOCK_ID})
+
     # -- master keys -------------------------------------------------------------------
 
     def _load_provider_keys(self) -> dict[str, bytes]:
@@ -232,7 +268,7 @@ class Keyring:
         return self._master_keys
 
     def _master_key(self, session: Session, version: int) -> bytes:
-        row = session.get(MasterKeyVersion, version)
+        row = session.get(MasterKeyVersion, version, populate_existing=True)
         if row is None or row.destroyed_at is not None:
             raise KeyringError(f"master key version {version} has been destroyed")
         key = self._master_keys.get(row.fingerprint) or self._load_provider_keys().get(
@@ -252,6 +288,7 @@ class Keyring:
             .where(MasterKeyVersion.retired_at.is_(None))
             .order_by(MasterKeyVersion.version.desc())
             .limit(1)
+            .execution_options(populate_existing=True)
         ).first()
 
     def initialise(self, session: Session) -> str | None:
@@ -260,6 +297,7 @@ class Keyring:
         Refuses to create a key when the database already references one: a missing key
         is a misconfiguration to fix, not a reason to start over and orphan every recording.
         """
+        self._lock(session)
         current = self.current_version(session)
         if current is not None:
             self._load_provider_keys()  # check the provider as it is now, not a cached copy
@@ -291,7 +329,11 @@ class Keyring:
     # -- school-year keys and data keys ------------------------------------------------
 
     def _year_key(self, session: Session, school_year: str, *, create: bool) -> bytes:
-        row = session.get(SchoolYearKey, school_year)
+        row = session.get(SchoolYearKey, school_year, populate_existing=True)
+        if row is None and create:
+            self._lock(session)
+            # Another process may have made it while this one waited for the lock.
+            row = session.get(SchoolYearKey, school_year, populate_existing=True)
         if row is None and create:
             version, master = self._current_master(session)
             key = crypto.new_key()
@@ -333,9 +375,10 @@ class Keyring:
     # -- sealed secrets ----------------------------------------------------------------
 
     def seal(self, session: Session, name: str, secret: bytes) -> None:
+        self._lock(session)
         version, master = self._current_master(session)
         wrapped = crypto.wrap_key(master, secret, _sealed_context(name))
-        row = session.get(SealedSecret, name)
+        row = session.get(SealedSecret, name, populate_existing=True)
         if row is None:
             session.add(SealedSecret(name=name, master_version=version, wrapped=wrapped))
         else:
@@ -344,14 +387,15 @@ class Keyring:
         session.flush()
 
     def unseal(self, session: Session, name: str) -> bytes | None:
-        row = session.get(SealedSecret, name)
+        row = session.get(SealedSecret, name, populate_existing=True)
         if row is None:
             return None
         master = self._master_key(session, row.master_version)
         return crypto.unwrap_key(master, row.wrapped, _sealed_context(name))
 
     def forget(self, session: Session, name: str) -> None:
-        row = session.get(SealedSecret, name)
+        self._lock(session)
+        row = session.get(SealedSecret, name, populate_existing=True)
         if row is not None:
             session.delete(row)
             session.flush()
@@ -364,7 +408,8 @@ class Keyring:
         Every live master version is marked for retirement in the same transaction, so a
         crash before the rotation still leaves the rotation due.
         """
-        row = session.get(SchoolYearKey, school_year)
+        self._lock(session)
+        row = session.get(SchoolYearKey, school_year, populate_existing=True)
         if row is not None and row.wrapped_key is None:
             return False
         if row is None:
@@ -391,6 +436,7 @@ class Keyring:
         With a file provider the app writes the new key itself. With VAULT_MASTER_KEY the
         operator supplies it (new key in VAULT_MASTER_KEY, old in VAULT_MASTER_KEY_PREVIOUS).
         """
+        self._lock(session)
         current = self.current_version(session)
         if current is None:
             raise KeyringError("no master key; run `recvault init`")
@@ -410,21 +456,7 @@ class Keyring:
         )
         session.add(new_version)
         session.flush()
-        for year in session.scalars(
-            select(SchoolYearKey).where(SchoolYearKey.wrapped_key.is_not(None))
-        ):
-            assert year.wrapped_key is not None
-            context = _year_context(year.school_year)
-            old_master = self._master_key(session, year.master_version)
-            key = crypto.unwrap_key(old_master, year.wrapped_key, context)
-            year.wrapped_key = crypto.wrap_key(new_key, key, context)
-            year.master_version = new_version.version
-        for secret in session.scalars(select(SealedSecret)):
-            context = _sealed_context(secret.name)
-            old_master = self._master_key(session, secret.master_version)
-            value = crypto.unwrap_key(old_master, secret.wrapped, context)
-            secret.wrapped = crypto.wrap_key(new_key, value, context)
-            secret.master_version = new_version.version
+        self._rewrap(session, new_version.version, new_key, below=new_version.version)
         retired = []
         for old in session.scalars(
             select(MasterKeyVersion).where(
@@ -437,6 +469,32 @@ class Keyring:
             retired.append(old.version)
         session.flush()
         return Rotation(retired_versions=tuple(retired), new_version=new_version.version)
+
+    def _rewrap(self, session: Session, version: int, key: bytes, *, below: int) -> None:
+        """Wrap every live year key and sealed secret still under a version before ``below``
+        under ``version`` (whose key is ``key``)."""
+        for year in session.scalars(
+            select(SchoolYearKey)
+            .where(SchoolYearKey.wrapped_key.is_not(None), SchoolYearKey.master_version < below)
+            .execution_options(populate_existing=True)
+        ):
+            assert year.wrapped_key is not None
+            context = _year_context(year.school_year)
+            old_master = self._master_key(session, year.master_version)
+            unwrapped = crypto.unwrap_key(old_master, year.wrapped_key, context)
+            year.wrapped_key = crypto.wrap_key(key, unwrapped, context)
+            year.master_version = version
+        for secret in session.scalars(
+            select(SealedSecret)
+            .where(SealedSecret.master_version < below)
+            .execution_options(populate_existing=True)
+        ):
+            context = _sealed_context(secret.name)
+            old_master = self._master_key(session, secret.master_version)
+            value = crypto.unwrap_key(old_master, secret.wrapped, context)
+            secret.wrapped = crypto.wrap_key(key, value, context)
+            secret.master_version = version
+        session.flush()
 
     def retired_undestroyed_versions(self, session: Session) -> list[int]:
         return list(
@@ -455,7 +513,11 @@ class Keyring:
         rotation wrote but never registered. An environment-held key counts as destroyed
         once the operator has removed it (VAULT_MASTER_KEY_PREVIOUS unset).
         """
-        current_version, _ = self._current_master(session)  # proves this is the right keys dir
+        self._lock(session)
+        current_version, current_key = self._current_master(session)  # the right keys dir
+        # Never destroy a version a row still names (a key wrapped under it by a writer that
+        # raced a rotation before the lock existed): move such rows to the current version.
+        self._rewrap(session, current_version, current_key, below=current_version)
         live = {
             row.fingerprint
             for row in session.scalars(
@@ -477,7 +539,10 @@ class Keyring:
         if self._provider.can_manage:
             registered = set(session.scalars(select(MasterKeyVersion.fingerprint)))
             for orphan in available - registered - live:
-                self._provider.destroy(orphan)
+                # A rotation that crashed left it; one still running holds the lock, and
+                # the grace period covers a writer on SQLite, which has no such lock.
+                if self._provider.older_than(orphan, ORPHAN_KEY_GRACE):
+                    self._provider.destroy(orphan)
         session.flush()
         assert current_version not in pending
         return pending
