@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+
 import pytest
 from flask import Flask
 from flask.testing import FlaskClient
@@ -11,7 +13,7 @@ from storage_backends.base import ObjectNotFound
 from tests.people import Person, add_person, sign_in
 from tests.recording_support import keep_year_open, register, sample_media, store_plaintext
 from tests.webclient import csrf_token_from
-from vault.models import AuditEvent, Recording
+from vault.models import AuditEvent, AuditEventContext, Recording
 from vault.services import account_admin
 from vault.services.runtime import Runtime
 
@@ -113,3 +115,31 @@ def test_the_auditor_acts_from_the_recording_page(
     assert done.status_code == 302
     with runtime.sessions() as session:
         assert session.get(Recording, recording_id).status == "restricted"  # type: ignore[union-attr]
+
+
+def test_the_request_text_is_kept_apart_from_the_audit_event_and_erasable(
+    client: FlaskClient, runtime: Runtime, teacher: Person, auditor: Person
+) -> None:
+    """A request names people ("Jānis Ozols, 7.a, asks ..."); the audit event never holds it."""
+    recording_id = register(runtime, teacher.username)
+    store_plaintext(runtime, recording_id, sample_media(5_000))
+    text = "Jāņa Ozola (7.a) vecāku pieprasījums 12/2026"
+    response = client.post(
+        f"/api/v1/recordings/{recording_id}/restrict",
+        json={"reason": text},
+        headers=bearer(runtime, auditor.username),
+    )
+    assert response.status_code == 200
+    with runtime.sessions() as session, session.begin():
+        event = session.scalars(
+            select(AuditEvent).where(AuditEvent.action == "recording:restricted")
+        ).one()
+        assert "Ozol" not in json.dumps(event.details, ensure_ascii=False)
+        assert event.details["request_text_kept_apart"] is True
+        kept = session.get(AuditEventContext, event.id)
+        assert kept is not None and kept.request_text == text
+        kept.request_text = None  # erased on its own (art. 17)
+    with runtime.sessions() as session:
+        assert session.scalars(
+            select(AuditEvent).where(AuditEvent.action == "recording:restricted")
+        ).one().details == {"request_text_kept_apart": True}

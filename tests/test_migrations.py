@@ -2,13 +2,15 @@
 
 from __future__ import annotations
 
+import json
 from collections.abc import Iterator
+from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
 from alembic.autogenerate import compare_metadata
 from alembic.runtime.migration import MigrationContext
-from sqlalchemy import Engine, inspect
+from sqlalchemy import Engine, inspect, text
 
 from tests.backends import missing_backend
 from tests.conftest import create_postgres_schema, drop_postgres_schema, postgres_base_url
@@ -71,3 +73,24 @@ def test_sqlite_runs_in_wal_mode_with_busy_timeout(tmp_path: Path) -> None:
     assert journal == "wal"
     assert timeout is not None and int(timeout) >= 5000
     assert foreign_keys == 1
+
+
+def test_request_texts_already_in_audit_events_move_to_the_erasable_table(
+    empty_engine: Engine,
+) -> None:
+    schema.upgrade(empty_engine, "0008")
+    with empty_engine.begin() as connection:
+        connection.execute(
+            text(
+                "INSERT INTO audit_events (occurred_at, action, outcome, details) VALUES "
+                "(:at, 'recording:restricted', 'success', :details)"
+            ),
+            {"at": datetime(2026, 11, 1, tzinfo=UTC), "details": json.dumps({"request": "Ozols"})},
+        )
+    schema.upgrade(empty_engine)
+    with empty_engine.connect() as connection:
+        details = connection.execute(text("SELECT details FROM audit_events")).scalar_one()
+        kept = connection.execute(text("SELECT request_text FROM audit_event_context")).scalar_one()
+    loaded = json.loads(details) if isinstance(details, str) else details
+    assert loaded == {"request_text_kept_apart": True}
+    assert kept == "Ozols"

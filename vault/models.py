@@ -94,7 +94,8 @@ class AuditEvent(Base):
 
 
 class AuditEventContext(Base):
-    """Personal request details (IP, user agent) kept beside the event, not inside it.
+    """Personal request details (IP, user agent, the free text of a data subject's request)
+    kept beside the event, not inside it.
 
     They are erasable on their own (GDPR art. 17) without touching the audit event.
     """
@@ -106,6 +107,7 @@ class AuditEventContext(Base):
     )
     ip_address: Mapped[str | None] = mapped_column(String(45))
     user_agent: Mapped[str | None] = mapped_column(Text)
+    request_text: Mapped[str | None] = mapped_column(Text)
 
 
 class MasterKeyVersion(Base):

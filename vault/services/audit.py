@@ -94,6 +94,9 @@ class Event:
     object_id: str | None = None
     details: dict[str, Any] = field(default_factory=dict)
     context: RequestContext | None = None
+    # Free text a person wrote (a data subject's request): personal data, so it is kept in
+    # the erasable side table, and the event records only that it exists.
+    request_text: str | None = None
 
 
 # User agents are attacker-chosen; keep the stored copy bounded.
@@ -126,23 +129,28 @@ def denied(
 
 
 def record(session: Session, event: Event) -> AuditEvent:
+    details = dict(event.details)
+    if event.request_text is not None:
+        details["request_text_kept_apart"] = True
     row = AuditEvent(
         action=event.action.value,
         outcome=event.outcome.value,
         actor_id=event.actor_id,
         recording_id=event.recording_id,
         object_id=event.object_id,
-        details=dict(event.details),
+        details=details,
     )
     session.add(row)
     session.flush()
-    if event.context is not None and (event.context.ip_address or event.context.user_agent):
-        user_agent = event.context.user_agent
+    context = event.context or RequestContext()
+    if context.ip_address or context.user_agent or event.request_text is not None:
+        user_agent = context.user_agent
         session.add(
             AuditEventContext(
                 event_id=row.id,
-                ip_address=event.context.ip_address,
+                ip_address=context.ip_address,
                 user_agent=user_agent[:MAX_USER_AGENT_LENGTH] if user_agent else None,
+                request_text=event.request_text,
             )
         )
     return row

@@ -210,8 +210,8 @@ def restrict(
             AuditAction.RECORDING_RESTRICTION_LIFTED if lift else AuditAction.RECORDING_RESTRICTED,
             actor_id=subject.id,
             recording_id=recording.id,
-            details={"request": request_reason.strip()},
             context=context,
+            request_text=request_reason.strip(),
         ),
     )
     session.commit()
