@@ -15,6 +15,7 @@ from tests.streaming_support import browser, make_school, user_id
 from tests.webclient import CSRF_META, csrf_token_from
 from vault.app import create_app
 from vault.models import AuditEvent
+from vault.services import account_admin
 from vault.services.runtime import Runtime
 from vault.settings import Settings
 from vault.web.security import PUBLIC_ENDPOINTS
@@ -205,3 +206,17 @@ def test_reading_another_persons_certificate_is_refused_and_audited(
     (event,) = denials_of(runtime, "not_permitted")
     assert event.object_id == summary["id"]
     assert event.actor_id == user_id(runtime, school.other.username)
+
+
+def test_only_the_upload_path_takes_large_bodies(app: Flask, runtime: Runtime) -> None:
+    teacher = add_person(runtime, "skolotaja", "teacher")
+    token = account_admin.issue_token(runtime, teacher.username, "t", "1d", runtime.clock())
+    big = {"title": "x" * (100 * 1024)}
+    api = app.test_client()
+    refused = api.post("/api/v1/recordings", json=big, headers={"Authorization": f"Bearer {token}"})
+    assert refused.status_code == 413
+    assert refused.mimetype == "application/problem+json"
+    # Unauthenticated, the body is never read: the answer is the sign-in refusal.
+    assert app.test_client().post("/api/v1/recordings", json=big).status_code == 401
+    form = app.test_client().post("/login", data={"username": "x" * (100 * 1024)})
+    assert form.status_code == 413

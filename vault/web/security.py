@@ -38,6 +38,10 @@ PUBLIC_ENDPOINTS: frozenset[str] = frozenset(
     }
 )
 UNSAFE_METHODS = frozenset({"POST", "PUT", "PATCH", "DELETE"})
+# Only a tus PATCH carries a recording (up to the app's MAX_CONTENT_LENGTH); every other body
+# is a form or a JSON document, and a larger one is refused before anything reads it.
+SMALL_BODY_LIMIT = 64 * 1024
+LARGE_BODY_ENDPOINTS = frozenset({"uploads.append"})
 
 P = ParamSpec("P")
 R = TypeVar("R")
@@ -72,6 +76,11 @@ SECURITY_HEADERS: dict[str, str] = {
     "Cross-Origin-Resource-Policy": "same-origin",
 }
 HSTS = "max-age=31536000; includeSubDomains"
+
+
+def limit_body_size() -> None:
+    if request.endpoint not in LARGE_BODY_ENDPOINTS:
+        request.max_content_length = SMALL_BODY_LIMIT
 
 
 def require_sign_in() -> BaseResponse | None:
@@ -167,6 +176,7 @@ def init_app(app: Flask) -> None:
     # Registered before CSRF protection, so an anonymous state change is answered
     # "sign in" rather than revealing which endpoints exist behind a CSRF error.
     app.config["WTF_CSRF_CHECK_DEFAULT"] = False  # checked by require_csrf_token instead
+    app.before_request(limit_body_size)
     app.before_request(require_sign_in)
     app.before_request(require_csrf_token)
     app.after_request(add_security_headers)
