@@ -93,6 +93,18 @@ class AuditEvent(Base):
     details: Mapped[dict[str, Any]] = mapped_column(default=dict)
 
 
+class DenialTally(Base):
+    """Refusals of unauthenticated requests from one address in one minute (the audit log's
+    flood guard, in ``vault.services.audit``). Beyond the first few, which are recorded one
+    by one, each minute's count becomes one audit event and the row is removed."""
+
+    __tablename__ = "denial_tallies"
+
+    address: Mapped[str] = mapped_column(String(45), primary_key=True)
+    minute: Mapped[datetime] = mapped_column(primary_key=True)
+    count: Mapped[int] = mapped_column(default=0)
+
+
 class AuditEventContext(Base):
     """Personal request details (IP, user agent, the free text of a data subject's request)
     kept beside the event, not inside it.

@@ -812,18 +812,15 @@ def authenticate_token(
     elif user.disabled_at is not None:
         reason = "disabled"
     if reason is not None:
-        audit.record(
-            session,
-            audit.Event(
-                AuditAction.AUTH_TOKEN_REJECTED,
-                outcome=Outcome.DENIED,
-                actor_id=user.id if user else None,
-                object_id=str(record.id) if record else None,
-                details={"reason": reason},
-                context=context,
-            ),
+        rejected = audit.Event(
+            AuditAction.AUTH_TOKEN_REJECTED,
+            outcome=Outcome.DENIED,
+            actor_id=user.id if user else None,
+            object_id=str(record.id) if record else None,
+            details={"reason": reason},
+            context=context,
         )
-        session.commit()
+        audit.unauthenticated_denial(session, rejected, context.ip_address, now)
         return None
     assert record is not None and user is not None
     if record.last_used_at is None or now - record.last_used_at > LAST_SEEN_RESOLUTION:

@@ -9,12 +9,16 @@ from __future__ import annotations
 
 import uuid
 from dataclasses import dataclass, field
+from datetime import datetime
 from enum import StrEnum
 from typing import Any
 
+from sqlalchemy import delete, select, update
+from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
-from vault.models import AuditEvent, AuditEventContext
+from vault.models import AuditEvent, AuditEventContext, DenialTally
+from vault.services.errors import TooManyRequests
 
 
 class AuditAction(StrEnum):
@@ -69,6 +73,7 @@ class AuditAction(StrEnum):
     UPLOAD_FAILED = "upload:failed"
     UPLOAD_EXPIRED = "upload:expired"
     UPLOAD_ORPHAN_ABORTED = "upload:orphan_aborted"
+    ACCESS_DENIED_REPEATED = "access:denied_repeated"
 
 
 class Outcome(StrEnum):
@@ -103,29 +108,82 @@ class Event:
 MAX_USER_AGENT_LENGTH = 512
 
 
-def denied(
-    session: Session,
-    actor_id: uuid.UUID | None,
-    reason: str,
-    details: dict[str, Any],
-    context: RequestContext | None,
-    *,
-    object_id: str | None = None,
+# A refused request from nobody signed in (a bad token, a forged stream URL, a forged form)
+# costs its sender nothing, so it must not cost the log a row each: per address, the first
+# few each minute are recorded one by one, the rest are counted and become one event per
+# address and minute; past the limit the address is refused outright for the minute.
+DENIALS_RECORDED_ONE_BY_ONE = 10
+DENIALS_PER_MINUTE = 60
+
+
+def unauthenticated_denial(
+    session: Session, event: Event, address: str | None, now: datetime
 ) -> None:
-    """Record a refusal that no use case judged (a role check, a CSRF failure) and commit it
-    at once: the request is about to fail, and its refusal must not roll back with it."""
-    record(
-        session,
-        Event(
-            AuditAction.ACCESS_DENIED,
-            outcome=Outcome.DENIED,
-            actor_id=actor_id,
-            object_id=object_id,
-            details={"reason": reason, **details},
-            context=context,
-        ),
-    )
+    """Record a refused unauthenticated request within the flood guard, and commit.
+
+    Raises TooManyRequests once the address is past DENIALS_PER_MINUTE this minute.
+    """
+    minute = denial_minute(now)
+    key = address or ""
+    flush_denial_tallies(session, minute, address=key)
+    count = _tally(session, key, minute)
+    if count <= DENIALS_RECORDED_ONE_BY_ONE:
+        record(session, event)
     session.commit()
+    if count > DENIALS_PER_MINUTE:
+        raise TooManyRequests()
+
+
+def denial_minute(now: datetime) -> datetime:
+    return now.replace(second=0, microsecond=0)
+
+
+def _tally(session: Session, address: str, minute: datetime) -> int:
+    """Count one more refusal for (address, minute), across processes; the new count."""
+    for _ in range(2):
+        bumped = session.execute(
+            update(DenialTally)
+            .where(DenialTally.address == address, DenialTally.minute == minute)
+            .values(count=DenialTally.count + 1)
+            .returning(DenialTally.count)
+        ).scalar_one_or_none()
+        if bumped is not None:
+            return int(bumped)
+        try:
+            with session.begin_nested():
+                session.add(DenialTally(address=address, minute=minute, count=1))
+            return 1
+        except IntegrityError:
+            continue  # another request made the row first: count on it
+    raise RuntimeError("the denial tally could not be counted")
+
+
+def flush_denial_tallies(session: Session, before: datetime, *, address: str | None = None) -> int:
+    """Turn the tallies of minutes before ``before`` into one event each (for the refusals
+    beyond those recorded one by one) and remove them. Returns how many events were written."""
+    query = select(DenialTally).where(DenialTally.minute < before)
+    if address is not None:
+        query = query.where(DenialTally.address == address)
+    written = 0
+    for tally in session.scalars(query.with_for_update(skip_locked=True)):
+        repeats = tally.count - DENIALS_RECORDED_ONE_BY_ONE
+        if repeats > 0:
+            record(
+                session,
+                Event(
+                    AuditAction.ACCESS_DENIED_REPEATED,
+                    outcome=Outcome.DENIED,
+                    details={"minute": tally.minute.isoformat(), "repeats": repeats},
+                    context=RequestContext(ip_address=tally.address or None),
+                ),
+            )
+            written += 1
+        session.execute(
+            delete(DenialTally).where(
+                DenialTally.address == tally.address, DenialTally.minute == tally.minute
+            )
+        )
+    return written
 
 
 def record(session: Session, event: Event) -> AuditEvent:

@@ -71,6 +71,11 @@ class KeysUnavailable(ServiceError):
     message = N_("The encryption keys are not available. Please contact the administrator.")
 
 
+class TooManyRequests(ServiceError):
+    message = N_("Too many refused requests came from this address. Wait a minute and try again.")
+    retry_after_seconds = 60
+
+
 class ValidationFailed(ServiceError):
     """Input that breaks a rule; ``field_errors`` maps each field to its message ids."""
 

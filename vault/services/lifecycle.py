@@ -1,12 +1,13 @@
 """The daily lifecycle run (`recvault lifecycle run`), which a scheduler starts hourly:
-abandoned uploads are cleaned and lapsed views are ended and summarised."""
+abandoned uploads are cleaned, lapsed views are ended and summarised, and the counts of
+refused unauthenticated requests of past minutes become audit events."""
 
 from __future__ import annotations
 
 from dataclasses import dataclass
 from datetime import datetime
 
-from vault.services import streaming, uploads
+from vault.services import audit, streaming, uploads
 from vault.services.runtime import Runtime
 
 
@@ -14,12 +15,15 @@ from vault.services.runtime import Runtime
 class DailyReport:
     stale_uploads: list[uploads.CleanupItem]
     ended_views: int
+    denial_tallies_recorded: int = 0
 
 
 def run(runtime: Runtime, now: datetime, *, dry_run: bool) -> DailyReport:
     cleaned = uploads.cleanup_stale_uploads(runtime, now, dry_run=dry_run)
-    ended = 0
+    ended = tallies = 0
     if not dry_run:
         with runtime.sessions() as session, session.begin():
             ended = streaming.end_idle_views(session, now)
-    return DailyReport(stale_uploads=cleaned, ended_views=ended)
+        with runtime.sessions() as session, session.begin():
+            tallies = audit.flush_denial_tallies(session, audit.denial_minute(now))
+    return DailyReport(stale_uploads=cleaned, ended_views=ended, denial_tallies_recorded=tallies)

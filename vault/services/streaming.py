@@ -132,21 +132,28 @@ def _refuse(
     recording_id: uuid.UUID | None,
     action: Action,
     context: RequestContext | None,
+    unauthenticated_at: datetime | None = None,
 ) -> PermissionDenied:
-    """Audit a refusal of this module's own (committed, as every denial is)."""
-    audit.record(
-        session,
-        audit.Event(
-            AuditAction.ACCESS_DENIED,
-            outcome=Outcome.DENIED,
-            actor_id=actor_id,
-            recording_id=recording_id,
-            object_id=str(view_id) if view_id else None,
-            details={"action": action.value, "reason": reason.value},
-            context=context,
-        ),
+    """Audit a refusal of this module's own (committed, as every denial is).
+
+    A refusal that may come from anyone (a forged URL, no session) is recorded within the
+    audit log's flood guard: pass the time as ``unauthenticated_at``.
+    """
+    event = audit.Event(
+        AuditAction.ACCESS_DENIED,
+        outcome=Outcome.DENIED,
+        actor_id=actor_id,
+        recording_id=recording_id,
+        object_id=str(view_id) if view_id else None,
+        details={"action": action.value, "reason": reason.value},
+        context=context,
     )
-    session.commit()
+    if unauthenticated_at is not None:
+        address = context.ip_address if context else None
+        audit.unauthenticated_denial(session, event, address, unauthenticated_at)
+    else:
+        audit.record(session, event)
+        session.commit()
     return PermissionDenied(REFUSAL_MESSAGES.get(reason))
 
 
@@ -154,6 +161,7 @@ def refuse_url(
     session: Session,
     caller: Caller | None,
     view_id: uuid.UUID,
+    now: datetime,
     context: RequestContext | None = None,
 ) -> PermissionDenied:
     """Audit a stream URL whose signature does not verify or names another view."""
@@ -166,6 +174,7 @@ def refuse_url(
         recording_id=view.recording_id if view else None,
         action=Action.STREAM,
         context=context,
+        unauthenticated_at=now,
     )
 
 
@@ -341,6 +350,7 @@ def _bound_view(
             recording_id=view.recording_id if view else None,
             action=action,
             context=context,
+            unauthenticated_at=now,
         )
     if view is None:
         raise _refuse(

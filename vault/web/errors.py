@@ -62,6 +62,7 @@ SERVICE_STATUS: dict[type[service_errors.ServiceError], int] = {
     service_errors.UnsupportedMediaType: 415,
     service_errors.RangeNotSatisfiable: 416,
     service_errors.ValidationFailed: 422,
+    service_errors.TooManyRequests: 429,
     service_errors.StorageUnavailable: 503,
     service_errors.KeysUnavailable: 503,
     service_errors.IntegrityFailure: 500,
@@ -143,7 +144,12 @@ def _handle_service_error(exc: service_errors.ServiceError) -> Response:
         400,
     )
     field_errors = exc.field_errors if isinstance(exc, service_errors.ValidationFailed) else None
-    return error_response(status, exc.message, exc.params, field_errors=field_errors)
+    headers = {}
+    if isinstance(exc, service_errors.TooManyRequests):
+        headers["Retry-After"] = str(exc.retry_after_seconds)
+    return error_response(
+        status, exc.message, exc.params, field_errors=field_errors, headers=headers
+    )
 
 
 def _handle_unexpected(exc: Exception) -> Response:

@@ -111,18 +111,33 @@ def require_csrf_token() -> None:
         if current_user.is_authenticated:
             # A forged request riding a signed-in person's cookie: worth the auditor's eyes.
             audit_denial("csrf", current_user.id)
+        else:
+            audit.unauthenticated_denial(
+                context.db_session(),
+                _denial_event("csrf", None),
+                request.remote_addr,
+                context.runtime().clock(),
+            )
         raise
 
 
 def audit_denial(reason: str, actor_id: uuid.UUID | None, object_id: str | None = None) -> None:
     """An access:denied event for a refusal made here in the web layer."""
-    audit.denied(
-        context.db_session(),
-        actor_id,
-        reason,
-        {"endpoint": request.endpoint, "method": request.method},
-        request_context(),
+    db = context.db_session()
+    audit.record(db, _denial_event(reason, actor_id, object_id))
+    db.commit()
+
+
+def _denial_event(
+    reason: str, actor_id: uuid.UUID | None, object_id: str | None = None
+) -> audit.Event:
+    return audit.Event(
+        audit.AuditAction.ACCESS_DENIED,
+        outcome=audit.Outcome.DENIED,
+        actor_id=actor_id,
         object_id=object_id,
+        details={"reason": reason, "endpoint": request.endpoint, "method": request.method},
+        context=request_context(),
     )
 
 

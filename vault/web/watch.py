@@ -259,7 +259,7 @@ def stream(view_id: uuid.UUID) -> Response:
     caller = _caller()
     idle = _idle_timeout()
     if not _token_names(request.args.get("token", ""), view_id):
-        raise streaming.refuse_url(db, caller, view_id, request_context())
+        raise streaming.refuse_url(db, caller, view_id, now(), request_context())
     grant = streaming.check_stream(db, caller, view_id, now(), zone, request_context(), idle)
     opened = media.open_media(db, runtime.keyring, runtime.store, grant.recording)
     try:
