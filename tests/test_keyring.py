@@ -16,8 +16,14 @@ from sqlalchemy import select
 
 from tests.clock import MachineClock
 from vault import crypto, schema
-from vault.app import build_runtime
-from vault.keyring import ORPHAN_KEY_GRACE, KeyringError, WrongKeysError, YearShredded
+from vault.app import build_runtime, master_key_provider
+from vault.keyring import (
+    ORPHAN_KEY_GRACE,
+    Keyring,
+    KeyringError,
+    WrongKeysError,
+    YearShredded,
+)
 from vault.models import AuditEvent, MasterKeyVersion, SchoolYearKey, SealedSecret
 from vault.services import keys
 from vault.services.errors import KeysUnavailable
@@ -289,3 +295,20 @@ def test_environment_master_key_shred_waits_for_the_operator(
     finally:
         rotated.engine.dispose()
     assert len(base64.b64decode(second)) == 32
+
+
+def test_a_worker_forgets_a_master_key_another_process_retired(runtime: Runtime) -> None:
+    """Each gunicorn worker has its own keyring: a rotation elsewhere must not leave the old
+    master key in this one's memory."""
+    recording_id, key, wrapped = make_data_key(runtime, KEPT)
+    worker = dataclasses.replace(runtime, keyring=Keyring(master_key_provider(runtime.settings)))
+    assert open_data_key(worker, recording_id, KEPT, wrapped) == key
+    with runtime.sessions() as session:
+        old = runtime.keyring.current_version(session)
+        assert old is not None
+        old_fingerprint = old.fingerprint
+    # Retired, its file not yet destroyed (the shred's third step is still to run).
+    with runtime.sessions() as session, session.begin():
+        runtime.keyring.rotate_master(session, NOW)
+    assert open_data_key(worker, recording_id, KEPT, wrapped) == key
+    assert old_fingerprint not in worker.keyring._master_keys

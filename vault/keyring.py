@@ -264,8 +264,9 @@ class Keyring:
     # -- master keys -------------------------------------------------------------------
 
     def _load_provider_keys(self) -> dict[str, bytes]:
-        self._master_keys = {fingerprint(key): key for key in self._provider.available()}
-        return self._master_keys
+        """The provider's keys as they are now; the cache is emptied, to refill on use."""
+        self._master_keys = {}
+        return {fingerprint(key): key for key in self._provider.available()}
 
     def _master_key(self, session: Session, version: int) -> bytes:
         row = session.get(MasterKeyVersion, version, populate_existing=True)
@@ -280,6 +281,9 @@ class Keyring:
                 f"configured {self._provider.name} key provider; check VAULT_KEYS_DIR or "
                 "VAULT_MASTER_KEY. The vault never starts afresh with a new key."
             )
+        # Only the key of a live version stays in memory: a version retired or destroyed by
+        # any process leaves this one's cache at its next key operation.
+        self._master_keys = {row.fingerprint: key} if row.retired_at is None else {}
         return key
 
     def current_version(self, session: Session) -> MasterKeyVersion | None:
