@@ -26,6 +26,7 @@ from tests.clock import stepping_clock
 from tests.console import Console
 from tests.people import PASSWORD, Person, add_person, sign_in
 from tests.processes import free_port
+from tests.streaming_support import user_id
 from tests.webclient import csrf_token_from
 from vault.app import create_app
 from vault.models import AccountLink, ApiToken, AuditEvent, LoginSession, User
@@ -734,10 +735,7 @@ def test_nobody_changes_their_own_roles(app: Flask, runtime: Runtime, admin: Per
     """An administrator who adds "teacher" to their own account could be named in orders."""
     browser = app.test_client()
     sign_in(browser, admin)
-    with runtime.sessions() as session:
-        own = accounts.find_user(session, admin.username)
-        assert own is not None
-        own_id = own.id
+    own_id = user_id(runtime, admin.username)
     csrf = csrf_token_from(browser, f"/admin/users/{own_id}")
     response = browser.post(
         f"/admin/users/{own_id}/roles", data={"csrf_token": csrf, "roles": ["admin", "teacher"]}
@@ -788,12 +786,9 @@ def link_in(page: str) -> str | None:
 
 
 def login_sessions_of(runtime: Runtime, username: str) -> int:
+    owner = user_id(runtime, username)
     with runtime.sessions() as session:
-        user = accounts.find_user(session, username)
-        assert user is not None
-        return len(
-            session.scalars(select(LoginSession).where(LoginSession.user_id == user.id)).all()
-        )
+        return len(session.scalars(select(LoginSession).where(LoginSession.user_id == owner)).all())
 
 
 def test_the_admin_never_sees_a_link_for_a_privileged_account(
@@ -815,12 +810,7 @@ def test_the_admin_never_sees_a_link_for_a_privileged_account(
     assert invited.status_code == 422 and link_in(invited.get_data(as_text=True)) is None
     with runtime.sessions() as session:
         assert accounts.find_user(session, "jaunadir") is None
-    ids = {}
-    with runtime.sessions() as session:
-        for person in (director, teacher):
-            found = accounts.find_user(session, person.username)
-            assert found is not None
-            ids[person.username] = found.id
+    ids = {person.username: user_id(runtime, person.username) for person in (director, teacher)}
     refused = operator.post(
         f"/admin/users/{ids['direktore']}/reset-link", data={"csrf_token": token}
     )
@@ -840,10 +830,7 @@ def test_the_admin_cannot_reach_a_director_session(
     operator = mail_app.test_client()
     sign_in(operator, admin)
     token = csrf_token_from(operator, "/admin/users")
-    with runtime.sessions() as session:
-        found = accounts.find_user(session, director.username)
-        assert found is not None
-        director_id = found.id
+    director_id = user_id(runtime, director.username)
     sessions_before = login_sessions_of(runtime, director.username)
 
     # 1. A reset link, read from the director's mailbox by someone who has it.
@@ -895,11 +882,8 @@ def test_a_reset_with_the_current_code_keeps_the_authenticator(
 ) -> None:
     operator = mail_app.test_client()
     sign_in(operator, admin)
-    with runtime.sessions() as session:
-        found = accounts.find_user(session, director.username)
-        assert found is not None
     operator.post(
-        f"/admin/users/{found.id}/reset-link",
+        f"/admin/users/{user_id(runtime, director.username)}/reset-link",
         data={"csrf_token": csrf_token_from(operator, "/admin/users")},
     )
     path = mailed_link(mailbox)
