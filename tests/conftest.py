@@ -29,6 +29,7 @@ from vault.app import build_runtime, create_app, create_secret_file
 from vault.db import make_engine
 from vault.models import Base
 from vault.services import keys
+from vault.services.passwords import PasswordCost, Passwords
 from vault.services.runtime import Runtime
 from vault.settings import Settings, normalise_database_url
 
@@ -173,9 +174,14 @@ def clock(request: pytest.FixtureRequest) -> SteppingClock:
     return TestClock()
 
 
+# Argon2id at its production cost takes about half a second per account and per sign-in;
+# the tests use the cheapest cost (the production one has a test of its own).
+TEST_PASSWORD_COST = PasswordCost(time_cost=1, memory_kib=8, parallelism=1)
+
+
 @pytest.fixture
 def runtime(settings: Settings, clock: SteppingClock) -> Iterator[Runtime]:
-    runtime = build_runtime(settings, clock)
+    runtime = build_runtime(settings, clock, Passwords(TEST_PASSWORD_COST))
     runtime.store.ensure_ready(LifecycleRules())
     keys.initialise_master_key(runtime)
     keys.initialise_signing_key(runtime)
@@ -186,7 +192,7 @@ def runtime(settings: Settings, clock: SteppingClock) -> Iterator[Runtime]:
 @pytest.fixture
 def recvault(runtime: Runtime, clock: SteppingClock) -> Console:
     """The command line on the test's instance (prepared by ``runtime``) and clock."""
-    return Console(runtime.settings, clock)
+    return Console(runtime.settings, clock, runtime.passwords)
 
 
 @pytest.fixture

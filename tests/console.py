@@ -1,4 +1,4 @@
-"""`recvault` run in-process against a test's instance, on the test's clock."""
+"""`recvault` run in-process against a test's instance, on the test's clock and password cost."""
 
 from __future__ import annotations
 
@@ -8,6 +8,7 @@ from click.testing import CliRunner, Result
 
 from tests.clock import SteppingClock
 from vault.cli import Collaborators, main
+from vault.services.passwords import Passwords
 from vault.settings import Settings
 
 
@@ -17,6 +18,7 @@ class Console:
 
     settings: Settings
     clock: SteppingClock
+    passwords: Passwords
 
     def environment(self) -> dict[str, str]:
         return {
@@ -31,5 +33,5 @@ class Console:
             list(args),
             input=stdin,
             env=self.environment(),
-            obj=Collaborators(clock=self.clock),
+            obj=Collaborators(clock=self.clock, passwords=self.passwords),
         )

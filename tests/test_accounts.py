@@ -138,6 +138,7 @@ def test_attacks_from_many_addresses_only_slow_the_account(
                         session,
                         runtime.keyring,
                         accounts.Secrets.from_secret_key(runtime.settings.read_secret_key()),
+                        runtime.passwords,
                         username=teacher.username,
                         password="nope-nope-nope",
                         totp="",
@@ -149,6 +150,7 @@ def test_attacks_from_many_addresses_only_slow_the_account(
             session,
             runtime.keyring,
             accounts.Secrets.from_secret_key(runtime.settings.read_secret_key()),
+            runtime.passwords,
             username=teacher.username,
             password=PASSWORD,
             totp="",
@@ -168,6 +170,7 @@ def test_director_without_totp_cannot_get_in(app: Flask, runtime: Runtime) -> No
     with runtime.sessions() as session, session.begin():
         accounts.create_user(
             session,
+            runtime.passwords,
             accounts.OPERATOR,
             username="direktors2",
             full_name="Bez TOTP",

@@ -10,18 +10,22 @@ from __future__ import annotations
 import subprocess
 import sys
 
+from vault.services.passwords import Passwords
+
 _BURST = """
 import os, threading
 from tests.processes import peak_rss_mib, reset_peak_rss
-from vault.services import accounts
+from vault.services.passwords import Passwords
 
+passwords = Passwords()  # the production cost
+passwords.verify(None, "warm-up: the dummy hash is made on first use")
 reset_peak_rss(os.getpid())
 before = peak_rss_mib(os.getpid())
 start = threading.Barrier(8)
 
 def sign_in():
     start.wait()
-    accounts._verify_password(accounts._DUMMY_HASH, "a wrong password, tried by many")
+    passwords.verify(None, "a wrong password, tried by many")
 
 threads = [threading.Thread(target=sign_in) for _ in range(8)]
 for thread in threads:
@@ -41,3 +45,12 @@ def test_simultaneous_password_checks_are_bounded_in_memory() -> None:
     growth = float(result.stdout.strip())
     # Two computations at a time, with room for the threads' own stacks and buffers.
     assert growth < 2.5 * ARGON2_MEMORY_MIB, growth
+
+
+def test_production_passwords_use_argon2id_at_the_documented_cost() -> None:
+    """The tests run on a cheap cost; this is the one check of the real one."""
+    hashed = Passwords().hash("a passphrase long enough")
+    assert hashed.startswith("$argon2id$") and "$m=65536,t=3,p=2$" in hashed
+    assert Passwords().verify(hashed, "a passphrase long enough")
+    assert not Passwords().verify(hashed, "another passphrase")
+    assert not Passwords().verify(None, "a passphrase long enough")

@@ -16,11 +16,14 @@ from vault import web
 from vault.db import make_engine, make_session_factory
 from vault.keyring import EnvMasterKeys, FileMasterKeys, Keyring, MasterKeyProvider
 from vault.services import keys
+from vault.services.passwords import Passwords
 from vault.services.runtime import Clock, Runtime, system_clock
 from vault.settings import Settings
 
 
-def build_runtime(settings: Settings, clock: Clock = system_clock) -> Runtime:
+def build_runtime(
+    settings: Settings, clock: Clock = system_clock, passwords: Passwords | None = None
+) -> Runtime:
     """Everything built from the settings, shared by the web app and the CLI."""
     engine = make_engine(settings.database_url)
     return Runtime(
@@ -30,6 +33,7 @@ def build_runtime(settings: Settings, clock: Clock = system_clock) -> Runtime:
         store=open_store(settings.storage_url),
         keyring=Keyring(master_key_provider(settings)),
         clock=clock,
+        passwords=passwords or Passwords(),
     )
 
 

@@ -25,6 +25,7 @@ from vault.services import keys as key_service
 from vault.services import lifecycle as daily
 from vault.services.accounts import Role
 from vault.services.errors import ServiceError, ValidationFailed
+from vault.services.passwords import Passwords
 from vault.services.runtime import Clock, Runtime, system_clock
 from vault.settings import Settings, SettingsError
 
@@ -87,16 +88,17 @@ def keys_rotate(force: bool) -> None:
 class Collaborators:
     """What a program embedding the CLI may hand in as click's context object.
 
-    The commands build everything else from the settings; the clock is the one piece a
-    caller replaces, to run a command as of another instant (the tests do).
+    The commands build everything else from the settings; a caller may replace the clock (to
+    run a command as of another instant) and the password hashing cost (the tests do both).
     """
 
     clock: Clock = system_clock
+    passwords: Passwords | None = None
 
 
 def _runtime() -> Runtime:
     collaborators = click.get_current_context().find_object(Collaborators) or Collaborators()
-    return build_runtime(_settings(), collaborators.clock)
+    return build_runtime(_settings(), collaborators.clock, collaborators.passwords)
 
 
 def _fail(exc: ServiceError) -> NoReturn:

@@ -110,6 +110,7 @@ def add_account(
     with runtime.sessions() as session, session.begin():
         user = accounts.create_user(
             session,
+            runtime.passwords,
             OPERATOR,
             username=username,
             full_name=full_name,

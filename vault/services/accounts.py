@@ -16,7 +16,6 @@ from __future__ import annotations
 import hashlib
 import hmac
 import secrets
-import threading
 import time
 import uuid
 from collections.abc import Callable, Iterable
@@ -25,8 +24,6 @@ from datetime import datetime, timedelta
 from enum import StrEnum
 
 import pyotp
-from argon2 import PasswordHasher
-from argon2.exceptions import InvalidHashError, VerificationError, VerifyMismatchError
 from sqlalchemy import delete, func, select, update
 from sqlalchemy.orm import Session
 
@@ -51,6 +48,7 @@ from vault.services.errors import (
     ServiceError,
     ValidationFailed,
 )
+from vault.services.passwords import Passwords
 
 
 class Role(StrEnum):
@@ -94,16 +92,6 @@ RECOVERY_CODE_COUNT = 10
 LINK_LIFETIME = timedelta(hours=48)
 MAX_TOKEN_LIFETIME = timedelta(days=366)
 TOKEN_PREFIX = "rv_"  # noqa: S105 - a public marker that makes leaked tokens greppable
-
-# Argon2id (RFC 9106, second recommended option, lowered memory for a school server).
-_password_hasher = PasswordHasher(time_cost=3, memory_cost=64 * 1024, parallelism=2)
-# Each hash holds 64 MiB while it runs. Unbounded, a burst of sign-ins on the 32 threads of
-# one worker would ask for 2 GiB at once, an easy way to get workers killed for memory; the
-# burst instead waits here, costing time (which the sign-in limits want anyway) rather
-# than memory. Two at a time keep a two-core server's cores busy.
-_HASHING_SLOTS = threading.BoundedSemaphore(2)
-# Verified against when the username does not exist, so timing does not reveal accounts.
-_DUMMY_HASH = _password_hasher.hash(secrets.token_urlsafe(16))
 
 
 class SignInFailed(ServiceError):
@@ -195,11 +183,6 @@ def validate_password(password: str, username: str) -> None:
         raise ValidationFailed({"password": [N_("The password must not contain the username.")]})
 
 
-def hash_password(password: str) -> str:
-    with _HASHING_SLOTS:
-        return _password_hasher.hash(password)
-
-
 # -- accounts ---------------------------------------------------------------------------------
 
 
@@ -238,6 +221,7 @@ OPERATOR = Actor(user_id=None, via="cli")
 
 def create_user(
     session: Session,
+    passwords: Passwords,
     actor: Actor,
     *,
     username: str,
@@ -263,7 +247,7 @@ def create_user(
         username=name,
         full_name=full_name.strip(),
         email=email.strip() if email else None,
-        password_hash=hash_password(password) if password is not None else None,
+        password_hash=passwords.hash(password) if password is not None else None,
         role_rows=[UserRole(role=role.value) for role in sorted(role_set)],
     )
     session.add(user)
@@ -326,16 +310,24 @@ def set_disabled(session: Session, actor: Actor, user: User, disabled: bool, now
 
 
 def change_password(
-    session: Session, actor: Actor, user: User, current: str, new: str, now: datetime
+    session: Session,
+    passwords: Passwords,
+    actor: Actor,
+    user: User,
+    current: str,
+    new: str,
+    now: datetime,
 ) -> None:
-    if user.password_hash is None or not _verify_password(user.password_hash, current):
+    if not passwords.verify(user.password_hash, current):
         raise ValidationFailed({"current_password": [N_("The current password is wrong.")]})
     validate_password(new, user.username)
-    _set_password(session, actor, user, new, now)
+    _set_password(session, passwords, actor, user, new, now)
 
 
-def _set_password(session: Session, actor: Actor, user: User, new: str, now: datetime) -> None:
-    user.password_hash = hash_password(new)
+def _set_password(
+    session: Session, passwords: Passwords, actor: Actor, user: User, new: str, now: datetime
+) -> None:
+    user.password_hash = passwords.hash(new)
     user.password_changed_at = now
     # A changed password ends every session and every API token: a thief's stolen cookie or
     # token dies with the old password.
@@ -350,14 +342,6 @@ def _set_password(session: Session, actor: Actor, user: User, new: str, now: dat
             context=actor.context,
         ),
     )
-
-
-def _verify_password(password_hash: str, password: str) -> bool:
-    try:
-        with _HASHING_SLOTS:
-            return _password_hasher.verify(password_hash, password)
-    except (VerifyMismatchError, VerificationError, InvalidHashError):
-        return False
 
 
 # -- second factor ----------------------------------------------------------------------------
@@ -518,6 +502,7 @@ def sign_in(
     session: Session,
     keyring: Keyring,
     secrets_: Secrets,
+    passwords: Passwords,
     *,
     username: str,
     password: str,
@@ -543,9 +528,7 @@ def sign_in(
         sleep(min(ACCOUNT_SLOWDOWN_MAX_SECONDS, ACCOUNT_SLOWDOWN_STEP_SECONDS * excess))
 
     user = find_user(session, name)
-    password_ok = _verify_password(
-        user.password_hash if user is not None and user.password_hash else _DUMMY_HASH, password
-    )
+    password_ok = passwords.verify(user.password_hash if user is not None else None, password)
     if user is None:
         attempts.failed(None, "unknown_user")
         raise SignInFailed()
@@ -1016,6 +999,7 @@ def redeem_link(
     session: Session,
     keyring: Keyring,
     secrets_: Secrets,
+    passwords: Passwords,
     link_id: uuid.UUID,
     *,
     password: str,
@@ -1033,7 +1017,7 @@ def redeem_link(
     user = target.user
     actor = Actor(user_id=user.id, context=context)
     if target.keeps_password:
-        if user.password_hash is None or not _verify_password(user.password_hash, password):
+        if not passwords.verify(user.password_hash, password):
             _refuse_link(session, target, "password_not_proven", context, now)
             raise ValidationFailed({"password": [N_("The password is wrong.")]})
     else:
@@ -1056,7 +1040,7 @@ def redeem_link(
         end_all_sessions(session, user.id, "second_factor_replaced", now)
         revoke_all_tokens(session, user.id, now)
     else:
-        _set_password(session, actor, user, password, now)
+        _set_password(session, passwords, actor, user, password, now)
     audit.record(
         session,
         audit.Event(

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
 
 from sqlalchemy import Engine
@@ -11,6 +11,7 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from storage_backends.base import BlobStore
 from vault.keyring import Keyring
+from vault.services.passwords import Passwords
 from vault.settings import Settings
 
 Clock = Callable[[], datetime]
@@ -34,3 +35,4 @@ class Runtime:
     store: BlobStore
     keyring: Keyring
     clock: Clock = system_clock
+    passwords: Passwords = field(default_factory=Passwords)

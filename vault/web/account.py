@@ -71,6 +71,7 @@ def change_password() -> BaseResponse:
     try:
         accounts.change_password(
             db,
+            context.runtime().passwords,
             actor(),
             user,
             request.form.get("current_password", ""),

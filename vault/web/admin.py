@@ -83,6 +83,7 @@ def invite() -> Response:
     try:
         user = accounts.create_user(
             db,
+            context.runtime().passwords,
             actor(),
             username=form.get("username", ""),
             full_name=form.get("full_name", ""),
