@@ -16,7 +16,6 @@ REAL_CLOCK_CASES = {
     "tests/conftest.py": "gives tests marked machine_clock a runtime on the machine's clock",
     "tests/nginx.py": "nginx and the browser check the test certificate against that clock",
     "tests/storage/test_contract.py": "stores date multipart writes by the machine's clock",
-    "tests/storage/test_faults.py": "stores date multipart writes by the machine's clock",
     "tests/storage/test_local.py": "the local store judges temporary files by their mtime",
     "tests/storage/test_s3.py": "S3 dates multipart writes (Initiated) by the server's clock",
     "tests/test_deploy.py": "the scheduler's health check judges its status file by mtime",

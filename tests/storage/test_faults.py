@@ -24,12 +24,7 @@ from botocore.exceptions import BotoCoreError
 from storage_backends.base import LifecycleRules, ObjectNotFound, StorageUnavailable
 from storage_backends.s3 import S3Store
 from tests.backends import missing_backend
-from tests.clock import MachineClock
 from tests.seaweed import ACCESS_KEY, SECRET_KEY, SeaweedServer, run_seaweedfs
-
-# The store dates what it keeps by the machine's clock (file times, S3's Initiated), and
-# so does whatever reads them back: these comparisons need that clock, not the test clock.
-machine_clock = MachineClock()
 
 pytestmark = pytest.mark.slow
 
@@ -180,7 +175,7 @@ DISK_FULL_SCRIPT = textwrap.dedent(
     attempt("part", lambda: store.put_part("recordings/multi", upload, 2, b"q" * (600 * KiB)))
     # Completing copies the part into a new file, which does not fit either.
     attempt("complete", lambda: store.complete_multipart("recordings/multi", upload, [part]))
-    later = machine_clock() + timedelta(days=1)
+    later = datetime.now(UTC) + timedelta(days=1)
     after_failures = {
         "files": remaining_files(),
         "keys": sorted(store.iter_keys()),
