@@ -54,8 +54,8 @@ from flask import Flask, send_file
 from sqlalchemy import select
 
 from storage_backends.base import Part
-from tests.processes import children_of, free_port, peak_rss_mib, reset_peak_rss, serving
-from tests.recording_support import keep_year_open
+from tests.support.processes import children_of, free_port, peak_rss_mib, reset_peak_rss, serving
+from tests.support.recording_support import keep_year_open
 from vault import crypto
 from vault.app import build_runtime, initialise_instance
 from vault.cli import SERVE_THREADS, GunicornApplication, gunicorn_options

@@ -48,9 +48,9 @@ import boto3
 from boto3.s3.transfer import TransferConfig
 from botocore.config import Config
 
-from tests.processes import children_of, free_port, peak_rss_mib, serving
-from tests.recording_support import MP4_HEADER, register
-from tests.seaweed import SeaweedServer, weed_binary
+from tests.support.processes import children_of, free_port, peak_rss_mib, serving
+from tests.support.recording_support import MP4_HEADER, register
+from tests.support.seaweed import SeaweedServer, weed_binary
 from vault.app import build_runtime
 from vault.services import account_admin
 from vault.settings import Settings

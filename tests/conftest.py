@@ -22,21 +22,21 @@ from sqlalchemy import Engine, text
 from sqlalchemy.engine import make_url
 
 from storage_backends.base import LifecycleRules
-from tests.clock import MachineClock, SteppingClock, TestClock
-from tests.console import Console
+from tests.support.clock import MachineClock, SteppingClock, TestClock
+from tests.support.console import Console
 from vault import schema
 from vault.app import build_runtime, create_app, create_secret_file
 from vault.db import make_engine
 from vault.models import Base
-from vault.services import keys
+from vault.services import keys, uploads
 from vault.services.passwords import PasswordCost, Passwords
 from vault.services.runtime import Runtime
 from vault.settings import Settings, normalise_database_url
 
 if TYPE_CHECKING:
-    from tests.seaweed import SeaweedServer
+    from tests.support.seaweed import SeaweedServer
 
-pytest_plugins = ["tests.seaweed", "tests.live_server", "tests.browser"]
+pytest_plugins = ["tests.support.seaweed", "tests.support.live_server", "tests.support.browser"]
 
 POSTGRES_URL_VARIABLE = "VAULT_TEST_DATABASE_URL"
 STORAGE_VARIABLE = "VAULT_TEST_STORAGE"
@@ -167,7 +167,7 @@ def settings(tmp_path: Path, test_database: TestDatabase, storage_url: str) -> S
 
 @pytest.fixture
 def clock(request: pytest.FixtureRequest) -> SteppingClock:
-    """The clock of the test and of the app it builds (see ``tests.clock``): a fixed school
+    """The clock of the test and of the app it builds (see ``tests.support.clock``): a fixed school
     morning, or the machine's clock for tests marked ``machine_clock``."""
     if request.node.get_closest_marker("machine_clock") is not None:
         return MachineClock()
@@ -193,6 +193,13 @@ def runtime(settings: Settings, clock: SteppingClock) -> Iterator[Runtime]:
 def recvault(runtime: Runtime, clock: SteppingClock) -> Console:
     """The command line on the test's instance (prepared by ``runtime``) and clock."""
     return Console(runtime.settings, clock, runtime.passwords)
+
+
+@pytest.fixture
+def verify_passes_finished() -> Iterator[None]:
+    """Verify passes run after the final PATCH; none may outlive the test's database."""
+    yield
+    assert uploads.finish_background_work(120)
 
 
 @pytest.fixture

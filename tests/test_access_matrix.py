@@ -28,10 +28,14 @@ from flask.testing import FlaskClient
 from sqlalchemy import delete, func, select
 from sqlalchemy.orm import Session
 
-from tests.people import Person, add_person, sign_in
-from tests.recording_support import riga_today, sample_media, store_plaintext
-from tests.test_orders import insert_recording
-from tests.webclient import csrf_token_from
+from tests.support.people import Person, add_person, sign_in
+from tests.support.recording_support import (
+    insert_recording,
+    riga_today,
+    sample_media,
+    store_plaintext,
+)
+from tests.support.webclient import csrf_token_from
 from vault.models import (
     AccessOrder,
     AccessOrderGrantee,

@@ -28,9 +28,9 @@ from sqlalchemy.orm import Session
 from werkzeug.routing import Rule
 from werkzeug.routing.converters import UUIDConverter
 
-from tests.people import add_person, sign_in
-from tests.test_orders import insert_recording
-from tests.webclient import csrf_token_from
+from tests.support.people import add_person, sign_in
+from tests.support.recording_support import insert_recording
+from tests.support.webclient import csrf_token_from
 from vault.models import AuditEvent, Recording
 from vault.services import access
 from vault.services.access import Action, Decision, Subject

@@ -21,13 +21,13 @@ from flask import Flask
 from flask.testing import FlaskClient
 from sqlalchemy import select, update
 
-from tests.backends import missing_backend
-from tests.clock import stepping_clock
-from tests.console import Console
-from tests.people import PASSWORD, Person, add_person, sign_in
-from tests.processes import free_port
-from tests.streaming_support import user_id
-from tests.webclient import csrf_token_from
+from tests.support.backends import missing_backend
+from tests.support.clock import stepping_clock
+from tests.support.console import Console
+from tests.support.people import PASSWORD, Person, add_person, sign_in
+from tests.support.processes import free_port
+from tests.support.streaming_support import user_id
+from tests.support.webclient import csrf_token_from
 from vault.app import create_app
 from vault.models import AccountLink, ApiToken, AuditEvent, LoginSession, User
 from vault.services import accounts

@@ -12,7 +12,7 @@ import sys
 
 _SCENARIO = """
 import os, sys, threading
-from tests.processes import resident_mib
+from tests.support.processes import resident_mib
 from vault import allocator
 
 if sys.argv[1] == "pinned" and not allocator.map_large_blocks():

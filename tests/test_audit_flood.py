@@ -9,8 +9,8 @@ from datetime import timedelta
 from flask import Flask
 from sqlalchemy import select
 
-from tests.clock import TestClock
-from tests.streaming_support import browser, make_school
+from tests.support.clock import TestClock
+from tests.support.streaming_support import browser, make_school
 from vault.models import AuditEvent, AuditEventContext
 from vault.services import audit, lifecycle
 from vault.services.runtime import Runtime

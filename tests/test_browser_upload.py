@@ -7,22 +7,14 @@ from pathlib import Path
 import pytest
 from playwright.sync_api import Page, expect
 
-from tests.browser import sample_mp4
-from tests.live_server import LiveServer
-from tests.people import PASSWORD, add_person
-from tests.recording_support import register
+from tests.support.browser import sample_mp4, sign_in_with_the_form
+from tests.support.live_server import LiveServer
+from tests.support.people import add_person
+from tests.support.recording_support import register
 from vault.models import Recording
 from vault.services.runtime import Runtime
 
 pytestmark = [pytest.mark.slow, pytest.mark.browser]
-
-
-def sign_in_with_the_form(page: Page, base: str, username: str) -> None:
-    page.goto(f"{base}/login")
-    page.fill('input[name="username"]', username)
-    page.fill('input[name="password"]', PASSWORD)
-    page.click('main form button[type="submit"]')
-    page.wait_for_url(f"{base}/")
 
 
 def test_a_teacher_uploads_through_the_page(

@@ -14,12 +14,11 @@ import pytest
 from flask import Flask
 from playwright.sync_api import Browser, Page, Route, expect
 
-from tests.browser import sample_mp4
-from tests.live_server import LiveServer
-from tests.people import add_person
-from tests.recording_support import register, store_plaintext
-from tests.streaming_support import events, issue_order
-from tests.test_browser_upload import sign_in_with_the_form
+from tests.support.browser import sample_mp4, sign_in_with_the_form
+from tests.support.live_server import LiveServer
+from tests.support.people import add_person
+from tests.support.recording_support import register, store_plaintext
+from tests.support.streaming_support import events, issue_order
 from vault.services.runtime import Runtime
 from vault.web.watch import IDLE_TIMEOUT_CONFIG
 

@@ -12,10 +12,10 @@ from datetime import UTC, datetime, timedelta
 import pytest
 from flask import Flask
 
-from tests.clock import RIGA, TestClock, riga
-from tests.people import add_person, sign_in
-from tests.recording_support import registration
-from tests.streaming_support import bearer, browser, denials, issue_order, make_school
+from tests.support.clock import RIGA, TestClock, riga
+from tests.support.people import add_person, sign_in
+from tests.support.recording_support import registration
+from tests.support.streaming_support import bearer, browser, denials, issue_order, make_school
 from vault.services import calendar
 from vault.services.runtime import Runtime
 

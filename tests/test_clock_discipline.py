@@ -1,4 +1,4 @@
-"""Every test takes "now" from the test clock (``tests.clock``), so the suite passes at any
+"""Every test takes "now" from the test clock (``tests.support.clock``), so the suite passes at any
 hour of any day. The few that must run on the machine's clock are listed here, each with the
 reason; nothing else in ``tests/`` reads that clock."""
 
@@ -12,9 +12,9 @@ ROOT = TESTS.parent
 
 # Modules that use ``MachineClock`` or the ``machine_clock`` marker, and why.
 REAL_CLOCK_CASES = {
-    "tests/clock.py": "defines MachineClock, the one reader of the machine's clock",
+    "tests/support/clock.py": "defines MachineClock, the one reader of the machine's clock",
     "tests/conftest.py": "gives tests marked machine_clock a runtime on the machine's clock",
-    "tests/nginx.py": "nginx and the browser check the test certificate against that clock",
+    "tests/support/nginx.py": "nginx and the browser check the test certificate against that clock",
     "tests/storage/test_contract.py": "stores date multipart writes by the machine's clock",
     "tests/storage/test_local.py": "the local store judges temporary files by their mtime",
     "tests/storage/test_s3.py": "S3 dates multipart writes (Initiated) by the server's clock",
@@ -73,11 +73,11 @@ def test_no_test_reads_the_machine_clock_outside_the_clock_module() -> None:
     offences = [
         f"{path.relative_to(ROOT)}:{line}: {what}"
         for path in python_files()
-        if path != TESTS / "clock.py"
+        if path != TESTS / "support" / "clock.py"
         for line, what in clock_reads(path.read_text(encoding="utf-8"))
     ]
-    assert offences == [], "take the time from the test clock (tests/clock.py):\n" + "\n".join(
-        offences
+    assert offences == [], (
+        "take the time from the test clock (tests/support/clock.py):\n" + "\n".join(offences)
     )
 
 
@@ -108,5 +108,5 @@ def test_the_check_catches_each_way_of_reading_the_clock() -> None:
     )
     assert [line for line, _ in clock_reads(source)] == [3, 4, 5, 6, 7, 8]
     assert uses_the_machine_clock("import pytest\n@pytest.mark.machine_clock\ndef t(): pass")
-    assert uses_the_machine_clock("from tests.clock import MachineClock")
-    assert not uses_the_machine_clock("from tests.clock import TestClock")
+    assert uses_the_machine_clock("from tests.support.clock import MachineClock")
+    assert not uses_the_machine_clock("from tests.support.clock import TestClock")

@@ -10,9 +10,9 @@ from flask.testing import FlaskClient
 from sqlalchemy import select
 
 from storage_backends.base import ObjectNotFound
-from tests.people import Person, add_person, sign_in
-from tests.recording_support import keep_year_open, register, sample_media, store_plaintext
-from tests.webclient import csrf_token_from
+from tests.support.people import Person, add_person, sign_in
+from tests.support.recording_support import keep_year_open, register, sample_media, store_plaintext
+from tests.support.webclient import csrf_token_from
 from vault.models import AuditEvent, AuditEventContext, Recording
 from vault.services import account_admin
 from vault.services.runtime import Runtime

@@ -9,8 +9,8 @@ from datetime import UTC, date, datetime
 import pytest
 from sqlalchemy import select
 
-from tests.console import Console
-from tests.recording_support import keep_year_open, riga_today
+from tests.support.console import Console
+from tests.support.recording_support import keep_year_open, riga_today
 from vault.models import Recording, User
 from vault.services import account_admin, calendar, demo, media
 from vault.services.errors import Conflict

@@ -32,11 +32,11 @@ from sqlalchemy.engine import make_url
 
 from storage_backends.base import LifecycleRules
 from storage_backends.url import open_store
-from tests.backends import missing_backend
-from tests.clock import MachineClock
 from tests.conftest import create_postgres_schema, drop_postgres_schema, postgres_base_url
-from tests.processes import free_port, stop_group
-from tests.seaweed import SeaweedServer
+from tests.support.backends import missing_backend
+from tests.support.clock import MachineClock
+from tests.support.processes import free_port, stop_group
+from tests.support.seaweed import SeaweedServer
 from vault import schema
 from vault.db import make_engine
 from vault.settings import Settings, setting_names

@@ -7,9 +7,9 @@ from datetime import timedelta
 
 import pytest
 
-from tests.console import Console
-from tests.people import add_person
-from tests.recording_support import register, sample_media, store_plaintext
+from tests.support.console import Console
+from tests.support.people import add_person
+from tests.support.recording_support import register, sample_media, store_plaintext
 from vault.models import Recording
 from vault.services import fsck
 from vault.services.runtime import Runtime

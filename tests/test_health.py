@@ -10,7 +10,7 @@ import pytest
 from flask.testing import FlaskClient
 
 from storage_backends.base import LifecycleRules
-from tests.seaweed import run_seaweedfs
+from tests.support.seaweed import run_seaweedfs
 from vault.app import build_runtime, create_app
 from vault.settings import Settings
 

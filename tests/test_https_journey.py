@@ -22,11 +22,11 @@ import pytest
 import requests
 from playwright.sync_api import Browser, BrowserContext, Page, expect
 
-from tests.browser import sample_mp4
-from tests.nginx import Proxy, nginx_in_front
-from tests.people import PASSWORD, Person, add_person
-from tests.processes import free_port, serving
-from tests.recording_support import keep_year_open, riga_today
+from tests.support.browser import sample_mp4
+from tests.support.nginx import Proxy, nginx_in_front
+from tests.support.people import PASSWORD, Person, add_person
+from tests.support.processes import free_port, serving
+from tests.support.recording_support import keep_year_open, riga_today
 from vault.models import AccessOrder, Recording
 from vault.services.runtime import Runtime
 from vault.settings import Settings

@@ -10,7 +10,7 @@ from pathlib import Path
 from babel.messages.pofile import read_po
 from flask.testing import FlaskClient
 
-from tests.webclient import csrf_token_from
+from tests.support.webclient import csrf_token_from
 
 ROOT = Path(__file__).resolve().parents[1]
 CATALOGUE = ROOT / "vault" / "translations" / "lv" / "LC_MESSAGES" / "messages.po"

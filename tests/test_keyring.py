@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 from sqlalchemy import select
 
-from tests.clock import MachineClock
+from tests.support.clock import MachineClock
 from vault import crypto, schema
 from vault.app import build_runtime, master_key_provider
 from vault.keyring import (

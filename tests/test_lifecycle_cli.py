@@ -8,9 +8,9 @@ from datetime import timedelta
 from flask.testing import FlaskClient
 from sqlalchemy import select, update
 
-from tests.console import Console
-from tests.people import add_person
-from tests.recording_support import MP4_HEADER, register
+from tests.support.console import Console
+from tests.support.people import add_person
+from tests.support.recording_support import MP4_HEADER, register
 from vault.models import AuditEvent, Recording, Upload
 from vault.services import account_admin
 from vault.services.runtime import Runtime

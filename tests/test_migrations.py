@@ -12,8 +12,8 @@ from alembic.autogenerate import compare_metadata
 from alembic.runtime.migration import MigrationContext
 from sqlalchemy import Engine, inspect, text
 
-from tests.backends import missing_backend
 from tests.conftest import create_postgres_schema, drop_postgres_schema, postgres_base_url
+from tests.support.backends import missing_backend
 from vault import schema
 from vault.db import make_engine
 from vault.models import Base

@@ -15,54 +15,14 @@ from flask.testing import FlaskClient
 from sqlalchemy import event, select
 from sqlalchemy.exc import IntegrityError
 
-from tests.clock import RIGA
-from tests.people import Person, add_person, sign_in
-from tests.recording_support import riga_today
-from tests.webclient import csrf_token_from
+from tests.support.clock import RIGA
+from tests.support.people import Person, add_person, sign_in
+from tests.support.recording_support import insert_recording, riga_today
+from tests.support.webclient import csrf_token_from
 from vault.models import AccessOrder, AuditEvent, Recording, User
 from vault.services import access, account_admin, calendar
 from vault.services.access import Action, Subject
 from vault.services.runtime import Runtime
-
-
-def insert_recording(
-    runtime: Runtime,
-    owner: str,
-    *,
-    title: str = "Daļskaitļi",
-    class_group: str = "7.a",
-    lesson_date: date | None = None,
-    status: str = "available",
-    retain_until: date | None = None,
-    purpose: str = "quality_safety",
-) -> uuid.UUID:
-    """A recording row as registration leaves it, with the status a test needs; its media is
-    never read here, so no object is stored."""
-    lesson = lesson_date or riga_today(runtime) - timedelta(days=10)
-    with runtime.sessions() as session, session.begin():
-        owner_id = session.scalars(select(User.id).where(User.username == owner)).one()
-        recording = Recording(
-            owner_id=owner_id,
-            title=title,
-            subject="Matemātika",
-            class_group=class_group,
-            lesson_date=lesson,
-            platform="zoom",
-            purpose=purpose,
-            aim="Atgriezeniskā saite par stundas gaitu",
-            visible="teacher_only",
-            subjects_informed_method="e-klase ziņa",
-            subjects_informed_at=lesson - timedelta(days=2),
-            third_party_warning=True,
-            device="school",
-            school_year=calendar.school_year_of(lesson),
-            retain_until=retain_until or riga_today(runtime) + timedelta(days=60),
-            status=status,
-            created_at=runtime.clock(),
-        )
-        session.add(recording)
-        session.flush()
-        return recording.id
 
 
 def audit_rows(runtime: Runtime, action: str) -> list[AuditEvent]:

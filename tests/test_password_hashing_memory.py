@@ -14,7 +14,7 @@ from vault.services.passwords import Passwords
 
 _BURST = """
 import os, threading
-from tests.processes import peak_rss_mib, reset_peak_rss
+from tests.support.processes import peak_rss_mib, reset_peak_rss
 from vault.services.passwords import Passwords
 
 passwords = Passwords()  # the production cost

@@ -15,9 +15,9 @@ from flask.testing import FlaskClient
 from sqlalchemy import select
 
 from storage_backends.base import ObjectNotFound
-from tests.console import Console
-from tests.people import Person, add_person, sign_in
-from tests.recording_support import (
+from tests.support.console import Console
+from tests.support.people import Person, add_person, sign_in
+from tests.support.recording_support import (
     keep_year_open,
     lesson_day,
     register,
@@ -26,7 +26,7 @@ from tests.recording_support import (
     sample_media,
     store_plaintext,
 )
-from tests.webclient import csrf_token_from
+from tests.support.webclient import csrf_token_from
 from vault.models import AuditEvent, Recording
 from vault.services import account_admin, accounts, calendar
 from vault.services.errors import IntegrityFailure

@@ -11,8 +11,8 @@ from pathlib import Path
 import pytest
 import requests
 
-from tests.processes import free_port, serving
-from tests.webclient import CSRF_META
+from tests.support.processes import free_port, serving
+from tests.support.webclient import CSRF_META
 
 
 @pytest.fixture

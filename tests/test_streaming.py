@@ -13,10 +13,10 @@ import requests
 from flask import Flask
 from sqlalchemy import select, update
 
-from tests.clock import RIGA, TestClock
-from tests.live_server import LiveServer
-from tests.people import PASSWORD
-from tests.streaming_support import (
+from tests.support.clock import RIGA, TestClock
+from tests.support.live_server import LiveServer
+from tests.support.people import PASSWORD
+from tests.support.streaming_support import (
     School,
     bearer,
     browser,

@@ -15,9 +15,9 @@ import pytest
 from flask import Flask
 
 from storage_backends.base import BlobStore
-from tests.people import add_person
-from tests.recording_support import register, sample_media, store_plaintext
-from tests.streaming_support import Browser, School, browser, issue_order, make_school
+from tests.support.people import add_person
+from tests.support.recording_support import register, sample_media, store_plaintext
+from tests.support.streaming_support import Browser, School, browser, issue_order, make_school
 from vault import crypto
 from vault.app import create_app
 from vault.models import Recording

@@ -10,8 +10,8 @@ import pytest
 from flask import Flask
 from sqlalchemy import select, update
 
-from tests.clock import RIGA
-from tests.streaming_support import (
+from tests.support.clock import RIGA
+from tests.support.streaming_support import (
     School,
     browser,
     denials,

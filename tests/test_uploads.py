@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import dataclasses
 import hashlib
-from collections.abc import Iterator
 from datetime import datetime, timedelta
 
 import pytest
@@ -12,10 +11,10 @@ from flask import Flask
 from flask.testing import FlaskClient
 from sqlalchemy import select
 
-from tests.clock import MachineClock
-from tests.people import add_person, sign_in
-from tests.recording_support import register
-from tests.uploads_support import (
+from tests.support.clock import MachineClock
+from tests.support.people import add_person, sign_in
+from tests.support.recording_support import register
+from tests.support.uploads_support import (
     MIB,
     UPLOADS,
     create,
@@ -32,19 +31,15 @@ from tests.uploads_support import (
     tus_headers,
     upload_rows,
 )
-from tests.webclient import csrf_token_from
+from tests.support.webclient import csrf_token_from
 from vault.app import create_app
 from vault.models import AuditEvent
 from vault.services import account_admin, uploads
 from vault.services.runtime import Runtime
 from vault.settings import Settings
 
-
-@pytest.fixture(autouse=True)
-def verify_passes_finished() -> Iterator[None]:
-    """Verify passes run after the final PATCH; none may outlive the test's database."""
-    yield
-    assert uploads.finish_background_work(120)
+# Every upload test waits for the verify passes it started (see the fixture).
+pytestmark = pytest.mark.usefixtures("verify_passes_finished")
 
 
 def actions(runtime: Runtime) -> list[str]:

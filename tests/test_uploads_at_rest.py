@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import tempfile
 import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -19,9 +19,9 @@ import pytest
 from flask.testing import FlaskClient
 
 from tests.conftest import storage_kind
-from tests.recording_support import MP4_HEADER, register
-from tests.seaweed import SeaweedServer
-from tests.uploads_support import (
+from tests.support.recording_support import MP4_HEADER, register
+from tests.support.seaweed import SeaweedServer
+from tests.support.uploads_support import (
     MIB,
     create_url,
     database_rows_containing,
@@ -31,9 +31,11 @@ from tests.uploads_support import (
     stored_plaintext,
     teacher_token,
 )
-from vault.services import uploads
 from vault.services.runtime import Runtime
 from vault.settings import Settings
+
+# Every upload test waits for the verify passes it started (see the fixture).
+pytestmark = pytest.mark.usefixtures("verify_passes_finished")
 
 
 @pytest.fixture
@@ -45,13 +47,6 @@ def no_temporary_files(monkeypatch: pytest.MonkeyPatch) -> None:
 
     for name in ("TemporaryFile", "NamedTemporaryFile", "SpooledTemporaryFile", "mkstemp"):
         monkeypatch.setattr(tempfile, name, refuse)
-
-
-@pytest.fixture(autouse=True)
-def verify_passes_finished() -> Iterator[None]:
-    """Verify passes run after the final PATCH; none may outlive the test's database."""
-    yield
-    assert uploads.finish_background_work(120)
 
 
 class AtRestScanner:

@@ -20,9 +20,9 @@ from collections.abc import Iterator
 import pytest
 import requests
 
-from tests.processes import children_of, free_port, serving
-from tests.recording_support import register
-from tests.uploads_support import (
+from tests.support.processes import children_of, free_port, serving
+from tests.support.recording_support import register
+from tests.support.uploads_support import (
     MIB,
     encode_metadata,
     media,

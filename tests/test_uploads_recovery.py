@@ -16,8 +16,8 @@ from flask.testing import FlaskClient
 from sqlalchemy import select, update
 
 from storage_backends.base import BlobStore, Part, StorageUnavailable
-from tests.recording_support import register
-from tests.uploads_support import (
+from tests.support.recording_support import register
+from tests.support.uploads_support import (
     MIB,
     create_url,
     head,
@@ -38,12 +38,8 @@ from vault.services.errors import Conflict, Gone
 from vault.services.errors import StorageUnavailable as StorageUnavailableError
 from vault.services.runtime import Runtime
 
-
-@pytest.fixture(autouse=True)
-def verify_passes_finished() -> Iterator[None]:
-    """Verify passes run after the final PATCH; none may outlive the test's database."""
-    yield
-    assert uploads.finish_background_work(120)
+# Every upload test waits for the verify passes it started (see the fixture).
+pytestmark = pytest.mark.usefixtures("verify_passes_finished")
 
 
 class SimulatedCrash(BaseException):

@@ -18,8 +18,8 @@ from flask import Flask
 from tusclient import client as tus_client
 from tusclient.uploader.uploader import Uploader
 
-from tests.recording_support import register
-from tests.uploads_support import (
+from tests.support.recording_support import register
+from tests.support.uploads_support import (
     MIB,
     HttpServer,
     media,
@@ -29,15 +29,10 @@ from tests.uploads_support import (
     stored_plaintext,
     teacher_token,
 )
-from vault.services import uploads
 from vault.services.runtime import Runtime
 
-
-@pytest.fixture(autouse=True)
-def verify_passes_finished() -> Iterator[None]:
-    """Verify passes run after the final PATCH; none may outlive the test's database."""
-    yield
-    assert uploads.finish_background_work(120)
+# Every upload test waits for the verify passes it started (see the fixture).
+pytestmark = pytest.mark.usefixtures("verify_passes_finished")
 
 
 @pytest.fixture

@@ -9,10 +9,10 @@ from flask.testing import FlaskClient
 from sqlalchemy import select
 from werkzeug.test import TestResponse
 
-from tests.people import Person, add_person, sign_in
-from tests.routes import every_route
-from tests.streaming_support import browser, make_school, user_id
-from tests.webclient import CSRF_META, csrf_token_from
+from tests.support.people import Person, add_person, sign_in
+from tests.support.routes import every_route
+from tests.support.streaming_support import browser, make_school, user_id
+from tests.support.webclient import CSRF_META, csrf_token_from
 from vault.app import create_app
 from vault.models import AuditEvent
 from vault.services import account_admin

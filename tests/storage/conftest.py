@@ -1,7 +1,7 @@
 """Fixtures for the storage contract suite: the same tests run on every BlobStore.
 
-The SeaweedFS fixtures (``s3_server``, ``s3_env``) come from the ``tests.seaweed`` plugin that
-the root conftest registers.
+The SeaweedFS fixtures (``s3_server``, ``s3_env``) come from the ``tests.support.seaweed``
+plugin that the root conftest registers.
 """
 
 from __future__ import annotations
@@ -15,7 +15,7 @@ from storage_backends.base import BlobStore, LifecycleRules
 from storage_backends.local import LocalStore
 from storage_backends.s3 import S3Store
 from storage_backends.url import open_store
-from tests.seaweed import SeaweedServer
+from tests.support.seaweed import SeaweedServer
 
 BACKENDS = ["local", pytest.param("s3", marks=pytest.mark.s3)]
 

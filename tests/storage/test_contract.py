@@ -24,7 +24,7 @@ from storage_backends.base import (
     YearExpiry,
 )
 from storage_backends.url import open_store
-from tests.clock import MachineClock
+from tests.support.clock import MachineClock
 
 # The store dates what it keeps by the machine's clock (file times, S3's Initiated), and
 # so does whatever reads them back: these comparisons need that clock, not the test clock.

@@ -23,8 +23,8 @@ from botocore.exceptions import BotoCoreError
 
 from storage_backends.base import LifecycleRules, ObjectNotFound, StorageUnavailable
 from storage_backends.s3 import S3Store
-from tests.backends import missing_backend
-from tests.seaweed import ACCESS_KEY, SECRET_KEY, SeaweedServer, run_seaweedfs
+from tests.support.backends import missing_backend
+from tests.support.seaweed import ACCESS_KEY, SECRET_KEY, SeaweedServer, run_seaweedfs
 
 pytestmark = pytest.mark.slow
 

@@ -17,7 +17,7 @@ from storage_backends.base import (
     StorageUnavailable,
 )
 from storage_backends.local import LocalStore
-from tests.clock import MachineClock
+from tests.support.clock import MachineClock
 
 # The store dates what it keeps by the machine's clock (file times, S3's Initiated), and
 # so does whatever reads them back: these comparisons need that clock, not the test clock.

@@ -22,8 +22,8 @@ from storage_backends.base import (
 )
 from storage_backends.s3 import S3Store
 from storage_backends.url import open_store
-from tests.clock import MachineClock
-from tests.seaweed import SeaweedServer
+from tests.support.clock import MachineClock
+from tests.support.seaweed import SeaweedServer
 
 # The store dates what it keeps by the machine's clock (file times, S3's Initiated), and
 # so does whatever reads them back: these comparisons need that clock, not the test clock.

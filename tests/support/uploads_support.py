@@ -19,8 +19,8 @@ from sqlalchemy import LargeBinary, String, Text, select
 from werkzeug.serving import BaseWSGIServer, make_server
 from werkzeug.test import TestResponse
 
-from tests.people import add_person
-from tests.recording_support import MP4_HEADER, keep_year_open
+from tests.support.people import add_person
+from tests.support.recording_support import MP4_HEADER, keep_year_open
 from vault import crypto
 from vault.models import Base, Recording, Upload
 from vault.services import account_admin, uploads

@@ -41,7 +41,7 @@ import boto3
 import pytest
 from botocore.config import Config
 
-from tests.backends import missing_backend
+from tests.support.backends import missing_backend
 
 if TYPE_CHECKING:
     from types_boto3_s3.client import S3Client

@@ -12,10 +12,10 @@ from flask.testing import FlaskClient
 from sqlalchemy import select
 from werkzeug.test import TestResponse
 
-from tests.clock import RIGA
-from tests.people import Person, add_person, sign_in
-from tests.recording_support import register, sample_media, store_plaintext
-from tests.webclient import csrf_token_from
+from tests.support.clock import RIGA
+from tests.support.people import Person, add_person, sign_in
+from tests.support.recording_support import register, sample_media, store_plaintext
+from tests.support.webclient import csrf_token_from
 from vault.models import AuditEvent, Recording, User
 from vault.services import account_admin, accounts, orders
 from vault.services.runtime import Runtime

@@ -22,11 +22,11 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
 
-from tests.backends import missing_backend
-from tests.clock import MachineClock
-from tests.processes import free_port, stop_group, wait_for_port
+from tests.support.backends import missing_backend
+from tests.support.clock import MachineClock
+from tests.support.processes import free_port, stop_group, wait_for_port
 
-OPERATIONS = Path(__file__).parent.parent / "docs" / "operations.md"
+OPERATIONS = Path(__file__).parents[2] / "docs" / "operations.md"
 NGINX = "/usr/sbin/nginx"
 
 

@@ -6,7 +6,7 @@ from dataclasses import dataclass
 
 from click.testing import CliRunner, Result
 
-from tests.clock import SteppingClock
+from tests.support.clock import SteppingClock
 from vault.cli import Collaborators, main
 from vault.services.passwords import Passwords
 from vault.settings import Settings

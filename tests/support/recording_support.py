@@ -11,8 +11,10 @@ import uuid
 from datetime import date, timedelta
 from typing import Any
 
+from sqlalchemy import select
+
 from vault import crypto
-from vault.models import Recording
+from vault.models import Recording, User
 from vault.services import accounts, calendar, recordings
 from vault.services.runtime import Runtime
 
@@ -111,3 +113,43 @@ def store_plaintext(
         recording.ciphertext_sha256 = hashlib.sha256(ciphertext).hexdigest()
         recording.status = "available"
         recording.available_at = runtime.clock()
+
+
+def insert_recording(
+    runtime: Runtime,
+    owner: str,
+    *,
+    title: str = "Daļskaitļi",
+    class_group: str = "7.a",
+    lesson_date: date | None = None,
+    status: str = "available",
+    retain_until: date | None = None,
+    purpose: str = "quality_safety",
+) -> uuid.UUID:
+    """A recording row as registration leaves it, with the status a test needs; its media is
+    never read here, so no object is stored."""
+    lesson = lesson_date or riga_today(runtime) - timedelta(days=10)
+    with runtime.sessions() as session, session.begin():
+        owner_id = session.scalars(select(User.id).where(User.username == owner)).one()
+        recording = Recording(
+            owner_id=owner_id,
+            title=title,
+            subject="Matemātika",
+            class_group=class_group,
+            lesson_date=lesson,
+            platform="zoom",
+            purpose=purpose,
+            aim="Atgriezeniskā saite par stundas gaitu",
+            visible="teacher_only",
+            subjects_informed_method="e-klase ziņa",
+            subjects_informed_at=lesson - timedelta(days=2),
+            third_party_warning=True,
+            device="school",
+            school_year=calendar.school_year_of(lesson),
+            retain_until=retain_until or riga_today(runtime) + timedelta(days=60),
+            status=status,
+            created_at=runtime.clock(),
+        )
+        session.add(recording)
+        session.flush()
+        return recording.id

@@ -10,7 +10,8 @@ from pathlib import Path
 import pytest
 from playwright.sync_api import Browser, Page, sync_playwright
 
-from tests.backends import missing_backend
+from tests.support.backends import missing_backend
+from tests.support.people import PASSWORD
 
 CHROMIUM = "/usr/bin/chromium"
 # Without these, Chromium reaches for Google's services, which this network refuses.
@@ -81,3 +82,11 @@ def sample_mp4(path: Path, seconds: int = 3) -> Path:
         timeout=120,
     )
     return path
+
+
+def sign_in_with_the_form(page: Page, base: str, username: str) -> None:
+    page.goto(f"{base}/login")
+    page.fill('input[name="username"]', username)
+    page.fill('input[name="password"]', PASSWORD)
+    page.click('main form button[type="submit"]')
+    page.wait_for_url(f"{base}/")

@@ -9,8 +9,8 @@ import pyotp
 from flask.testing import FlaskClient
 from werkzeug.test import TestResponse
 
-from tests.clock import SteppingClock, stepping_clock
-from tests.webclient import csrf_token_from
+from tests.support.clock import SteppingClock, stepping_clock
+from tests.support.webclient import csrf_token_from
 from vault.services import account_admin
 from vault.services.runtime import Runtime
 

@@ -1,0 +1,1 @@
+"""Helpers the tests share: clocks, people, recordings, servers, browsers."""
