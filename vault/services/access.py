@@ -237,7 +237,7 @@ def authorize(
     decision = decide(session, subject, action, recording, now, zone)
     if decision.allowed:
         return decision
-    audit.record(
+    raise audit.refused(
         session,
         audit.Event(
             AuditAction.ACCESS_DENIED,
@@ -247,8 +247,5 @@ def authorize(
             details={"action": action.value, "reason": decision.reason},
             context=context,
         ),
+        Gone() if decision.gone else PermissionDenied(),
     )
-    session.commit()
-    if decision.gone:
-        raise Gone()
-    raise PermissionDenied()

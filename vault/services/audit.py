@@ -11,7 +11,7 @@ import uuid
 from dataclasses import dataclass, field
 from datetime import datetime
 from enum import StrEnum
-from typing import Any
+from typing import Any, TypeVar
 
 from sqlalchemy import delete, select, update
 from sqlalchemy.exc import IntegrityError
@@ -106,6 +106,17 @@ class Event:
 
 # User agents are attacker-chosen; keep the stored copy bounded.
 MAX_USER_AGENT_LENGTH = 512
+
+
+ErrorT = TypeVar("ErrorT", bound=Exception)
+
+
+def refused(session: Session, event: Event, error: ErrorT) -> ErrorT:
+    """Record a refusal and commit it on its own, then hand back the error to raise: the
+    request fails, and its refusal must not roll back with it."""
+    record(session, event)
+    session.commit()
+    return error
 
 
 # A refused request from nobody signed in (a bad token, a forged stream URL, a forged form)

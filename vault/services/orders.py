@@ -31,7 +31,7 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
 from vault.models import AccessOrder, AccessOrderGrantee, AccessOrderRecording, Recording, User
-from vault.services import access, audit
+from vault.services import access, audit, fields
 from vault.services.access import TOMBSTONE_STATUSES, Action, Status, Subject
 from vault.services.accounts import Actor, Role
 from vault.services.audit import AuditAction, Outcome
@@ -43,7 +43,6 @@ REASON_LIMIT = 2000
 _NUMBER_TAKEN = N_("An order with this number was already issued this year.")
 # Roles that may read orders: the director issues them, the auditor checks them (SPEC §2).
 READER_ROLES = frozenset({Role.DIRECTOR, Role.AUDITOR})
-REGISTER_ROLES = frozenset({Role.DIRECTOR, Role.AUDITOR})
 TOMBSTONE_VALUES = frozenset(status.value for status in TOMBSTONE_STATUSES)
 
 
@@ -134,31 +133,6 @@ class OrderDraft:
 # -- parsing ----------------------------------------------------------------------------------
 
 
-def _text(raw: Mapping[str, Any], name: str, limit: int, errors: dict[str, list[str]]) -> str:
-    value = raw.get(name)
-    text = value.strip() if isinstance(value, str) else ""
-    if not text:
-        errors.setdefault(name, []).append(N_("This field is required."))
-    elif len(text) > limit:
-        errors.setdefault(name, []).append(N_("This text is too long."))
-    return text
-
-
-def _date(raw: Any, name: str, errors: dict[str, list[str]], *, required: bool) -> date | None:
-    if isinstance(raw, str) and raw.strip():
-        try:
-            return date.fromisoformat(raw.strip())
-        except ValueError:
-            pass
-        errors.setdefault(name, []).append(N_("Enter a date as YYYY-MM-DD."))
-        return None
-    if raw is not None and raw != "":
-        errors.setdefault(name, []).append(N_("Enter a date as YYYY-MM-DD."))
-    elif required:
-        errors.setdefault(name, []).append(N_("This field is required."))
-    return None
-
-
 def _optional_text(
     raw: Mapping[str, Any], name: str, field: str, errors: dict[str, list[str]]
 ) -> str | None:
@@ -192,8 +166,8 @@ def _parse_selection(raw: Any, errors: dict[str, list[str]]) -> Selection | None
         )
     teacher = _optional_text(raw, "teacher", "filter.teacher", errors)
     class_group = _optional_text(raw, "class_group", "filter.class_group", errors)
-    from_ = _date(raw.get("from"), "filter.from", errors, required=False)
-    to = _date(raw.get("to"), "filter.to", errors, required=False)
+    from_ = fields.iso_date(raw.get("from"), "filter.from", errors, required=False)
+    to = fields.iso_date(raw.get("to"), "filter.to", errors, required=False)
     if not (teacher or class_group or from_ or to):
         errors.setdefault("filter", []).append(
             N_("Choose a teacher, a class or a period for the filter.")
@@ -208,11 +182,11 @@ def _parse_selection(raw: Any, errors: dict[str, list[str]]) -> Selection | None
 def parse_order(raw: Mapping[str, Any]) -> OrderDraft:
     """Validate the fields of an order from a JSON object (or a form flattened into one)."""
     errors: dict[str, list[str]] = {}
-    number = _text(raw, "number", NUMBER_LIMIT, errors)
-    purpose = _text(raw, "purpose", PURPOSE_LIMIT, errors)
-    issued_on = _date(raw.get("issued_on"), "issued_on", errors, required=True)
-    valid_from = _date(raw.get("valid_from"), "valid_from", errors, required=True)
-    valid_until = _date(raw.get("valid_until"), "valid_until", errors, required=True)
+    number = fields.required_text(raw, "number", NUMBER_LIMIT, errors)
+    purpose = fields.required_text(raw, "purpose", PURPOSE_LIMIT, errors)
+    issued_on = fields.iso_date(raw.get("issued_on"), "issued_on", errors, required=True)
+    valid_from = fields.iso_date(raw.get("valid_from"), "valid_from", errors, required=True)
+    valid_until = fields.iso_date(raw.get("valid_until"), "valid_until", errors, required=True)
     grantees = _string_list(raw.get("grantees"), "grantees", errors)
     if not grantees and "grantees" not in errors:
         errors["grantees"] = [N_("Name at least one person.")]
@@ -260,7 +234,7 @@ def _refuse(
     session: Session, actor: Actor, act: str, reason: str, message: str | None = None
 ) -> PermissionDenied:
     """Audit a refused order act (committed, as every denial is) and build the exception."""
-    audit.record(
+    return audit.refused(
         session,
         audit.Event(
             AuditAction.ACCESS_DENIED,
@@ -269,9 +243,8 @@ def _refuse(
             details={"action": act, "reason": reason},
             context=actor.context,
         ),
+        PermissionDenied(message),
     )
-    session.commit()
-    return PermissionDenied(message)
 
 
 def selected_recordings(session: Session, selection: Selection) -> list[Recording]:
@@ -570,11 +543,11 @@ class OrderDocument:
         }
 
 
-def _person(user: User) -> Person:
+def person_of(user: User) -> Person:
     return Person(user.id, user.username, user.full_name, user.disabled_at is not None)
 
 
-def _require_reader(session: Session, actor: Actor, reader: User, act: str) -> None:
+def require_reader(session: Session, actor: Actor, reader: User, act: str) -> None:
     if not reader.roles & READER_ROLES:
         raise _refuse(session, actor, act, "not_director_or_auditor")
 
@@ -586,7 +559,7 @@ def document(session: Session, order: AccessOrder, today: date) -> OrderDocument
         if user_id not in people:
             user = session.get(User, user_id)
             assert user is not None  # a foreign key
-            people[user_id] = _person(user)
+            people[user_id] = person_of(user)
         return people[user_id]
 
     grantee_ids = session.scalars(
@@ -623,7 +596,7 @@ def document(session: Session, order: AccessOrder, today: date) -> OrderDocument
 def read(
     session: Session, actor: Actor, reader: User, order_id: uuid.UUID, now: datetime, zone: ZoneInfo
 ) -> OrderDocument:
-    _require_reader(session, actor, reader, "read_order")
+    require_reader(session, actor, reader, "read_order")
     order = session.get(AccessOrder, order_id)
     if order is None:
         raise NotFound()
@@ -633,7 +606,7 @@ def read(
 def list_orders(
     session: Session, actor: Actor, reader: User, now: datetime, zone: ZoneInfo
 ) -> list[OrderDocument]:
-    _require_reader(session, actor, reader, "list_orders")
+    require_reader(session, actor, reader, "list_orders")
     today = now.astimezone(zone).date()
     orders = session.scalars(
         select(AccessOrder).order_by(AccessOrder.issued_on.desc(), AccessOrder.created_at.desc())
@@ -702,73 +675,9 @@ def available_to(session: Session, user: User, now: datetime, zone: ZoneInfo) ->
         result.append(
             Available(
                 recording=recording,
-                teacher=_person(teacher),
+                teacher=person_of(teacher),
                 order=watch.order or seen.order,
                 can_watch=watch.allowed,
             )
         )
     return result
-
-
-# -- the register -----------------------------------------------------------------------------
-
-
-@dataclass(frozen=True)
-class RegisterFilter:
-    teacher: str | None = None
-    class_group: str | None = None
-    status: str | None = None
-    school_year: str | None = None
-
-
-@dataclass(frozen=True)
-class RegisterRow:
-    recording: Recording
-    teacher: Person
-
-
-def register(
-    session: Session,
-    actor: Actor,
-    reader: User,
-    selection: RegisterFilter,
-    now: datetime,
-    zone: ZoneInfo,
-) -> list[RegisterRow]:
-    """Every recording's metadata, for the director and the auditor; never the media."""
-    if not reader.roles & REGISTER_ROLES:
-        raise _refuse(session, actor, "read_register", "not_director_or_auditor")
-    query = select(Recording, User).join(User, User.id == Recording.owner_id)
-    if selection.teacher:
-        query = query.where(User.username == selection.teacher.strip().lower())
-    if selection.class_group:
-        query = query.where(Recording.class_group == selection.class_group.strip())
-    if selection.status:
-        query = query.where(Recording.status == selection.status)
-    if selection.school_year:
-        query = query.where(Recording.school_year == selection.school_year.strip())
-    query = query.order_by(Recording.lesson_date.desc(), Recording.title)
-    subject = Subject(reader.id, reader.roles)
-    return [
-        RegisterRow(recording, _person(teacher))
-        for recording, teacher in session.execute(query)
-        if access.decide(session, subject, Action.VIEW_METADATA, recording, now, zone).allowed
-    ]
-
-
-def register_choices(session: Session) -> tuple[list[User], list[str], list[str]]:
-    """Teachers, classes and school years that appear in the register (for its filters)."""
-    teachers = list(
-        session.scalars(
-            select(User).where(User.id.in_(select(Recording.owner_id))).order_by(User.full_name)
-        )
-    )
-    classes = list(
-        session.scalars(select(Recording.class_group).distinct().order_by(Recording.class_group))
-    )
-    years = list(
-        session.scalars(
-            select(Recording.school_year).distinct().order_by(Recording.school_year.desc())
-        )
-    )
-    return teachers, classes, years

@@ -27,7 +27,7 @@ from vault.models import (
     Recording,
     User,
 )
-from vault.services import audit, calendar
+from vault.services import audit, calendar, fields
 from vault.services.access import Action, Subject, authorize, decide
 from vault.services.accounts import Actor, Role
 from vault.services.audit import AuditAction, RequestContext
@@ -114,28 +114,6 @@ class Registration:
     request_id: uuid.UUID | None
 
 
-def _text(raw: Mapping[str, Any], name: str, errors: dict[str, list[str]]) -> str:
-    value = raw.get(name)
-    text = value.strip() if isinstance(value, str) else ""
-    if not text:
-        errors.setdefault(name, []).append(N_("This field is required."))
-    elif len(text) > TEXT_LIMITS.get(name, 300):
-        errors.setdefault(name, []).append(N_("This text is too long."))
-    return text
-
-
-def _date(raw: Any, name: str, errors: dict[str, list[str]]) -> date | None:
-    if isinstance(raw, str) and raw.strip():
-        try:
-            return date.fromisoformat(raw.strip()[:10])
-        except ValueError:
-            pass
-        errors.setdefault(name, []).append(N_("Enter a date as YYYY-MM-DD."))
-        return None
-    errors.setdefault(name, []).append(N_("This field is required."))
-    return None
-
-
 def _choice(
     raw: Mapping[str, Any], name: str, kind: type[ChoiceT], errors: dict[str, list[str]]
 ) -> ChoiceT | None:
@@ -157,12 +135,14 @@ def parse_registration(raw: Mapping[str, Any]) -> Registration:
         errors["subjects_informed.method"] = [
             N_("Say how the people in the recording were informed.")
         ]
-    title = _text(raw, "title", errors)
-    subject = _text(raw, "subject", errors)
-    class_group = _text(raw, "class_group", errors)
-    aim = _text(raw, "aim", errors)
-    lesson_date = _date(raw.get("lesson_date"), "lesson_date", errors)
-    informed_at = _date(informed.get("at"), "subjects_informed.at", errors)
+    title = fields.required_text(raw, "title", TEXT_LIMITS["title"], errors)
+    subject = fields.required_text(raw, "subject", TEXT_LIMITS["subject"], errors)
+    class_group = fields.required_text(
+        raw, "class_group", TEXT_LIMITS.get("class_group", 300), errors
+    )
+    aim = fields.required_text(raw, "aim", TEXT_LIMITS["aim"], errors)
+    lesson_date = fields.iso_date(raw.get("lesson_date"), "lesson_date", errors)
+    informed_at = fields.iso_date(informed.get("at"), "subjects_informed.at", errors)
     platform = _choice(raw, "platform", Platform, errors)
     purpose = _choice(raw, "purpose", Purpose, errors)
     visible = _choice(raw, "visible", Visibility, errors)

@@ -148,13 +148,12 @@ def _refuse(
         details={"action": action.value, "reason": reason.value},
         context=context,
     )
-    if unauthenticated_at is not None:
-        address = context.ip_address if context else None
-        audit.unauthenticated_denial(session, event, address, unauthenticated_at)
-    else:
-        audit.record(session, event)
-        session.commit()
-    return PermissionDenied(REFUSAL_MESSAGES.get(reason))
+    error = PermissionDenied(REFUSAL_MESSAGES.get(reason))
+    if unauthenticated_at is None:
+        return audit.refused(session, event, error)
+    address = context.ip_address if context else None
+    audit.unauthenticated_denial(session, event, address, unauthenticated_at)
+    return error
 
 
 def refuse_url(

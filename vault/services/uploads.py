@@ -414,17 +414,18 @@ def _reject(
 ) -> ServiceError:
     """Audit a refused upload act (committed on its own) and return the error to raise."""
     session.rollback()
-    _record(
+    return audit.refused(
         session,
-        AuditAction.UPLOAD_REJECTED,
-        subject.id,
-        recording.id,
-        {"reason": reason, **details},
-        context,
-        outcome=Outcome.DENIED,
+        audit.Event(
+            AuditAction.UPLOAD_REJECTED,
+            outcome=Outcome.DENIED,
+            actor_id=subject.id,
+            recording_id=recording.id,
+            details={"reason": reason, **details},
+            context=context,
+        ),
+        error,
     )
-    session.commit()
-    return error
 
 
 def _next_version(current: datetime, now: datetime) -> datetime:

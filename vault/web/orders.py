@@ -29,6 +29,7 @@ from werkzeug.wrappers import Response as BaseResponse
 
 from vault.models import User
 from vault.services import accounts, orders
+from vault.services import register as recordings_register
 from vault.services.access import Status
 from vault.services.accounts import Role
 from vault.services.errors import ValidationFailed
@@ -153,7 +154,7 @@ def form_to_order(form: MultiDict[str, str]) -> dict[str, Any]:
 
 def _form_page(form: MultiDict[str, str], errors: dict[str, list[str]], status: int) -> Response:
     db = context.db_session()
-    teachers, classes, _years = orders.register_choices(db)
+    teachers, classes, _years = recordings_register.filter_choices(db)
     page = render_template(
         "orders_new.html",
         form=form,
@@ -267,14 +268,14 @@ def _endpoint_if_registered(endpoint: str) -> str | None:
 @require_roles(Role.DIRECTOR, Role.AUDITOR)
 def register() -> Response:
     db = context.db_session()
-    selection = orders.RegisterFilter(
+    selection = recordings_register.RegisterFilter(
         teacher=request.args.get("teacher") or None,
         class_group=request.args.get("class_group") or None,
         status=request.args.get("status") or None,
         school_year=request.args.get("school_year") or None,
     )
-    rows = orders.register(db, actor(), _user(), selection, now(), context.settings().zone)
-    teachers, classes, years = orders.register_choices(db)
+    rows = recordings_register.read(db, actor(), _user(), selection, now(), context.settings().zone)
+    teachers, classes, years = recordings_register.filter_choices(db)
     page = render_template(
         "register.html",
         rows=rows,

@@ -42,7 +42,7 @@ from vault.services.recordings import (
 )
 from vault.web import context
 from vault.web.auth import actor, current_principal, now, request_context
-from vault.web.security import audit_denial, require_roles
+from vault.web.security import audited_refusal, require_roles
 from vault.web.watch import RECHECK_CONFIG
 
 pages = Blueprint("recordings", __name__)
@@ -324,8 +324,9 @@ def _certificate_readable(certificate: Certificate) -> None:
     principal = current_principal()
     if principal.has_role(Role.AUDITOR, Role.DIRECTOR) or certificate.owner_id == principal.id:
         return
-    audit_denial("not_permitted", principal.id, object_id=str(certificate.id))
-    raise PermissionDenied()
+    raise audited_refusal(
+        "not_permitted", principal.id, PermissionDenied(), object_id=str(certificate.id)
+    )
 
 
 @api.get("/certificates")

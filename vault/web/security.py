@@ -18,6 +18,7 @@ from flask_wtf.csrf import CSRFError
 from werkzeug.wrappers import Response as BaseResponse
 
 from vault.services import audit
+from vault.services.audit import ErrorT
 from vault.services.errors import PermissionDenied
 from vault.web import context
 from vault.web.auth import request_context
@@ -107,25 +108,24 @@ def require_csrf_token() -> None:
         if _from_another_site():
             raise CSRFError("The request came from another site.")
         current_app.extensions["csrf"].protect()
-    except CSRFError:
+    except CSRFError as exc:
         if current_user.is_authenticated:
             # A forged request riding a signed-in person's cookie: worth the auditor's eyes.
-            audit_denial("csrf", current_user.id)
-        else:
-            audit.unauthenticated_denial(
-                context.db_session(),
-                _denial_event("csrf", None),
-                request.remote_addr,
-                context.runtime().clock(),
-            )
+            raise audited_refusal("csrf", current_user.id, exc) from None
+        audit.unauthenticated_denial(
+            context.db_session(),
+            _denial_event("csrf", None),
+            request.remote_addr,
+            context.runtime().clock(),
+        )
         raise
 
 
-def audit_denial(reason: str, actor_id: uuid.UUID | None, object_id: str | None = None) -> None:
-    """An access:denied event for a refusal made here in the web layer."""
-    db = context.db_session()
-    audit.record(db, _denial_event(reason, actor_id, object_id))
-    db.commit()
+def audited_refusal(
+    reason: str, actor_id: uuid.UUID | None, error: ErrorT, object_id: str | None = None
+) -> ErrorT:
+    """Audit a refusal made here in the web layer; returns ``error`` to raise."""
+    return audit.refused(context.db_session(), _denial_event(reason, actor_id, object_id), error)
 
 
 def _denial_event(
@@ -170,8 +170,8 @@ def require_roles(*roles: str) -> Callable[[Callable[P, R]], Callable[P, R]]:
         @wraps(view)
         def guarded(*args: P.args, **kwargs: P.kwargs) -> R:
             if not (current_user.is_authenticated and current_user.has_role(*roles)):
-                audit_denial("role", current_user.id if current_user.is_authenticated else None)
-                raise PermissionDenied()
+                actor_id = current_user.id if current_user.is_authenticated else None
+                raise audited_refusal("role", actor_id, PermissionDenied())
             return view(*args, **kwargs)
 
         return guarded
