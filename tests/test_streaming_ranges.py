@@ -21,7 +21,7 @@ from tests.support.streaming_support import Browser, School, browser, issue_orde
 from vault import crypto
 from vault.app import create_app
 from vault.models import Recording
-from vault.services import media, streaming
+from vault.services import media, ranges
 from vault.services.errors import RangeNotSatisfiable
 from vault.services.runtime import Runtime
 
@@ -77,20 +77,20 @@ def test_every_range_of_a_small_object_decrypts_to_the_plaintext(
     runtime: Runtime, school: School
 ) -> None:
     opened, recording = opened_media(runtime, school)
-    validators = streaming.validators_of(recording)
+    validators = ranges.validators_of(recording)
     plaintext = school.plaintext
     assert opened.size == SIZE
     for first in range(SIZE):
         for last in range(first, SIZE + 3):
-            plan = streaming.plan_range(f"bytes={first}-{last}", None, SIZE, validators)
+            plan = ranges.plan_range(f"bytes={first}-{last}", None, SIZE, validators)
             assert (plan.status, plan.first, plan.end) == (206, first, min(last + 1, SIZE))
             assert plan.content_range == f"bytes {first}-{plan.end - 1}/{SIZE}"
             assert b"".join(opened.stream(plan.first, plan.end)) == plaintext[first : last + 1]
     for first in range(SIZE):
-        plan = streaming.plan_range(f"bytes={first}-", None, SIZE, validators)
+        plan = ranges.plan_range(f"bytes={first}-", None, SIZE, validators)
         assert b"".join(opened.stream(plan.first, plan.end)) == plaintext[first:]
     for suffix in range(1, SIZE + 5):
-        plan = streaming.plan_range(f"bytes=-{suffix}", None, SIZE, validators)
+        plan = ranges.plan_range(f"bytes=-{suffix}", None, SIZE, validators)
         assert plan.status == 206
         assert b"".join(opened.stream(plan.first, plan.end)) == plaintext[-suffix:]
 
@@ -114,17 +114,17 @@ def test_every_range_of_a_small_object_decrypts_to_the_plaintext(
     ],
 )
 def test_invalid_or_unsatisfiable_ranges_are_refused(header: str) -> None:
-    validators = streaming.Validators('"x"', None)
+    validators = ranges.Validators('"x"', None)
     with pytest.raises(RangeNotSatisfiable):
-        streaming.plan_range(header, None, SIZE, validators)
+        ranges.plan_range(header, None, SIZE, validators)
 
 
 def test_an_empty_representation_satisfies_no_range() -> None:
-    validators = streaming.Validators('"x"', None)
+    validators = ranges.Validators('"x"', None)
     for header in ("bytes=0-", "bytes=-5", "bytes=0-0"):
         with pytest.raises(RangeNotSatisfiable):
-            streaming.plan_range(header, None, 0, validators)
-    assert streaming.plan_range(None, None, 0, validators).status == 200
+            ranges.plan_range(header, None, 0, validators)
+    assert ranges.plan_range(None, None, 0, validators).status == 200
 
 
 def request(viewer: Browser, url: str, **headers: str) -> Any:

@@ -20,11 +20,13 @@ from tests.support.streaming_support import (
     user_id,
 )
 from vault.models import LoginSession, Recording, User, View
-from vault.services import streaming
+from vault.services import streaming, viewing_log
 from vault.services.access import Subject
 from vault.services.errors import PermissionDenied, ValidationFailed
+from vault.services.ranges import RangePlan
 from vault.services.runtime import Runtime
-from vault.services.streaming import Caller, PlayerReport, RangePlan
+from vault.services.streaming import Caller
+from vault.services.viewing_log import PlayerReport
 
 
 @pytest.fixture
@@ -94,8 +96,8 @@ def serve(
     sent: int | None = None,
 ) -> None:
     with runtime.sessions() as session:
-        row = streaming.record_request(session, view_id, RangePlan(206, first, end, 0), at)
-    streaming.record_sent(
+        row = viewing_log.record_request(session, view_id, RangePlan(206, first, end, 0), at)
+    viewing_log.record_sent(
         runtime.sessions, row, end - first if sent is None else sent, at, finished=True
     )
 
@@ -234,8 +236,8 @@ def test_fetching_a_large_file_much_faster_than_it_plays_is_flagged(
 
 
 def test_player_reports_are_validated() -> None:
-    assert streaming.parse_report(None) == PlayerReport()
-    assert streaming.parse_report({"played": [[0, 1]], "duration": 3}) == PlayerReport(
+    assert viewing_log.parse_report(None) == PlayerReport()
+    assert viewing_log.parse_report({"played": [[0, 1]], "duration": 3}) == PlayerReport(
         ((0.0, 1.0),), 3.0
     )
     bad: object
@@ -250,15 +252,15 @@ def test_player_reports_are_validated() -> None:
         {"duration": -5},
     ):
         with pytest.raises(ValidationFailed):
-            streaming.parse_report(bad)
+            viewing_log.parse_report(bad)
 
 
 def test_intervals_merge_when_they_overlap_or_touch() -> None:
-    assert streaming.merge_intervals([(5, 9), (0, 2), (2, 3), (8, 12), (20, 20)]) == [
+    assert viewing_log.merge_intervals([(5, 9), (0, 2), (2, 3), (8, 12), (20, 20)]) == [
         (0, 3),
         (5, 12),
     ]
-    assert streaming.merge_intervals([]) == []
+    assert viewing_log.merge_intervals([]) == []
 
 
 def test_who_accessed_is_for_the_owner_and_the_auditor(

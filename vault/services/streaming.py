@@ -1,4 +1,4 @@
-"""Stream-only playback: views, heartbeats, range planning and watched intervals.
+"""Stream-only playback: views, their heartbeats and their checks, and who accessed.
 
 Threats this module answers:
 - a stream URL copied to another person, another browser or another sign-in session must
@@ -12,27 +12,24 @@ Threats this module answers:
   stream request leaves a raw record of the bytes it sent, and each view enters the audit
   chain once, as a summary of merged intervals.
 
-The services never see HTTP: the web layer turns headers into calls of ``plan_range``, and
+The services never see HTTP: the web layer turns headers into calls of ``ranges.plan_range``, and
 signing the URL is the web layer's business too.
 """
 
 from __future__ import annotations
 
-import math
 import uuid
-from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
-from email.utils import parsedate_to_datetime
 from enum import StrEnum
-from typing import Any, TypeVar, cast
+from typing import Any, cast
 from zoneinfo import ZoneInfo
 
 from sqlalchemy import CursorResult, select, update
-from sqlalchemy.orm import Session, sessionmaker
+from sqlalchemy.orm import Session
 
-from vault.models import AccessOrder, LoginSession, Recording, User, View, ViewRange
-from vault.services import audit
+from vault.models import AccessOrder, LoginSession, Recording, User, View
+from vault.services import audit, viewing_log
 from vault.services.access import Action, Subject, authorize
 from vault.services.accounts import ABSOLUTE_TIMEOUT, IDLE_TIMEOUT
 from vault.services.audit import AuditAction, Outcome, RequestContext
@@ -40,29 +37,14 @@ from vault.services.errors import (
     N_,
     NotFound,
     PermissionDenied,
-    RangeNotSatisfiable,
-    ValidationFailed,
 )
 
 # A view ends this long after its last heartbeat (the page sends one every minute).
 VIEW_IDLE_TIMEOUT = timedelta(minutes=15)
 # Nor does it outlive the longest sign-in session, heartbeats or not.
 VIEW_MAX_LIFETIME = ABSOLUTE_TIMEOUT
-# Bounds on what a client may report, so a heartbeat cannot bloat a row.
-MAX_REPORTED_INTERVALS = 500
-MAX_REPORTED_SECONDS = 7 * 24 * 3600.0
-# Bounds on the summary chained into the audit log.
-SUMMARY_INTERVAL_LIMIT = 200
-# Views flagged as fetched much faster than playback (SPEC §4.6): at least this share of a
-# file at least this large, fetched in less than this fraction of its playing time. Below
-# the size, a browser's own read-ahead may legitimately fetch the whole file at once.
-FAST_FETCH_SHARE = 0.9
-FAST_FETCH_MIN_BYTES = 64 * 1024 * 1024
-FAST_FETCH_FACTOR = 0.5
 # Ending idle views is also done in bulk now and then; at most this many at a time.
 SWEEP_LIMIT = 100
-# Range headers with more parts than this are refused outright (a denial-of-service shape).
-MAX_RANGE_PARTS = 64
 
 
 class EndReason(StrEnum):
@@ -290,7 +272,7 @@ def _end(session: Session, view: View, at: datetime, reason: EndReason) -> None:
     session.refresh(view)
     if ended.rowcount != 1:
         return
-    summary = summarise(session, view)
+    summary = viewing_log.summarise(session, view)
     view.fetched_fast = bool(summary["fetched_fast"])
     audit.record(
         session,
@@ -457,7 +439,7 @@ def heartbeat(
     session: Session,
     caller: Caller,
     view_id: uuid.UUID,
-    report: PlayerReport,
+    report: viewing_log.PlayerReport,
     now: datetime,
     zone: ZoneInfo,
     context: RequestContext | None = None,
@@ -466,7 +448,7 @@ def heartbeat(
     """Keep the view alive (the policy still has to hold) and note what the player played."""
     view = _bound_view(session, caller, view_id, Action.STREAM, now, idle_timeout, context)
     _recheck_policy(session, caller, view, now, zone, context)
-    _note_report(view, report)
+    viewing_log.note_report(view, report)
     view.last_heartbeat_at = now
     session.commit()
     return view
@@ -476,7 +458,7 @@ def end_view(
     session: Session,
     caller: Caller,
     view_id: uuid.UUID,
-    report: PlayerReport,
+    report: viewing_log.PlayerReport,
     now: datetime,
     context: RequestContext | None = None,
     idle_timeout: timedelta = VIEW_IDLE_TIMEOUT,
@@ -490,299 +472,10 @@ def end_view(
     )
     if view.ended_at is not None:
         return view
-    _note_report(view, report)
+    viewing_log.note_report(view, report)
     session.flush()
     _end(session, view, now, EndReason.CLOSED)
     return view
-
-
-# -- what the player reports --------------------------------------------------------------------
-
-
-@dataclass(frozen=True)
-class PlayerReport:
-    """What the page's player says it played; reported by the client, labelled as such."""
-
-    played: tuple[tuple[float, float], ...] = ()
-    duration: float | None = None
-
-
-def _seconds(value: Any) -> float | None:
-    if isinstance(value, bool) or not isinstance(value, int | float):
-        return None
-    number = float(value)
-    if not math.isfinite(number) or not 0 <= number <= MAX_REPORTED_SECONDS:
-        return None
-    return number
-
-
-def parse_report(raw: Any) -> PlayerReport:
-    """Validate ``{"played": [[start_s, end_s], ...], "duration": s}`` (both optional)."""
-    if raw is None:
-        return PlayerReport()
-    if not isinstance(raw, dict):
-        raise ValidationFailed({"body": [N_("Send the fields as a JSON object.")]})
-    errors: dict[str, list[str]] = {}
-    played: list[tuple[float, float]] = []
-    raw_played = raw.get("played", [])
-    if not isinstance(raw_played, list) or len(raw_played) > MAX_REPORTED_INTERVALS:
-        errors["played"] = [N_("Give the played ranges as a list of [start, end] pairs.")]
-    else:
-        for pair in raw_played:
-            bounds = (
-                [_seconds(v) for v in pair] if isinstance(pair, list) and len(pair) == 2 else []
-            )
-            if len(bounds) != 2 or bounds[0] is None or bounds[1] is None or bounds[0] > bounds[1]:
-                errors["played"] = [N_("Give the played ranges as a list of [start, end] pairs.")]
-                break
-            played.append((bounds[0], bounds[1]))
-    duration = None
-    if raw.get("duration") is not None:
-        duration = _seconds(raw.get("duration"))
-        if duration is None:
-            errors["duration"] = [N_("The duration must be a number of seconds.")]
-    if errors:
-        raise ValidationFailed(errors)
-    return PlayerReport(tuple(played), duration)
-
-
-def _note_report(view: View, report: PlayerReport) -> None:
-    if report.played:
-        known = [(float(a), float(b)) for a, b in view.played_reported]
-        merged = merge_intervals([*known, *report.played])
-        view.played_reported = [
-            [round(a, 1), round(b, 1)] for a, b in merged[:MAX_REPORTED_INTERVALS]
-        ]
-    if report.duration is not None:
-        view.duration_reported = report.duration
-
-
-# -- ranges ---------------------------------------------------------------------------------------
-
-
-@dataclass(frozen=True)
-class Validators:
-    """What identifies the representation for ``If-Range``; the content of an available
-    recording never changes, so its plaintext digest is a strong entity tag."""
-
-    etag: str
-    last_modified: datetime | None
-
-
-def validators_of(recording: Recording) -> Validators:
-    tag = recording.plaintext_sha256 or recording.id.hex
-    return Validators(etag=f'"{tag[:40]}"', last_modified=recording.available_at)
-
-
-@dataclass(frozen=True)
-class RangePlan:
-    """What to send: plaintext bytes [first, end) of a representation of ``size`` bytes."""
-
-    status: int
-    first: int
-    end: int
-    size: int
-
-    @property
-    def length(self) -> int:
-        return self.end - self.first
-
-    @property
-    def content_range(self) -> str | None:
-        if self.status != 206:
-            return None
-        return f"bytes {self.first}-{self.end - 1}/{self.size}"
-
-
-RangeSpec = tuple[int | None, int | None]
-
-
-def _parse_position(text: str) -> int | None:
-    text = text.strip(" \t")
-    if not text or not text.isascii() or not text.isdigit():
-        return None
-    return int(text)
-
-
-def parse_range(value: str) -> list[RangeSpec] | None:
-    """The byte ranges of a ``Range`` value: ``None`` if its unit is not ``bytes`` (to be
-    ignored); ``[]`` if the ranges are not valid (to be refused)."""
-    unit, separator, spec = value.partition("=")
-    if not separator or unit.strip(" \t").lower() != "bytes":
-        return None
-    ranges: list[RangeSpec] = []
-    parts = spec.split(",")
-    if len(parts) > MAX_RANGE_PARTS:
-        return []
-    for raw_part in parts:
-        part = raw_part.strip(" \t")
-        if not part:
-            continue  # empty list elements are allowed (RFC 9110 §5.6.1)
-        first_text, dash, last_text = part.partition("-")
-        if not dash:
-            return []
-        if not first_text.strip(" \t"):
-            suffix = _parse_position(last_text)
-            if suffix is None:
-                return []
-            ranges.append((None, suffix))
-            continue
-        first = _parse_position(first_text)
-        last = _parse_position(last_text) if last_text.strip(" \t") else None
-        if first is None or (last_text.strip(" \t") and last is None):
-            return []
-        if last is not None and last < first:
-            return []
-        ranges.append((first, last))
-    return ranges
-
-
-def _satisfiable(spec: RangeSpec, size: int) -> tuple[int, int] | None:
-    first, last = spec
-    if first is None:
-        assert last is not None
-        if last == 0 or size == 0:
-            return None
-        return max(0, size - last), size
-    if first >= size:
-        return None
-    return first, size if last is None else min(last + 1, size)
-
-
-def _if_range_holds(if_range: str, validators: Validators) -> bool:
-    value = if_range.strip(" \t")
-    if value.startswith(("W/", '"')):
-        # Weak tags never match in If-Range (RFC 9110 §13.1.5): strong comparison only.
-        return value == validators.etag
-    if validators.last_modified is None:
-        return False
-    try:
-        date = parsedate_to_datetime(value)
-    except (TypeError, ValueError, IndexError):
-        return False
-    if date.tzinfo is None:
-        return False
-    return int(date.timestamp()) == int(validators.last_modified.timestamp())
-
-
-def plan_range(
-    range_header: str | None, if_range: str | None, size: int, validators: Validators
-) -> RangePlan:
-    """Decide the answer to a GET with these headers (RFC 9110 §14).
-
-    - no ``Range``, another unit, or an ``If-Range`` that does not match: 200, everything;
-    - one satisfiable range: 206 with it (``a-b`` clipped to the end, ``a-``, ``-n``);
-    - several ranges: 206 with the first satisfiable one only, described by its
-      ``Content-Range`` (players never ask for several; see docs/streaming.md);
-    - invalid ranges, or none satisfiable: ``RangeNotSatisfiable`` (416).
-    """
-    everything = RangePlan(200, 0, size, size)
-    if range_header is None:
-        return everything
-    if if_range is not None and not _if_range_holds(if_range, validators):
-        return everything
-    ranges = parse_range(range_header)
-    if ranges is None:
-        return everything
-    for spec in ranges:
-        bounds = _satisfiable(spec, size)
-        if bounds is not None:
-            return RangePlan(206, bounds[0], bounds[1], size)
-    raise RangeNotSatisfiable()
-
-
-# -- records and watched intervals --------------------------------------------------------------
-
-
-def record_request(session: Session, view_id: uuid.UUID, plan: RangePlan, now: datetime) -> int:
-    """Keep a raw record of one stream request before its body is sent."""
-    row = ViewRange(
-        view_id=view_id, status=plan.status, first=plan.first, end=plan.end, sent=0, started_at=now
-    )
-    session.add(row)
-    session.commit()
-    return row.id
-
-
-def record_sent(
-    sessions: sessionmaker[Session], range_id: int, sent: int, now: datetime, *, finished: bool
-) -> None:
-    """How many bytes of a request have left the server (during and after its body)."""
-    with sessions() as session, session.begin():
-        values: dict[str, Any] = {"sent": sent}
-        if finished:
-            values["finished_at"] = now
-        session.execute(update(ViewRange).where(ViewRange.id == range_id).values(**values))
-
-
-Interval = tuple[float, float]
-
-
-N = TypeVar("N", int, float)
-
-
-def merge_intervals(intervals: Iterable[tuple[N, N]]) -> list[tuple[N, N]]:
-    """Sorted, non-overlapping intervals covering the same points (touching ones join)."""
-    merged: list[tuple[N, N]] = []
-    for start, end in sorted(i for i in intervals if i[1] > i[0]):
-        if merged and start <= merged[-1][1]:
-            if end > merged[-1][1]:
-                merged[-1] = (merged[-1][0], end)
-        else:
-            merged.append((start, end))
-    return merged
-
-
-def served_intervals(rows: Sequence[ViewRange]) -> list[tuple[int, int]]:
-    """The plaintext byte intervals actually sent, merged."""
-    return merge_intervals((row.first, row.first + row.sent) for row in rows if row.sent > 0)
-
-
-def _ranges_of(session: Session, view_ids: Sequence[uuid.UUID]) -> dict[uuid.UUID, list[ViewRange]]:
-    found: dict[uuid.UUID, list[ViewRange]] = {view_id: [] for view_id in view_ids}
-    if view_ids:
-        for row in session.scalars(
-            select(ViewRange).where(ViewRange.view_id.in_(view_ids)).order_by(ViewRange.id)
-        ):
-            found[row.view_id].append(row)
-    return found
-
-
-def _fetched_fast(
-    view: View, rows: Sequence[ViewRange], served: Sequence[tuple[int, int]], size: int
-) -> bool:
-    """Most of a large file fetched in far less time than it takes to play (a copying tool)."""
-    covered = sum(end - start for start, end in served)
-    if size < FAST_FETCH_MIN_BYTES or covered < FAST_FETCH_SHARE * size:
-        return False
-    finished = [row.finished_at or row.started_at for row in rows if row.sent > 0]
-    elapsed = (max(finished) - view.started_at).total_seconds()
-    if view.duration_reported is None:
-        # A client that took the file but never reported playing it was not our player.
-        return True
-    return elapsed < FAST_FETCH_FACTOR * view.duration_reported
-
-
-def summarise(session: Session, view: View) -> dict[str, Any]:
-    """The view as it enters the audit chain: once, with its watched intervals."""
-    rows = _ranges_of(session, [view.id])[view.id]
-    recording = session.get(Recording, view.recording_id)
-    size = (recording.size_bytes or 0) if recording else 0
-    served = served_intervals(rows)
-    sent = sum(row.sent for row in rows)
-    return {
-        "order_id": str(view.order_id) if view.order_id else None,
-        "started_at": view.started_at.isoformat(),
-        "ended_at": view.ended_at.isoformat() if view.ended_at else None,
-        "reason": view.end_reason,
-        "requests": len(rows),
-        "bytes_sent": sent,
-        "size_bytes": size,
-        "served_bytes": [list(i) for i in served[:SUMMARY_INTERVAL_LIMIT]],
-        "played_reported_seconds": view.played_reported[:SUMMARY_INTERVAL_LIMIT],
-        "duration_reported_seconds": view.duration_reported,
-        "fetched_fast": _fetched_fast(view, rows, served, size),
-    }
 
 
 # -- who accessed ---------------------------------------------------------------------------------
@@ -822,7 +515,7 @@ def accesses(
             select(View).where(View.recording_id == recording.id).order_by(View.started_at.desc())
         )
     )
-    ranges = _ranges_of(session, [view.id for view in views])
+    ranges = viewing_log.ranges_of(session, [view.id for view in views])
     found: list[Access] = []
     for view in views:
         viewer = session.get(User, view.viewer_id)
@@ -834,7 +527,7 @@ def accesses(
                 view=view,
                 viewer=viewer,
                 order=order,
-                served=served_intervals(rows),
+                served=viewing_log.served_intervals(rows),
                 bytes_sent=sum(row.sent for row in rows),
                 requests=len(rows),
             )

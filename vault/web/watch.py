@@ -35,12 +35,13 @@ from itsdangerous import BadSignature, URLSafeTimedSerializer
 from sqlalchemy.orm import Session, sessionmaker
 
 from vault.models import AccessOrder, Recording
-from vault.services import media, streaming
+from vault.services import media, ranges, streaming, viewing_log
 from vault.services.access import Action, Subject, decide
 from vault.services.errors import PermissionDenied, RangeNotSatisfiable
 from vault.services.media import OpenedMedia
+from vault.services.ranges import RangePlan
 from vault.services.runtime import Clock
-from vault.services.streaming import Caller, RangePlan, StartedView
+from vault.services.streaming import Caller, StartedView
 from vault.web import context
 from vault.web.auth import current_principal, now, request_context
 from vault.web.errors import error_response
@@ -155,7 +156,7 @@ def start(recording_id: uuid.UUID) -> tuple[Response, int]:
 
 @api.post("/views/<uuid:view_id>/heartbeat")
 def heartbeat(view_id: uuid.UUID) -> Response:
-    report = streaming.parse_report(request.get_json(silent=True))
+    report = viewing_log.parse_report(request.get_json(silent=True))
     idle = _idle_timeout()
     view = streaming.heartbeat(
         context.db_session(),
@@ -176,7 +177,7 @@ def heartbeat(view_id: uuid.UUID) -> Response:
 
 @api.post("/views/<uuid:view_id>/end")
 def end(view_id: uuid.UUID) -> tuple[str, int]:
-    report = streaming.parse_report(request.get_json(silent=True))
+    report = viewing_log.parse_report(request.get_json(silent=True))
     streaming.end_view(
         context.db_session(),
         _signed_in_caller(),
@@ -193,7 +194,7 @@ def end(view_id: uuid.UUID) -> tuple[str, int]:
 
 
 def _stream_headers(recording: Recording, opened: OpenedMedia, plan: RangePlan) -> dict[str, str]:
-    validators = streaming.validators_of(recording)
+    validators = ranges.validators_of(recording)
     headers = {
         "Content-Length": str(plan.length),
         "Accept-Ranges": "bytes",
@@ -230,7 +231,7 @@ def _body(
     def check() -> None:
         with sessions() as session:
             recheck(session)
-        streaming.record_sent(sessions, range_id, sent, clock(), finished=False)
+        viewing_log.record_sent(sessions, range_id, sent, clock(), finished=False)
 
     try:
         for piece in media.rechecked(opened.stream(plan.first, plan.end), check, recheck_seconds):
@@ -238,7 +239,7 @@ def _body(
             sent += len(piece)
     finally:
         try:
-            streaming.record_sent(sessions, range_id, sent, clock(), finished=True)
+            viewing_log.record_sent(sessions, range_id, sent, clock(), finished=True)
         except Exception:
             # The request is already recorded; losing its byte count must not hide the
             # error (if any) that ended the body.
@@ -263,11 +264,11 @@ def stream(view_id: uuid.UUID) -> Response:
     grant = streaming.check_stream(db, caller, view_id, now(), zone, request_context(), idle)
     opened = media.open_media(db, runtime.keyring, runtime.store, grant.recording)
     try:
-        plan = streaming.plan_range(
+        plan = ranges.plan_range(
             request.headers.get("Range"),
             request.headers.get("If-Range"),
             opened.size,
-            streaming.validators_of(grant.recording),
+            ranges.validators_of(grant.recording),
         )
     except RangeNotSatisfiable as exc:
         return error_response(
@@ -282,7 +283,7 @@ def stream(view_id: uuid.UUID) -> Response:
     headers = _stream_headers(grant.recording, opened, plan)
     if request.method == "HEAD":
         return Response(status=plan.status, headers=headers, content_type=opened.content_type)
-    range_id = streaming.record_request(db, grant.view.id, plan, now())
+    range_id = viewing_log.record_request(db, grant.view.id, plan, now())
     assert caller is not None
     context_of_request = request_context()
 
