@@ -4,10 +4,10 @@ past the idle timeout and it stops without them; anyone else gets the 403 page."
 
 from __future__ import annotations
 
+import dataclasses
 import re
 import time
 from collections.abc import Callable
-from datetime import timedelta
 from pathlib import Path
 
 import pytest
@@ -20,12 +20,19 @@ from tests.support.people import add_person
 from tests.support.recording_support import register, store_plaintext
 from tests.support.streaming_support import events, issue_order
 from vault.services.runtime import Runtime
-from vault.web.watch import IDLE_TIMEOUT_CONFIG
+from vault.settings import Settings
 
 pytestmark = [pytest.mark.slow, pytest.mark.browser]
 
 # Shortened from 15 minutes so the test can outlast it several times over.
 IDLE_SECONDS = 4
+
+
+@pytest.fixture
+def settings(settings: Settings) -> Settings:
+    return dataclasses.replace(settings, view_idle_timeout_seconds=IDLE_SECONDS)
+
+
 ORDER_NUMBER = "1-12/45"
 
 
@@ -57,7 +64,6 @@ def test_a_designated_person_watches_with_the_watermark_and_heartbeats(
     chromium: Browser,
     tmp_path: Path,
 ) -> None:
-    app.config[IDLE_TIMEOUT_CONFIG] = timedelta(seconds=IDLE_SECONDS)
     add_person(runtime, "skolotaja", "teacher", name="Anna Bērziņa")
     add_person(runtime, "metodikis", "staff", name="Jānis Kalniņš")
     add_person(runtime, "kolegis", "teacher", name="Edgars Vītols")

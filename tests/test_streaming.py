@@ -3,6 +3,7 @@ re-checked on every request; every refusal is an audit event."""
 
 from __future__ import annotations
 
+import dataclasses
 import re
 import uuid
 from collections.abc import Iterable
@@ -27,11 +28,19 @@ from tests.support.streaming_support import (
     user_id,
 )
 from vault import crypto
+from vault.app import create_app
 from vault.models import Recording, View
 from vault.services import calendar
 from vault.services.errors import Gone, IntegrityFailure, PermissionDenied
 from vault.services.runtime import Runtime
-from vault.web.watch import RECHECK_CONFIG
+from vault.settings import Settings
+
+
+@pytest.fixture
+def rechecking(settings: Settings, runtime: Runtime) -> Flask:
+    """The app re-running the policy before every piece of a long body."""
+    changed = dataclasses.replace(settings, stream_recheck_seconds=0)
+    return create_app(changed, dataclasses.replace(runtime, settings=changed))
 
 
 @pytest.fixture
@@ -347,10 +356,9 @@ def test_closing_the_page_ends_the_view_at_once(
 
 
 def test_a_long_body_stops_when_the_order_is_revoked_mid_stream(
-    app: Flask, runtime: Runtime, school: School
+    rechecking: Flask, runtime: Runtime, school: School
 ) -> None:
-    app.config[RECHECK_CONFIG] = 0.0  # re-check before every piece
-    viewer = browser(app, school.viewer)
+    viewer = browser(rechecking, school.viewer)
     url = viewer.stream_url(school.recording_id)
     response = viewer.client.get(url, buffered=False)
     assert response.status_code == 200
@@ -365,10 +373,9 @@ def test_a_long_body_stops_when_the_order_is_revoked_mid_stream(
 
 
 def test_a_long_body_stops_when_the_viewer_signs_out_mid_stream(
-    app: Flask, runtime: Runtime, school: School
+    rechecking: Flask, runtime: Runtime, school: School
 ) -> None:
-    app.config[RECHECK_CONFIG] = 0.0
-    viewer = browser(app, school.viewer)
+    viewer = browser(rechecking, school.viewer)
     url = viewer.stream_url(school.recording_id)
     response = viewer.client.get(url, buffered=False)
     pieces = response.iter_encoded()
@@ -438,11 +445,10 @@ def destroy_year_key(runtime: Runtime, recording_id: uuid.UUID) -> None:
 
 
 def test_a_long_body_stops_when_the_year_key_is_destroyed_mid_stream(
-    app: Flask, runtime: Runtime, school: School
+    rechecking: Flask, runtime: Runtime, school: School
 ) -> None:
     """The data key is already in memory: only the re-check can stop the body."""
-    app.config[RECHECK_CONFIG] = 0.0
-    viewer = browser(app, school.viewer)
+    viewer = browser(rechecking, school.viewer)
     response = viewer.client.get(viewer.stream_url(school.recording_id), buffered=False)
     pieces = response.iter_encoded()
     assert school.plaintext.startswith(next(pieces))
@@ -454,10 +460,9 @@ def test_a_long_body_stops_when_the_year_key_is_destroyed_mid_stream(
 
 
 def test_an_owners_download_stops_when_the_year_key_is_destroyed(
-    app: Flask, runtime: Runtime, school: School
+    rechecking: Flask, runtime: Runtime, school: School
 ) -> None:
-    app.config[RECHECK_CONFIG] = 0.0
-    owner = browser(app, school.teacher)
+    owner = browser(rechecking, school.teacher)
     response = owner.client.get(
         f"/api/v1/recordings/{school.recording_id}/download", buffered=False
     )

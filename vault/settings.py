@@ -10,6 +10,7 @@ from __future__ import annotations
 import os
 from collections.abc import Mapping
 from dataclasses import dataclass, field, fields
+from datetime import timedelta
 from pathlib import Path
 from urllib.parse import urlsplit
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
@@ -52,6 +53,11 @@ class Settings:
     # feeds lockout and rate limits, so trusting a spoofable header would let one attacker
     # pose as many.
     proxy_count: int = 0
+    # A view ends this long after its last heartbeat (the watch page sends several a period).
+    view_idle_timeout_seconds: int = 15 * 60
+    # A long body (one open-ended request can carry a whole lesson) re-runs the policy this
+    # often while it is sent; 0 re-runs it before every piece.
+    stream_recheck_seconds: int = 10
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None) -> Settings:
@@ -116,11 +122,21 @@ class Settings:
             tombstone_days=get_int("TOMBSTONE_DAYS", cls.tombstone_days, 0),
             audit_retention_days=get_int("AUDIT_RETENTION_DAYS", cls.audit_retention_days, 1),
             proxy_count=get_int("PROXY_COUNT", cls.proxy_count, 0, 5),
+            view_idle_timeout_seconds=get_int(
+                "VIEW_IDLE_TIMEOUT", cls.view_idle_timeout_seconds, 1, 24 * 3600
+            ),
+            stream_recheck_seconds=get_int(
+                "STREAM_RECHECK_SECONDS", cls.stream_recheck_seconds, 0, 3600
+            ),
         )
 
     @property
     def zone(self) -> ZoneInfo:
         return ZoneInfo(self.timezone)
+
+    @property
+    def view_idle_timeout(self) -> timedelta:
+        return timedelta(seconds=self.view_idle_timeout_seconds)
 
     @property
     def served_over_https(self) -> bool:

@@ -23,7 +23,7 @@ def run(runtime: Runtime, now: datetime, *, dry_run: bool) -> DailyReport:
     ended = tallies = 0
     if not dry_run:
         with runtime.sessions() as session, session.begin():
-            ended = streaming.end_idle_views(session, now)
+            ended = streaming.end_idle_views(session, now, runtime.settings.view_idle_timeout)
         with runtime.sessions() as session, session.begin():
             tallies = audit.flush_denial_tallies(session, audit.denial_minute(now))
     return DailyReport(stale_uploads=cleaned, ended_views=ended, denial_tallies_recorded=tallies)

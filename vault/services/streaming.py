@@ -38,9 +38,10 @@ from vault.services.errors import (
     NotFound,
     PermissionDenied,
 )
+from vault.settings import Settings
 
 # A view ends this long after its last heartbeat (the page sends one every minute).
-VIEW_IDLE_TIMEOUT = timedelta(minutes=15)
+VIEW_IDLE_TIMEOUT = timedelta(seconds=Settings.view_idle_timeout_seconds)
 # Nor does it outlive the longest sign-in session, heartbeats or not.
 VIEW_MAX_LIFETIME = ABSOLUTE_TIMEOUT
 # Ending idle views is also done in bulk now and then; at most this many at a time.

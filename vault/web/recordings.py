@@ -12,7 +12,6 @@ from typing import Any
 from flask import (
     Blueprint,
     Response,
-    current_app,
     flash,
     jsonify,
     redirect,
@@ -43,7 +42,6 @@ from vault.services.recordings import (
 from vault.web import context
 from vault.web.auth import actor, current_principal, now, request_context
 from vault.web.security import audited_refusal, require_roles
-from vault.web.watch import RECHECK_CONFIG
 
 pages = Blueprint("recordings", __name__)
 api = Blueprint("recordings_api", __name__, url_prefix="/api/v1")
@@ -249,7 +247,7 @@ def api_download(recording_id: uuid.UUID) -> Response:
             )
 
     body = media.rechecked(
-        opened.stream(0, opened.size), recheck, float(current_app.config[RECHECK_CONFIG])
+        opened.stream(0, opened.size), recheck, float(runtime.settings.stream_recheck_seconds)
     )
     response = Response(stream_with_context(body), mimetype=opened.content_type)
     response.headers["Content-Length"] = str(opened.size)

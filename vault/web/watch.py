@@ -52,20 +52,14 @@ pages = Blueprint("watch", __name__)
 api = Blueprint("watch_api", __name__, url_prefix="/api/v1")
 
 STREAM_URL_SALT = "stream-url"
-# How long a view lives without a heartbeat; a config key, so a test can shorten it.
-IDLE_TIMEOUT_CONFIG = "VAULT_VIEW_IDLE_TIMEOUT"
 # The page sends a heartbeat a few times per idle timeout, at most once a minute.
 HEARTBEAT_MAX_SECONDS = 60
-# A long body (one open-ended request can carry a whole lesson) re-checks the policy this
-# often, so a revocation or a sign-out also stops a response that is already flowing.
-RECHECK_CONFIG = "VAULT_STREAM_RECHECK_SECONDS"
-RECHECK_SECONDS = 10.0
 NO_STORE = "no-store"
 
 
 def _idle_timeout() -> timedelta:
-    value: timedelta = current_app.config[IDLE_TIMEOUT_CONFIG]
-    return value
+    # VAULT_VIEW_IDLE_TIMEOUT: how long a view lives without a heartbeat.
+    return context.settings().view_idle_timeout
 
 
 def heartbeat_seconds(idle_timeout: timedelta) -> int:
@@ -292,7 +286,8 @@ def stream(view_id: uuid.UUID) -> Response:
             session, caller, view_id, runtime.clock(), zone, context_of_request, idle
         )
 
-    recheck_seconds = float(current_app.config[RECHECK_CONFIG])
+    # VAULT_STREAM_RECHECK_SECONDS: a revocation or a sign-out also stops a flowing body.
+    recheck_seconds = float(context.settings().stream_recheck_seconds)
     body = _body(opened, plan, range_id, runtime.sessions, recheck, recheck_seconds, runtime.clock)
     return Response(body, status=plan.status, headers=headers, content_type=opened.content_type)
 
@@ -427,8 +422,6 @@ def accesses_allowed(recording: Recording) -> bool:
 
 
 def init_app(app: Flask) -> None:
-    app.config.setdefault(IDLE_TIMEOUT_CONFIG, streaming.VIEW_IDLE_TIMEOUT)
-    app.config.setdefault(RECHECK_CONFIG, RECHECK_SECONDS)
     app.add_template_global(watch_allowed)
     app.add_template_global(accesses_allowed)
     app.register_blueprint(pages)
