@@ -30,7 +30,7 @@ from tests.support.streaming_support import user_id
 from tests.support.webclient import csrf_token_from
 from vault.app import create_app
 from vault.models import AccountLink, ApiToken, AuditEvent, LoginSession, User
-from vault.services import accounts
+from vault.services import accounts, authentication
 from vault.services.audit import RequestContext
 from vault.services.errors import ValidationFailed
 from vault.services.runtime import Runtime
@@ -133,8 +133,8 @@ def test_attacks_from_many_addresses_only_slow_the_account(
     with runtime.sessions() as session:
         for address in range(4):
             for _ in range(accounts.PAIR_FAILURE_LIMIT - 1):
-                with pytest.raises(accounts.SignInFailed):
-                    accounts.sign_in(
+                with pytest.raises(authentication.SignInFailed):
+                    authentication.sign_in(
                         session,
                         runtime.keyring,
                         accounts.Secrets.from_secret_key(runtime.settings.read_secret_key()),
@@ -146,7 +146,7 @@ def test_attacks_from_many_addresses_only_slow_the_account(
                         now=now,
                         sleep=waits.append,
                     )
-        result = accounts.sign_in(
+        result = authentication.sign_in(
             session,
             runtime.keyring,
             accounts.Secrets.from_secret_key(runtime.settings.read_secret_key()),

@@ -14,7 +14,7 @@ from datetime import datetime
 from sqlalchemy.orm import Session
 
 from vault.models import ApiToken, User
-from vault.services import accounts, audit
+from vault.services import accounts, audit, authentication, tokens
 from vault.services.accounts import OPERATOR, Role
 from vault.services.audit import AuditAction
 from vault.services.errors import N_, Conflict, NotFound
@@ -69,7 +69,7 @@ def reset_second_factor(runtime: Runtime, username: str, now: datetime) -> Repla
         user = _user(session, username)
         if not user.totp_enabled:
             raise Conflict(N_("This account has no second factor to reset."))
-        secret, codes = accounts.enrol_totp_directly(
+        secret, codes = authentication.enrol_totp_directly(
             session, runtime.keyring, _secrets(runtime), user, now
         )
         accounts.end_all_sessions(session, user.id, "second_factor_replaced", now)
@@ -122,7 +122,7 @@ def add_account(
         secret: str | None = None
         codes: list[str] = []
         if accounts.requires_totp(user.roles):
-            secret, codes = accounts.enrol_totp_directly(
+            secret, codes = authentication.enrol_totp_directly(
                 session, runtime.keyring, _secrets(runtime), user, now
             )
         return CreatedAccount(
@@ -138,20 +138,20 @@ def disable_account(runtime: Runtime, username: str, now: datetime) -> None:
 def issue_token(runtime: Runtime, username: str, name: str, ttl: str, now: datetime) -> str:
     with runtime.sessions() as session, session.begin():
         user = _user(session, username)
-        issued = accounts.create_token(
-            session, _secrets(runtime), OPERATOR, user, name, accounts.parse_lifetime(ttl), now
+        issued = tokens.create_token(
+            session, _secrets(runtime), OPERATOR, user, name, tokens.parse_lifetime(ttl), now
         )
         return issued.token
 
 
 def tokens_of(runtime: Runtime, username: str) -> list[ApiToken]:
     with runtime.sessions() as session:
-        return accounts.list_tokens(session, _user(session, username).id)
+        return tokens.list_tokens(session, _user(session, username).id)
 
 
 def revoke_token(runtime: Runtime, token_id: uuid.UUID, now: datetime) -> None:
     with runtime.sessions() as session, session.begin():
-        accounts.revoke_token(session, OPERATOR, token_id, now, owner_id=None)
+        tokens.revoke_token(session, OPERATOR, token_id, now, owner_id=None)
 
 
 DEMO_ACCOUNTS: tuple[tuple[str, str, Role], ...] = (

@@ -10,9 +10,10 @@ from flask_babel import gettext
 from flask_login import logout_user
 from werkzeug.wrappers import Response as BaseResponse
 
-from vault.services import accounts
-from vault.services.accounts import LinkPurpose, Role
+from vault.services import accounts, authentication, links, tokens
+from vault.services.accounts import Role
 from vault.services.errors import N_, Conflict, NotFound, PermissionDenied, ValidationFailed
+from vault.services.links import LinkPurpose
 from vault.web import context
 from vault.web.auth import (
     account_secrets,
@@ -37,7 +38,7 @@ def _render(status: int = 200, **extra: object) -> Response:
     page = render_template(
         "account.html",
         user=user,
-        tokens=accounts.list_tokens(db, principal.id),
+        tokens=tokens.list_tokens(db, principal.id),
         needs_totp=accounts.requires_totp(user.roles),
         approves_second_factors="director" in user.roles or "auditor" in user.roles,
         now=now(),
@@ -97,14 +98,14 @@ def create_token() -> Response:
     secrets_ = account_secrets()
     try:
         if accounts.requires_totp(user.roles):
-            accounts.verify_second_factor(
+            authentication.verify_second_factor(
                 db, context.runtime().keyring, secrets_, user, request.form.get("totp", ""), now()
             )
         days = request.form.get("days", str(DEFAULT_TOKEN_DAYS)).strip()
         if not days.isdigit():
             raise ValidationFailed({"days": [gettext("Enter a whole number of days.")]})
         # The token is always the signed-in person's own: no form field can name another.
-        issued = accounts.create_token(
+        issued = tokens.create_token(
             db,
             secrets_,
             actor(),
@@ -113,7 +114,7 @@ def create_token() -> Response:
             timedelta(days=int(days)),
             now(),
         )
-    except accounts.SecondFactorRequired as exc:
+    except authentication.SecondFactorRequired as exc:
         db.rollback()
         return _render(403, errors={"totp": [gettext(exc.message)]})
     except ValidationFailed as exc:
@@ -134,8 +135,8 @@ def approve_second_factor_reset() -> BaseResponse:
     if holder is None:
         raise NotFound()
     if not mail_reaches(holder):
-        raise Conflict(accounts.PRIVILEGED_LINKS_BY_MAIL)
-    link = accounts.approve_second_factor_reset(db, actor(), approver, holder, now())
+        raise Conflict(links.PRIVILEGED_LINKS_BY_MAIL)
+    link = links.approve_second_factor_reset(db, actor(), approver, holder, now())
     db.commit()
     if send_link(holder, link_url(link.id, LinkPurpose.SECOND_FACTOR), LinkPurpose.SECOND_FACTOR):
         flash(gettext("The link was sent to the account holder by e-mail."), "success")
@@ -145,7 +146,7 @@ def approve_second_factor_reset() -> BaseResponse:
 @blueprint.post("/tokens/<uuid:token_id>/revoke")
 def revoke_token(token_id: uuid.UUID) -> BaseResponse:
     db = context.db_session()
-    accounts.revoke_token(db, actor(), token_id, now(), owner_id=current_principal().id)
+    tokens.revoke_token(db, actor(), token_id, now(), owner_id=current_principal().id)
     db.commit()
     flash(gettext("The token was revoked."), "success")
     return redirect(url_for("account.overview"))

@@ -14,9 +14,10 @@ from flask_babel import gettext
 from werkzeug.wrappers import Response as BaseResponse
 
 from vault.models import AccountLink, User
-from vault.services import accounts, calendar
-from vault.services.accounts import LinkPurpose, Role
+from vault.services import accounts, calendar, links
+from vault.services.accounts import Role
 from vault.services.errors import Conflict, ValidationFailed
+from vault.services.links import LinkPurpose
 from vault.web import context
 from vault.web.auth import actor, link_url, mail_reaches, now, send_link
 from vault.web.security import require_roles
@@ -60,7 +61,7 @@ def _hand_over(user: User, link: AccountLink, status: int) -> Response:
     if mail_reaches(user) and send_link(user, url, purpose):
         flash(gettext("The link was sent to the account holder by e-mail."), "success")
         return _render_user(user, status)
-    if accounts.is_privileged(user):
+    if links.is_privileged(user):
         return _render_user(user, status)
     return _render_user(user, status, link=url)
 
@@ -91,9 +92,9 @@ def invite() -> Response:
             roles=form.getlist("roles"),
             password=None,
         )
-        if accounts.is_privileged(user) and not mail_reaches(user):
-            raise ValidationFailed({"email": [accounts.PRIVILEGED_LINKS_BY_MAIL]})
-        link = accounts.create_link(db, actor(), user, LinkPurpose.INVITATION, now())
+        if links.is_privileged(user) and not mail_reaches(user):
+            raise ValidationFailed({"email": [links.PRIVILEGED_LINKS_BY_MAIL]})
+        link = links.create_link(db, actor(), user, LinkPurpose.INVITATION, now())
     except ValidationFailed as exc:
         db.rollback()
         return _render_users(422, errors=_translated(exc), form=form)
@@ -158,9 +159,9 @@ def _set_disabled(user_id: uuid.UUID, *, disabled: bool) -> BaseResponse:
 def reset_link(user_id: uuid.UUID) -> Response:
     db = context.db_session()
     user = accounts.get_user(db, user_id)
-    if accounts.is_privileged(user) and not mail_reaches(user):
-        raise Conflict(accounts.PRIVILEGED_LINKS_BY_MAIL)
-    link = accounts.create_link(db, actor(), user, LinkPurpose.RESET, now())
+    if links.is_privileged(user) and not mail_reaches(user):
+        raise Conflict(links.PRIVILEGED_LINKS_BY_MAIL)
+    link = links.create_link(db, actor(), user, LinkPurpose.RESET, now())
     db.commit()
     return _hand_over(user, link, 200)
 

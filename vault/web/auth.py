@@ -34,10 +34,10 @@ from itsdangerous import BadSignature, SignatureExpired, URLSafeTimedSerializer
 from werkzeug.wrappers import Response as BaseResponse
 
 from vault.models import User
-from vault.services import accounts
-from vault.services.accounts import LinkPurpose
+from vault.services import accounts, authentication, links, tokens
 from vault.services.audit import RequestContext
 from vault.services.errors import ServiceError, ValidationFailed
+from vault.services.links import LinkPurpose
 from vault.services.mail import Mailer, MailNotSent
 from vault.web import context
 
@@ -114,7 +114,7 @@ def actor() -> accounts.Actor:
 def _load_from_cookie(token: str) -> Principal | None:
     if request.authorization is not None:
         return None
-    active = accounts.resolve_session(context.db_session(), token, now())
+    active = authentication.resolve_session(context.db_session(), token, now())
     if active is None:
         return None
     # A session opened before a privileged role was granted lacks the second factor.
@@ -127,7 +127,7 @@ def _load_from_bearer(req: object) -> Principal | None:
     auth = request.authorization
     if auth is None or auth.type != "bearer" or not auth.token:
         return None
-    user = accounts.authenticate_token(
+    user = tokens.authenticate_token(
         context.db_session(), account_secrets(), auth.token, request_context(), now()
     )
     return Principal.of(user, via_token=True) if user is not None else None
@@ -171,7 +171,7 @@ def send_link(user: User, url: str, purpose: LinkPurpose) -> bool:
             user.email, subject, body
         )
     except MailNotSent as exc:
-        if accounts.is_privileged(user):
+        if links.is_privileged(user):
             flash(gettext("The e-mail could not be sent, so no link was handed over."), "error")
         else:
             flash(gettext(exc.message), "error")
@@ -185,7 +185,7 @@ def _link_id_from(token: str) -> uuid.UUID:
         payload = _link_serializer().loads(token, max_age=max_age)
         return uuid.UUID(payload["link"])
     except (BadSignature, SignatureExpired, KeyError, TypeError, ValueError):
-        raise accounts.LinkInvalid() from None
+        raise links.LinkInvalid() from None
 
 
 def _safe_next(target: str | None) -> str:
@@ -205,7 +205,7 @@ def login() -> BaseResponse | str | tuple[str, int]:
             return redirect(url_for("pages.index"))
         return render_template("login.html", next=request.args.get("next", ""))
     try:
-        result = accounts.sign_in(
+        result = authentication.sign_in(
             context.db_session(),
             context.runtime().keyring,
             account_secrets(),
@@ -216,12 +216,12 @@ def login() -> BaseResponse | str | tuple[str, int]:
             context=request_context(),
             now=now(),
         )
-    except accounts.LockedOut as exc:
+    except authentication.LockedOut as exc:
         page = render_template("login.html", error=gettext(exc.message, **exc.params), next="")
         response = Response(page, status=429)
         response.headers["Retry-After"] = str(exc.retry_after_seconds)
         return response
-    except (accounts.SignInFailed, accounts.SecondFactorNotEnrolled) as exc:
+    except (authentication.SignInFailed, authentication.SecondFactorNotEnrolled) as exc:
         return render_template(
             "login.html",
             error=gettext(exc.message),
@@ -239,7 +239,9 @@ def login() -> BaseResponse | str | tuple[str, int]:
 def logout() -> BaseResponse:
     principal = current_principal()
     if principal.session_id is not None:
-        accounts.sign_out(context.db_session(), principal.session_id, request_context(), now())
+        authentication.sign_out(
+            context.db_session(), principal.session_id, request_context(), now()
+        )
     logout_user()
     session.clear()
     return redirect(url_for("auth.login"))
@@ -250,8 +252,8 @@ def link_setup(token: str) -> BaseResponse | str | tuple[str, int]:
     db = context.db_session()
     try:
         link_id = _link_id_from(token)
-        target = accounts.open_link(db, context.runtime().keyring, link_id, now())
-    except accounts.LinkInvalid as exc:
+        target = links.open_link(db, context.runtime().keyring, link_id, now())
+    except links.LinkInvalid as exc:
         return render_template(
             "error.html",
             status=410,
@@ -266,7 +268,7 @@ def link_setup(token: str) -> BaseResponse | str | tuple[str, int]:
             errors = {"password_repeat": [gettext("The passwords do not match.")]}
         else:
             try:
-                codes = accounts.redeem_link(
+                codes = links.redeem_link(
                     db,
                     context.runtime().keyring,
                     account_secrets(),
@@ -286,7 +288,7 @@ def link_setup(token: str) -> BaseResponse | str | tuple[str, int]:
                 return render_template("account_ready.html", recovery_codes=codes)
     qr_svg = None
     if target.pending_totp_secret is not None:
-        uri = accounts.totp_uri(
+        uri = authentication.totp_uri(
             target.pending_totp_secret, target.user.username, gettext("Recording Vault")
         )
         qr_svg = segno.make(uri, error="m").svg_data_uri(scale=5)
