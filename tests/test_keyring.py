@@ -60,6 +60,7 @@ def newest_registered_file(runtime: Runtime) -> Path:
         return runtime.settings.keys_dir / f"master-{current.fingerprint}.key"
 
 
+@pytest.mark.file_times
 def test_a_fresh_orphan_key_file_is_left_for_the_rotation_writing_it(runtime: Runtime) -> None:
     """Without the grace period, a sweep could destroy the key of a rotation still running."""
     runtime.keyring._provider.create()
