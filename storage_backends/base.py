@@ -28,7 +28,7 @@ __all__ = [
     "PendingWrite",
     "StorageConflict",
     "StorageError",
-    "StorageUnavailable",
+    "StoreUnavailable",
     "YearExpiry",
     "check_parts",
     "check_range",
@@ -51,7 +51,7 @@ class ObjectNotFound(StorageError):
     """The object does not exist (never written, deleted, or expired by a lifecycle rule)."""
 
 
-class StorageUnavailable(StorageError):
+class StoreUnavailable(StorageError):
     """The store cannot be reached or cannot accept the request now (down, full, timing out).
 
     The request may succeed later; no partial object has been made visible.
@@ -262,7 +262,7 @@ class BlobStore(Protocol):
         ...
 
     def check(self) -> None:
-        """Raise :class:`StorageUnavailable` unless the store is reachable and ready."""
+        """Raise :class:`StoreUnavailable` unless the store is reachable and ready."""
         ...
 
     def ensure_ready(self, rules: LifecycleRules) -> None:

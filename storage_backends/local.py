@@ -52,7 +52,7 @@ from storage_backends.base import (
     PendingWrite,
     StorageConflict,
     StorageError,
-    StorageUnavailable,
+    StoreUnavailable,
     YearExpiry,
     check_parts,
     check_range,
@@ -80,15 +80,15 @@ def _translate(exc: OSError, action: str) -> StorageError:
     """Turn an OSError into the port's language, keeping the cause chained for operators."""
     code = exc.errno
     if code in _FULL:
-        return StorageUnavailable(f"local store is full: cannot {action} ({exc.strerror})")
+        return StoreUnavailable(f"local store is full: cannot {action} ({exc.strerror})")
     if code in _UNAVAILABLE:
-        return StorageUnavailable(f"local store refused to {action} ({exc.strerror})")
+        return StoreUnavailable(f"local store refused to {action} ({exc.strerror})")
     if code == errno.ELOOP:
         return StorageConflict(f"refusing to {action}: path contains a symlink")
     if code in _COLLISION:
         return StorageConflict(f"cannot {action}: key collides with a directory or file")
     if code == errno.ENOENT:
-        return StorageUnavailable(f"cannot {action}: store directory missing (run ensure_ready)")
+        return StoreUnavailable(f"cannot {action}: store directory missing (run ensure_ready)")
     return StorageError(f"cannot {action} ({exc.strerror or exc})")
 
 
@@ -282,13 +282,13 @@ class LocalStore:
             try:
                 info = os.lstat(directory)
             except OSError as exc:
-                raise StorageUnavailable(
+                raise StoreUnavailable(
                     f"local store directory {directory} is missing (run ensure_ready)"
                 ) from exc
             if not stat.S_ISDIR(info.st_mode):
-                raise StorageUnavailable(f"{directory} is not a directory")
+                raise StoreUnavailable(f"{directory} is not a directory")
             if not os.access(directory, os.W_OK | os.X_OK):
-                raise StorageUnavailable(f"local store directory {directory} is not writable")
+                raise StoreUnavailable(f"local store directory {directory} is not writable")
 
     def ensure_ready(self, rules: LifecycleRules) -> None:
         with _os_errors("create the store directories"):
@@ -545,7 +545,7 @@ class LocalStore:
         validate_prefix(prefix)
         if not self._objects.is_dir():
             # A wrong or missing root must not look like an empty store to fsck.
-            raise StorageUnavailable(f"{self._objects} is missing (run ensure_ready)")
+            raise StoreUnavailable(f"{self._objects} is missing (run ensure_ready)")
         # Start from the deepest directory the prefix names, instead of walking everything.
         directory, _, _ = prefix.rpartition("/")
         start = self._objects / directory if directory else self._objects

@@ -45,7 +45,7 @@ from storage_backends.base import (
     PendingWrite,
     StorageConflict,
     StorageError,
-    StorageUnavailable,
+    StoreUnavailable,
     YearExpiry,
     check_parts,
     check_range,
@@ -133,11 +133,11 @@ def _translate(exc: Exception, action: str, key: str | None = None) -> StorageEr
         if code in _CONFLICT:
             return StorageConflict(f"cannot {action}: {code}")
         if code in _UNAVAILABLE or status >= 500 or status in (401, 403, 429):
-            return StorageUnavailable(f"S3 store unavailable, cannot {action}: {code or status}")
+            return StoreUnavailable(f"S3 store unavailable, cannot {action}: {code or status}")
         return StorageError(f"cannot {action}: {code or status}")
     # Connection refused, timeouts, a response cut off mid-body, no credentials: all mean
     # the store cannot serve the request now.
-    return StorageUnavailable(f"S3 store unreachable, cannot {action}: {type(exc).__name__}")
+    return StoreUnavailable(f"S3 store unreachable, cannot {action}: {type(exc).__name__}")
 
 
 @contextmanager
@@ -255,13 +255,13 @@ class S3Store:
             with _s3_errors(f"reach bucket {self._bucket}"):
                 self._probe.head_bucket(Bucket=self._bucket)
         except ObjectNotFound:
-            raise StorageUnavailable(
+            raise StoreUnavailable(
                 f"bucket {self._bucket} does not exist (run ensure_ready)"
             ) from None
-        except StorageUnavailable:
+        except StoreUnavailable:
             raise
         except StorageError as exc:
-            raise StorageUnavailable(str(exc)) from exc
+            raise StoreUnavailable(str(exc)) from exc
 
     def versioned(self) -> bool:
         """Whether the bucket keeps versions (enabled now, or suspended with old ones left)."""
@@ -530,7 +530,7 @@ class S3Store:
                             break
                 except (BotoCoreError, OSError) as exc:
                     # The connection broke mid-body. Resume from the last byte delivered; a
-                    # server that stays down turns into StorageUnavailable on the next GET.
+                    # server that stays down turns into StoreUnavailable on the next GET.
                     if resumes >= _RESUMES:
                         raise _translate(exc, f"read {key!r}", key) from exc
                     resumes += 1

@@ -15,7 +15,7 @@ import pytest
 from flask.testing import FlaskClient
 from sqlalchemy import select, update
 
-from storage_backends.base import BlobStore, Part, StorageUnavailable
+from storage_backends.base import BlobStore, Part, StoreUnavailable
 from tests.support.recording_support import register
 from tests.support.uploads_support import (
     MIB,
@@ -34,8 +34,7 @@ from vault.app import create_app
 from vault.models import AuditEvent, Recording
 from vault.services import uploads
 from vault.services.access import Subject
-from vault.services.errors import Conflict, Gone
-from vault.services.errors import StorageUnavailable as StorageUnavailableError
+from vault.services.errors import Conflict, Gone, StorageUnavailable
 from vault.services.runtime import Runtime
 
 # Every upload test waits for the verify passes it started (see the fixture).
@@ -70,7 +69,7 @@ class FaultyStore:
         if self.unavailable_puts or self.unavailable_part == part_number:
             self.unavailable_puts = max(0, self.unavailable_puts - 1)
             self.unavailable_part = None
-            raise StorageUnavailable("the store is down")
+            raise StoreUnavailable("the store is down")
         part = self.inner.put_part(key, upload_id, part_number, data)
         self.parts_written.append(part_number)
         if self.crash_after_put == part_number:
@@ -284,7 +283,7 @@ def test_a_failed_part_keeps_what_earlier_parts_acknowledged(
     data = media(17 * MIB)
     recording_id, upload_id = start(runtime, len(data))
     faulty.unavailable_part = 2
-    with pytest.raises(StorageUnavailableError):
+    with pytest.raises(StorageUnavailable):
         append(faulty_runtime, recording_id, upload_id, 0, data)
     (row,) = upload_rows(runtime, recording_id)
     assert 4 * MIB < row.offset <= 6 * MIB

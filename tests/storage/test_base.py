@@ -14,7 +14,7 @@ from storage_backends.base import (
     Part,
     StorageConflict,
     StorageError,
-    StorageUnavailable,
+    StoreUnavailable,
     YearExpiry,
     check_parts,
     validate_key,
@@ -61,7 +61,7 @@ def test_check_parts_mirrors_s3_rules() -> None:
 
 
 def test_errors_form_one_hierarchy() -> None:
-    for error in (ObjectNotFound, StorageUnavailable, StorageConflict, InvalidKey, InvalidTags):
+    for error in (ObjectNotFound, StoreUnavailable, StorageConflict, InvalidKey, InvalidTags):
         assert issubclass(error, StorageError)
     assert issubclass(InvalidKey, ValueError)
     assert issubclass(InvalidTags, ValueError)

@@ -20,7 +20,7 @@ from storage_backends.base import (
     ObjectNotFound,
     Part,
     StorageConflict,
-    StorageUnavailable,
+    StoreUnavailable,
     YearExpiry,
 )
 from storage_backends.url import open_store
@@ -382,7 +382,7 @@ def test_invalid_prefixes_are_rejected(store: BlobStore, prefix: str) -> None:
 
 def test_ensure_ready_creates_the_store(store_url: str) -> None:
     fresh = open_store(store_url)
-    with pytest.raises(StorageUnavailable, match="ensure_ready"):
+    with pytest.raises(StoreUnavailable, match="ensure_ready"):
         fresh.check()
     fresh.ensure_ready(LifecycleRules())
     fresh.check()

@@ -21,7 +21,7 @@ import boto3
 import pytest
 from botocore.exceptions import BotoCoreError
 
-from storage_backends.base import LifecycleRules, ObjectNotFound, StorageUnavailable
+from storage_backends.base import LifecycleRules, ObjectNotFound, StoreUnavailable
 from storage_backends.s3 import S3Store
 from tests.support.backends import missing_backend
 from tests.support.seaweed import ACCESS_KEY, SECRET_KEY, SeaweedServer, run_seaweedfs
@@ -87,10 +87,10 @@ def test_killed_during_a_multipart_write(server: SeaweedServer) -> None:
     first = store.put_part(KEY, upload_id, 1, chunks[0])
 
     kill_before(store, server, "UploadPart")
-    with pytest.raises(StorageUnavailable) as raised:
+    with pytest.raises(StoreUnavailable) as raised:
         store.put_part(KEY, upload_id, 2, chunks[1])
     assert isinstance(raised.value.__cause__, BotoCoreError)
-    with pytest.raises(StorageUnavailable):
+    with pytest.raises(StoreUnavailable):
         store.complete_multipart(KEY, upload_id, [first])
 
     server.restart()
@@ -100,7 +100,7 @@ def test_killed_during_a_multipart_write(server: SeaweedServer) -> None:
     third = store.put_part(KEY, upload_id, 3, chunks[2])
 
     kill_before(store, server, "CompleteMultipartUpload")
-    with pytest.raises(StorageUnavailable):
+    with pytest.raises(StoreUnavailable):
         store.complete_multipart(KEY, upload_id, [first, second, third])
 
     server.restart()
@@ -122,16 +122,16 @@ def test_killed_during_a_ranged_read(server: SeaweedServer) -> None:
     stream = store.read_range(KEY, 100)
     received = [next(stream)]
     server.kill()
-    with pytest.raises(StorageUnavailable) as raised:
+    with pytest.raises(StoreUnavailable) as raised:
         received.extend(stream)
     assert isinstance(raised.value.__cause__, BotoCoreError)
     # Whatever arrived before the failure is a true prefix of the range, never garbage.
     got = b"".join(received)
     assert 0 < len(got) < len(data) - 100
     assert data[100:].startswith(got)
-    with pytest.raises(StorageUnavailable):
+    with pytest.raises(StoreUnavailable):
         store.read_range(KEY)
-    with pytest.raises(StorageUnavailable):
+    with pytest.raises(StoreUnavailable):
         store.put(AFTER, b"while down", TAGS)
 
     server.restart()
@@ -230,7 +230,7 @@ def test_a_full_local_disk_is_unavailable_and_leaves_no_partial_file(tmp_path: P
 
     for name in ("put", "part", "complete"):
         kind, message = report["results"][name]
-        assert kind == "StorageUnavailable", (name, kind, message)
+        assert kind == "StoreUnavailable", (name, kind, message)
         assert "full" in message, message
 
     after = report["after_failures"]

@@ -14,7 +14,7 @@ from storage_backends.base import (
     ObjectNotFound,
     StorageConflict,
     StorageError,
-    StorageUnavailable,
+    StoreUnavailable,
 )
 from storage_backends.local import LocalStore
 from tests.support.clock import MachineClock
@@ -152,11 +152,11 @@ def test_a_key_that_is_also_a_directory_is_a_conflict(local_store: LocalStore) -
 
 def test_a_store_that_was_never_initialised_is_unavailable(tmp_path: Path) -> None:
     store = LocalStore(tmp_path / "nowhere")
-    with pytest.raises(StorageUnavailable, match="ensure_ready"):
+    with pytest.raises(StoreUnavailable, match="ensure_ready"):
         store.check()
-    with pytest.raises(StorageUnavailable):
+    with pytest.raises(StoreUnavailable):
         store.put(KEY, b"x", {})
-    with pytest.raises(StorageUnavailable):
+    with pytest.raises(StoreUnavailable):
         store.iter_keys()
     assert not (tmp_path / "nowhere").exists()
 
@@ -168,7 +168,7 @@ def test_a_read_only_store_is_unavailable(local_store: LocalStore) -> None:
         (local_store.root / "tmp").write_bytes(b"")
     else:
         (local_store.root / "tmp").chmod(0o500)
-    with pytest.raises(StorageUnavailable):
+    with pytest.raises(StoreUnavailable):
         local_store.check()
 
 

@@ -17,7 +17,7 @@ from storage_backends.base import (
     ObjectNotFound,
     StorageConflict,
     StorageError,
-    StorageUnavailable,
+    StoreUnavailable,
     YearExpiry,
 )
 from storage_backends.s3 import S3Store
@@ -242,7 +242,7 @@ def test_persistent_throttling_is_unavailable(s3_env: SeaweedServer) -> None:
     url = s3_env.new_bucket()
     store = S3Store(bucket_of(url), endpoint_url=s3_env.endpoint_url, max_attempts=2)
     attempts = throttle(store, "PutObject", failures=10)
-    with pytest.raises(StorageUnavailable) as raised:
+    with pytest.raises(StoreUnavailable) as raised:
         store.put(KEY, b"x", {})
     assert len(attempts) == 2
     assert isinstance(raised.value.__cause__, ClientError)
@@ -289,7 +289,7 @@ def test_an_unreachable_server_is_unavailable_not_a_botocore_error(
         store.get_lifecycle_rules,
     ]
     for call in calls:
-        with pytest.raises(StorageUnavailable) as raised:
+        with pytest.raises(StoreUnavailable) as raised:
             call()
         assert isinstance(raised.value.__cause__, BotoCoreError)
 
@@ -297,16 +297,16 @@ def test_an_unreachable_server_is_unavailable_not_a_botocore_error(
 def test_the_health_check_answers_fast_with_default_retries(s3_env: SeaweedServer) -> None:
     store = open_store(f"s3://vault?endpoint=http://127.0.0.1:{closed_port()}")
     started = time.monotonic()
-    with pytest.raises(StorageUnavailable):
+    with pytest.raises(StoreUnavailable):
         store.check()
     assert time.monotonic() - started < 5
 
 
 def test_a_missing_bucket_is_unavailable(s3_env: SeaweedServer) -> None:
     store = open_store(s3_env.url(s3_env.new_bucket_name()))
-    with pytest.raises(StorageUnavailable, match="does not exist"):
+    with pytest.raises(StoreUnavailable, match="does not exist"):
         store.check()
-    with pytest.raises(StorageUnavailable):
+    with pytest.raises(StoreUnavailable):
         store.put(KEY, b"x", {})
     with pytest.raises(StorageError):
         store.head(KEY)
