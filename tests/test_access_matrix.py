@@ -23,6 +23,7 @@ from pathlib import Path
 from typing import Any
 from zoneinfo import ZoneInfo
 
+import pytest
 from flask import Flask
 from flask.testing import FlaskClient
 from sqlalchemy import delete, func, select
@@ -673,6 +674,8 @@ def render(matrix: Matrix) -> str:
     return "\n".join(lines)
 
 
+# About 3,840 requests over HTTP: run in the PostgreSQL pass with the other slow suites.
+@pytest.mark.slow
 def test_the_authorization_matrix_gives_the_spec_answer_in_every_cell(
     app: Flask, runtime: Runtime
 ) -> None:
