@@ -11,14 +11,13 @@ from typing import Any
 
 import pytest
 from flask import Flask
-from flask.testing import FlaskClient
 from sqlalchemy import event, select
 from sqlalchemy.exc import IntegrityError
 
 from tests.support.clock import RIGA
-from tests.support.people import Person, add_person, sign_in
+from tests.support.people import Person, add_person
 from tests.support.recording_support import insert_recording, riga_today
-from tests.support.webclient import csrf_token_from
+from tests.support.streaming_support import Browser, bearer, browser
 from vault.models import AccessOrder, AuditEvent, Recording, User
 from vault.services import access, account_admin, calendar
 from vault.services.access import Action, Subject
@@ -32,31 +31,6 @@ def audit_rows(runtime: Runtime, action: str) -> list[AuditEvent]:
                 select(AuditEvent).where(AuditEvent.action == action).order_by(AuditEvent.id)
             )
         )
-
-
-@dataclass
-class Browser:
-    """A signed-in browser: cookie session plus the CSRF header a page's script would send."""
-
-    client: FlaskClient
-    csrf: dict[str, str]
-
-    def get(self, path: str) -> Any:
-        return self.client.get(path)
-
-    def post_json(self, path: str, body: object) -> Any:
-        return self.client.post(path, json=body, headers=self.csrf)
-
-
-def browser(app: Flask, person: Person) -> Browser:
-    client = app.test_client()
-    assert sign_in(client, person).status_code == 302
-    return Browser(client, {"X-CSRF-Token": csrf_token_from(client, "/account")})
-
-
-def bearer(runtime: Runtime, username: str) -> dict[str, str]:
-    token = account_admin.issue_token(runtime, username, "script", "30d", runtime.clock())
-    return {"Authorization": f"Bearer {token}"}
 
 
 def days_from(today: date, days: int) -> str:

@@ -114,6 +114,9 @@ class Browser:
     client: FlaskClient
     csrf: dict[str, str]
 
+    def get(self, path: str) -> TestResponse:
+        return self.client.get(path)
+
     def post_json(self, path: str, body: object = None) -> TestResponse:
         return self.client.post(path, json=body, headers=self.csrf)
 
