@@ -6,7 +6,7 @@ from __future__ import annotations
 import dataclasses
 import re
 import uuid
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from datetime import datetime, time, timedelta
 
 import pytest
@@ -18,6 +18,7 @@ from tests.support.clock import RIGA, TestClock
 from tests.support.live_server import LiveServer
 from tests.support.people import PASSWORD
 from tests.support.streaming_support import (
+    Browser,
     School,
     bearer,
     browser,
@@ -285,6 +286,25 @@ def collect(pieces: Iterable[bytes], into: list[bytes]) -> None:
         into.append(piece)
 
 
+def stopped_mid_body(
+    reader: Browser,
+    path: str,
+    school: School,
+    stop: Callable[[], object],
+    error: type[Exception],
+) -> None:
+    """A long body is under way when ``stop`` happens; the rest of it is refused with
+    ``error`` (the app re-checks before every piece)."""
+    response = reader.client.get(path, buffered=False)
+    assert response.status_code == 200
+    pieces = response.iter_encoded()
+    assert school.plaintext.startswith(next(pieces))
+    stop()
+    with pytest.raises(error):
+        collect(pieces, [])
+    response.close()
+
+
 def backdate(runtime: Runtime, view_id: str, *, started: timedelta, heartbeat: timedelta) -> None:
     now = runtime.clock()
     with runtime.sessions() as session, session.begin():
@@ -360,15 +380,9 @@ def test_a_long_body_stops_when_the_order_is_revoked_mid_stream(
 ) -> None:
     viewer = browser(rechecking, school.viewer)
     url = viewer.stream_url(school.recording_id)
-    response = viewer.client.get(url, buffered=False)
-    assert response.status_code == 200
-    pieces = response.iter_encoded()
-    first = next(pieces)
-    assert school.plaintext.startswith(first)
-    revoke_order(runtime, school.order_id)
-    with pytest.raises(PermissionDenied):
-        collect(pieces, [])
-    response.close()
+    stopped_mid_body(
+        viewer, url, school, lambda: revoke_order(runtime, school.order_id), PermissionDenied
+    )
     assert len(denials(runtime, "order_not_valid")) == 1
 
 
@@ -377,13 +391,7 @@ def test_a_long_body_stops_when_the_viewer_signs_out_mid_stream(
 ) -> None:
     viewer = browser(rechecking, school.viewer)
     url = viewer.stream_url(school.recording_id)
-    response = viewer.client.get(url, buffered=False)
-    pieces = response.iter_encoded()
-    assert school.plaintext.startswith(next(pieces))
-    viewer.sign_out()
-    with pytest.raises(PermissionDenied):
-        collect(pieces, [])
-    response.close()
+    stopped_mid_body(viewer, url, school, viewer.sign_out, PermissionDenied)
     assert len(denials(runtime, "session_ended")) == 1
     ended = events(runtime, "view:ended")
     assert len(ended) == 1 and ended[0].details["reason"] == "session_ended"
@@ -449,13 +457,10 @@ def test_a_long_body_stops_when_the_year_key_is_destroyed_mid_stream(
 ) -> None:
     """The data key is already in memory: only the re-check can stop the body."""
     viewer = browser(rechecking, school.viewer)
-    response = viewer.client.get(viewer.stream_url(school.recording_id), buffered=False)
-    pieces = response.iter_encoded()
-    assert school.plaintext.startswith(next(pieces))
-    destroy_year_key(runtime, school.recording_id)
-    with pytest.raises(Gone):
-        collect(pieces, [])
-    response.close()
+    url = viewer.stream_url(school.recording_id)
+    stopped_mid_body(
+        viewer, url, school, lambda: destroy_year_key(runtime, school.recording_id), Gone
+    )
     assert len(denials(runtime, "gone")) == 1
 
 
@@ -463,16 +468,10 @@ def test_an_owners_download_stops_when_the_year_key_is_destroyed(
     rechecking: Flask, runtime: Runtime, school: School
 ) -> None:
     owner = browser(rechecking, school.teacher)
-    response = owner.client.get(
-        f"/api/v1/recordings/{school.recording_id}/download", buffered=False
+    download = f"/api/v1/recordings/{school.recording_id}/download"
+    stopped_mid_body(
+        owner, download, school, lambda: destroy_year_key(runtime, school.recording_id), Gone
     )
-    assert response.status_code == 200
-    pieces = response.iter_encoded()
-    assert school.plaintext.startswith(next(pieces))
-    destroy_year_key(runtime, school.recording_id)
-    with pytest.raises(Gone):
-        collect(pieces, [])
-    response.close()
 
 
 def test_no_view_or_download_past_a_shortened_retention(
