@@ -61,6 +61,7 @@ from vault.app import build_runtime, initialise_instance
 from vault.cli import SERVE_THREADS, GunicornApplication, gunicorn_options
 from vault.models import Recording, User
 from vault.services import account_admin, accounts, calendar, orders, recordings
+from vault.services.actors import Actor
 from vault.services.runtime import Runtime
 from vault.settings import Settings
 
@@ -177,7 +178,7 @@ def seed(runtime: Runtime, viewers: int, plaintext: Path, sha256: str) -> uuid.U
         recording = recordings.register(
             session,
             runtime.keyring,
-            accounts.Actor(user_id=owner.id),
+            Actor(user_id=owner.id),
             owner,
             recordings.parse_registration(
                 {
@@ -205,7 +206,7 @@ def seed(runtime: Runtime, viewers: int, plaintext: Path, sha256: str) -> uuid.U
         assert retain is not None
         orders.issue(
             session,
-            accounts.Actor(user_id=director.id),
+            Actor(user_id=director.id),
             director,
             {
                 "number": "B-1",

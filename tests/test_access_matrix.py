@@ -47,7 +47,8 @@ from vault.models import (
     User,
 )
 from vault.services import access, account_admin
-from vault.services.access import TOMBSTONE_STATUSES, Action, Status, Subject
+from vault.services.access import TOMBSTONE_STATUSES, Action, Status
+from vault.services.actors import Actor
 from vault.services.errors import Gone, PermissionDenied
 from vault.services.runtime import Runtime
 
@@ -445,7 +446,7 @@ def probe_http(
 
 
 def probe_policy(
-    runtime: Runtime, subject: Subject, action: Action, recording_id: uuid.UUID
+    runtime: Runtime, subject: Actor, action: Action, recording_id: uuid.UUID
 ) -> Answer:
     with runtime.sessions() as session:
         recording = session.get(Recording, recording_id)
@@ -577,7 +578,7 @@ def run_matrix(app: Flask, runtime: Runtime) -> Matrix:
             f"{PROBES[Action.START_VIEW].rule}); admins and auditors, also those who teach, "
             "can never open a view, so their cells come from the policy function"
         )
-    subjects = {name: Subject(world.people[name], frozenset(SUBJECTS[name])) for name in SUBJECTS}
+    subjects = {name: Actor(world.people[name], frozenset(SUBJECTS[name])) for name in SUBJECTS}
     # Acts that change the recording run last, so the reading probes see it untouched.
     ordered = sorted(ACTIONS, key=lambda a: over_http[a].changes_state if a in over_http else False)
     for purpose, state, status, rid in cells(world):

@@ -22,17 +22,18 @@ from vault.models import (
     User,
 )
 from vault.services import access
-from vault.services.access import Action, Decision, Subject
+from vault.services.access import Action, Decision
+from vault.services.actors import Actor
 from vault.services.errors import Gone, PermissionDenied
 from vault.services.runtime import Runtime
 
 RIGA = ZoneInfo("Europe/Riga")
 
 
-def subject_of(runtime: Runtime, username: str) -> Subject:
+def subject_of(runtime: Runtime, username: str) -> Actor:
     with runtime.sessions() as session:
         user = session.scalars(select(User).where(User.username == username)).one()
-        return Subject(user.id, user.roles)
+        return Actor(user.id, user.roles)
 
 
 def write_order(

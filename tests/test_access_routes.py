@@ -33,7 +33,8 @@ from tests.support.recording_support import insert_recording
 from tests.support.webclient import csrf_token_from
 from vault.models import AuditEvent, Recording
 from vault.services import access
-from vault.services.access import Action, Decision, Subject
+from vault.services.access import Action, Decision
+from vault.services.actors import Actor
 from vault.services.runtime import Runtime
 
 RECORDING_ARGUMENT = "recording_id"
@@ -50,7 +51,7 @@ class Spy:
     def __call__(
         self,
         session: Session,
-        subject: Subject,
+        actor: Actor,
         action: Action,
         recording: Recording,
         now: datetime,

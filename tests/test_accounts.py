@@ -31,6 +31,7 @@ from tests.support.webclient import csrf_token_from
 from vault.app import create_app
 from vault.models import AccountLink, ApiToken, AuditEvent, LoginSession, User
 from vault.services import accounts, authentication
+from vault.services.actors import OPERATOR
 from vault.services.audit import RequestContext
 from vault.services.errors import ValidationFailed
 from vault.services.runtime import Runtime
@@ -130,32 +131,29 @@ def test_attacks_from_many_addresses_only_slow_the_account(
 ) -> None:
     waits: list[float] = []
     now = runtime.clock()
+    factors = authentication.SecondFactors(
+        runtime.keyring, accounts.Secrets.from_secret_key(runtime.settings.read_secret_key())
+    )
     with runtime.sessions() as session:
         for address in range(4):
             for _ in range(accounts.PAIR_FAILURE_LIMIT - 1):
                 with pytest.raises(authentication.SignInFailed):
                     authentication.sign_in(
                         session,
-                        runtime.keyring,
-                        accounts.Secrets.from_secret_key(runtime.settings.read_secret_key()),
+                        factors,
                         runtime.passwords,
-                        username=teacher.username,
-                        password="nope-nope-nope",
-                        totp="",
-                        context=RequestContext(ip_address=f"203.0.113.{address}"),
-                        now=now,
+                        authentication.Credentials(teacher.username, "nope-nope-nope"),
+                        RequestContext(ip_address=f"203.0.113.{address}"),
+                        now,
                         sleep=waits.append,
                     )
         result = authentication.sign_in(
             session,
-            runtime.keyring,
-            accounts.Secrets.from_secret_key(runtime.settings.read_secret_key()),
+            factors,
             runtime.passwords,
-            username=teacher.username,
-            password=PASSWORD,
-            totp="",
-            context=RequestContext(ip_address="198.51.100.1"),
-            now=now,
+            authentication.Credentials(teacher.username, PASSWORD),
+            RequestContext(ip_address="198.51.100.1"),
+            now,
             sleep=waits.append,
         )
     assert result.user.username == teacher.username
@@ -171,12 +169,14 @@ def test_director_without_totp_cannot_get_in(app: Flask, runtime: Runtime) -> No
         accounts.create_user(
             session,
             runtime.passwords,
-            accounts.OPERATOR,
-            username="direktors2",
-            full_name="Bez TOTP",
-            email=None,
-            roles=["director"],
-            password=PASSWORD,
+            OPERATOR,
+            accounts.NewAccount(
+                username="direktors2",
+                full_name="Bez TOTP",
+                email=None,
+                roles=["director"],
+                password=PASSWORD,
+            ),
         )
     client = app.test_client()
     person = Person("direktors2", PASSWORD, None, (), stepping_clock(runtime))
@@ -220,7 +220,7 @@ def test_a_privileged_role_granted_later_ends_password_only_sessions(
     with runtime.sessions() as session, session.begin():
         user = accounts.find_user(session, teacher.username)
         assert user is not None
-        accounts.set_roles(session, accounts.OPERATOR, user, ["teacher", "director"])
+        accounts.set_roles(session, OPERATOR, user, ["teacher", "director"])
     assert not is_signed_in(client)
 
 

@@ -20,7 +20,8 @@ from tests.support.recording_support import insert_recording, riga_today
 from tests.support.streaming_support import Browser, bearer, browser
 from vault.models import AccessOrder, AuditEvent, Recording, User
 from vault.services import access, account_admin, calendar
-from vault.services.access import Action, Subject
+from vault.services.access import Action
+from vault.services.actors import Actor
 from vault.services.runtime import Runtime
 
 
@@ -83,7 +84,7 @@ def start_view_allowed(runtime: Runtime, username: str, recording_id: uuid.UUID)
         assert recording is not None
         decision = access.decide(
             session,
-            Subject(user.id, user.roles),
+            Actor(user.id, user.roles),
             Action.START_VIEW,
             recording,
             runtime.clock(),

@@ -29,6 +29,7 @@ from tests.support.recording_support import (
 from tests.support.webclient import csrf_token_from
 from vault.models import AuditEvent, Recording
 from vault.services import account_admin, accounts, calendar
+from vault.services.actors import OPERATOR
 from vault.services.errors import IntegrityFailure
 from vault.services.runtime import Runtime
 
@@ -459,7 +460,7 @@ def test_a_disabled_teachers_recording_passes_to_the_director(
     with runtime.sessions() as session, session.begin():
         owner = accounts.find_user(session, teacher.username)
         assert owner is not None
-        accounts.set_disabled(session, accounts.OPERATOR, owner, True, runtime.clock())
+        accounts.set_disabled(session, OPERATOR, owner, True, runtime.clock())
     page = browser.get(f"/recordings/{recording_id}").get_data(as_text=True)
     assert "īpašnieks atspējots" in page
     assert (

@@ -21,11 +21,10 @@ from tests.support.streaming_support import (
 )
 from vault.models import LoginSession, Recording, User, View
 from vault.services import streaming, viewing_log
-from vault.services.access import Subject
+from vault.services.actors import Actor, Channel
 from vault.services.errors import PermissionDenied, ValidationFailed
 from vault.services.ranges import RangePlan
 from vault.services.runtime import Runtime
-from vault.services.streaming import Caller
 from vault.services.viewing_log import PlayerReport
 
 
@@ -39,7 +38,7 @@ def caller_for(
     username: str,
     login_session: str | None = "session-1",
     created: datetime | None = None,
-) -> Caller:
+) -> Actor:
     """The user, signed in through ``login_session`` (a server-side session row)."""
     at = created or runtime.clock()
     with runtime.sessions() as session, session.begin():
@@ -48,10 +47,11 @@ def caller_for(
             session.add(
                 LoginSession(id=login_session, user_id=user.id, created_at=at, last_seen_at=at)
             )
-        return Caller(Subject(user.id, user.roles), login_session)
+        via = Channel.API_TOKEN if login_session is None else Channel.BROWSER
+        return Actor(user.id, user.roles, via, login_session)
 
 
-def touch(runtime: Runtime, caller: Caller, at: datetime) -> None:
+def touch(runtime: Runtime, caller: Actor, at: datetime) -> None:
     """What reading the session cookie does on each request: the session was seen ``at``."""
     if caller.login_session_id is None:
         return
@@ -63,13 +63,13 @@ def touch(runtime: Runtime, caller: Caller, at: datetime) -> None:
         )
 
 
-def start(runtime: Runtime, caller: Caller, recording_id: uuid.UUID, at: datetime) -> uuid.UUID:
+def start(runtime: Runtime, caller: Actor, recording_id: uuid.UUID, at: datetime) -> uuid.UUID:
     touch(runtime, caller, at)
     with runtime.sessions() as session:
         return streaming.start_view(session, caller, recording_id, at, RIGA).view.id
 
 
-def check(runtime: Runtime, caller: Caller, view_id: uuid.UUID, at: datetime) -> None:
+def check(runtime: Runtime, caller: Actor, view_id: uuid.UUID, at: datetime) -> None:
     touch(runtime, caller, at)
     with runtime.sessions() as session:
         streaming.check_stream(session, caller, view_id, at, RIGA)
@@ -77,7 +77,7 @@ def check(runtime: Runtime, caller: Caller, view_id: uuid.UUID, at: datetime) ->
 
 def beat(
     runtime: Runtime,
-    caller: Caller,
+    caller: Actor,
     view_id: uuid.UUID,
     at: datetime,
     report: PlayerReport | None = None,
@@ -146,7 +146,7 @@ def test_the_binding_is_checked_before_anything_else(runtime: Runtime, school: S
         (caller_for(runtime, "kolegis"), "another_viewer"),
         (caller_for(runtime, "metodikis", "session-2"), "another_session"),
         (caller_for(runtime, "metodikis", None), "another_session"),
-        (None, "no_session"),
+        (Actor.anonymous(None), "no_session"),
     ]:
         with pytest.raises(PermissionDenied), runtime.sessions() as session:
             streaming.check_stream(session, intruder, view_id, now, RIGA)

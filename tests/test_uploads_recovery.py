@@ -33,7 +33,7 @@ from tests.support.uploads_support import (
 from vault.app import create_app
 from vault.models import AuditEvent, Recording
 from vault.services import uploads
-from vault.services.access import Subject
+from vault.services.actors import Actor
 from vault.services.errors import Conflict, Gone, StorageUnavailable
 from vault.services.runtime import Runtime
 
@@ -119,9 +119,9 @@ def token(runtime: Runtime) -> str:
     return teacher_token(runtime, "skolotaja")
 
 
-def owner(runtime: Runtime, recording_id: uuid.UUID) -> Subject:
+def owner(runtime: Runtime, recording_id: uuid.UUID) -> Actor:
     recording = recording_row(runtime, recording_id)
-    return Subject(id=recording.owner_id, roles=frozenset({"teacher"}))
+    return Actor(recording.owner_id, frozenset({"teacher"}))
 
 
 def start(runtime: Runtime, length: int) -> tuple[uuid.UUID, uuid.UUID]:

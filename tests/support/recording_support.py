@@ -16,6 +16,7 @@ from sqlalchemy import select
 from vault import crypto
 from vault.models import Recording, User
 from vault.services import accounts, calendar, recordings
+from vault.services.actors import OPERATOR, Actor
 from vault.services.runtime import Runtime
 
 
@@ -41,7 +42,7 @@ def keep_year_open(runtime: Runtime) -> None:
     with runtime.sessions() as session, session.begin():
         if calendar.last_day(session, year) < today:
             _, end = calendar.year_bounds(year)
-            calendar.set_last_day(session, runtime.store, accounts.OPERATOR, year, end)
+            calendar.set_last_day(session, runtime.store, OPERATOR, year, end)
 
 
 def registration(runtime: Runtime, **overrides: Any) -> dict[str, Any]:
@@ -71,7 +72,7 @@ def register(runtime: Runtime, owner_username: str, **overrides: Any) -> uuid.UU
         recording = recordings.register(
             session,
             runtime.keyring,
-            accounts.Actor(user_id=owner.id),
+            Actor(user_id=owner.id),
             owner,
             recordings.parse_registration(registration(runtime, **overrides)),
             runtime.clock(),

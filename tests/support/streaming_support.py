@@ -18,6 +18,7 @@ from tests.support.recording_support import register, sample_media, store_plaint
 from tests.support.webclient import csrf_token_from
 from vault.models import AuditEvent, Recording, User
 from vault.services import account_admin, accounts, orders
+from vault.services.actors import Actor
 from vault.services.runtime import Runtime
 
 
@@ -59,7 +60,7 @@ def issue_order(
         )
         order = orders.issue(
             session,
-            accounts.Actor(user_id=issuer.id),
+            Actor(user_id=issuer.id),
             issuer,
             {
                 "number": number,
@@ -83,7 +84,7 @@ def revoke_order(runtime: Runtime, order_id: uuid.UUID, director: str = "direkto
         assert revoker is not None
         orders.revoke(
             session,
-            accounts.Actor(user_id=revoker.id),
+            Actor(user_id=revoker.id),
             revoker,
             order_id,
             "Metodiskais darbs pabeigts",

@@ -26,7 +26,8 @@ from vault.models import (
     User,
 )
 from vault.services import audit
-from vault.services.audit import AuditAction, Outcome, RequestContext
+from vault.services.actors import Actor
+from vault.services.audit import AuditAction, Outcome
 from vault.services.errors import Gone, PermissionDenied
 
 
@@ -67,12 +68,7 @@ DESIGNATABLE_ROLES = frozenset({"teacher", "staff", "director"})
 NEVER_DESIGNATED_ROLES = frozenset({"admin", "auditor"})
 
 
-@dataclass(frozen=True)
-class Subject:
-    """Who asks: an account's id and roles (disabled accounts never reach the policy)."""
-
-    id: uuid.UUID
-    roles: frozenset[str]
+Subject = Actor  # TRANSITIONAL
 
 
 @dataclass(frozen=True)
@@ -118,13 +114,13 @@ def _valid_order(orders: Iterable[AccessOrder], today: date) -> AccessOrder | No
 
 def decide(
     session: Session,
-    subject: Subject,
+    actor: Actor,
     action: Action,
     recording: Recording,
     now: datetime,
     zone: ZoneInfo,
 ) -> Decision:
-    """Whether ``subject`` may perform ``action`` on ``recording`` at ``now``, and why."""
+    """Whether ``actor`` may perform ``action`` on ``recording`` at ``now``, and why."""
     status = Status(recording.status)
     # A destroyed year key makes the media gone at once, before the year-end turns the
     # recordings into tombstones; a body already being sent stops at its next check.
@@ -133,17 +129,17 @@ def decide(
         # Only someone the live recording would have admitted learns that it is gone;
         # anyone else gets the ordinary refusal, so probing ids tells a stranger nothing.
         if any(
-            _rules(session, subject, action, recording, live, now, zone).allowed
+            _rules(session, actor, action, recording, live, now, zone).allowed
             for live in LIVE_STATUSES
         ):
             return Decision(False, "gone")
-        return _rules(session, subject, action, recording, Status.AVAILABLE, now, zone)
-    return _rules(session, subject, action, recording, status, now, zone)
+        return _rules(session, actor, action, recording, Status.AVAILABLE, now, zone)
+    return _rules(session, actor, action, recording, status, now, zone)
 
 
 def _rules(
     session: Session,
-    subject: Subject,
+    actor: Actor,
     action: Action,
     recording: Recording,
     status: Status,
@@ -151,9 +147,9 @@ def _rules(
     zone: ZoneInfo,
 ) -> Decision:
     """SPEC §2 for a recording in ``status``."""
-    is_owner = recording.owner_id == subject.id
-    is_responsible = recording.responsible_id == subject.id
-    roles = subject.roles
+    is_owner = recording.owner_id == actor.user_id
+    is_responsible = recording.responsible_id == actor.user_id
+    roles = actor.roles
 
     if action is Action.VIEW_METADATA:
         if is_owner or is_responsible:
@@ -210,7 +206,7 @@ def _rules(
     # Everything left needs an order naming this person and this recording.
     if not designatable(roles):
         return Decision(False, "not_permitted")
-    orders = orders_naming(session, subject.id, recording.id)
+    orders = orders_naming(session, actor.account_id, recording.id)
     if not orders:
         return Decision(False, "not_named")
     order = _valid_order(orders, now.astimezone(zone).date())
@@ -226,15 +222,15 @@ def _year_key_destroyed(session: Session, school_year: str) -> bool:
 
 def authorize(
     session: Session,
-    subject: Subject,
+    actor: Actor,
     action: Action,
     recording: Recording,
     now: datetime,
     zone: ZoneInfo,
-    context: RequestContext | None = None,
+    context: object = None,  # TRANSITIONAL
 ) -> Decision:
     """``decide``, then audit a denial and raise it as the service's own exception."""
-    decision = decide(session, subject, action, recording, now, zone)
+    decision = decide(session, actor, action, recording, now, zone)
     if decision.allowed:
         return decision
     raise audit.refused(
@@ -242,10 +238,10 @@ def authorize(
         audit.Event(
             AuditAction.ACCESS_DENIED,
             outcome=Outcome.DENIED,
-            actor_id=subject.id,
+            actor_id=actor.user_id,
             recording_id=recording.id,
             details={"action": action.value, "reason": decision.reason},
-            context=context,
+            context=actor.context,
         ),
         Gone() if decision.gone else PermissionDenied(),
     )

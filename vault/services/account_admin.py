@@ -15,7 +15,8 @@ from sqlalchemy.orm import Session
 
 from vault.models import ApiToken, User
 from vault.services import accounts, audit, authentication, tokens
-from vault.services.accounts import OPERATOR, Role
+from vault.services.accounts import Role
+from vault.services.actors import OPERATOR
 from vault.services.audit import AuditAction
 from vault.services.errors import N_, Conflict, NotFound
 from vault.services.mail import Mailer, MailNotSent
@@ -33,6 +34,10 @@ class CreatedAccount:
 
 def _secrets(runtime: Runtime) -> accounts.Secrets:
     return accounts.Secrets.from_secret_key(runtime.settings.read_secret_key())
+
+
+def _second_factors(runtime: Runtime) -> authentication.SecondFactors:
+    return authentication.SecondFactors(runtime.keyring, _secrets(runtime))
 
 
 def _user(session: Session, username: str) -> User:
@@ -70,7 +75,7 @@ def reset_second_factor(runtime: Runtime, username: str, now: datetime) -> Repla
         if not user.totp_enabled:
             raise Conflict(N_("This account has no second factor to reset."))
         secret, codes = authentication.enrol_totp_directly(
-            session, runtime.keyring, _secrets(runtime), user, now
+            session, _second_factors(runtime), user, now
         )
         accounts.end_all_sessions(session, user.id, "second_factor_replaced", now)
         accounts.revoke_all_tokens(session, user.id, now)
@@ -112,18 +117,20 @@ def add_account(
             session,
             runtime.passwords,
             OPERATOR,
-            username=username,
-            full_name=full_name,
-            email=email,
-            roles=roles,
-            password=password,
+            accounts.NewAccount(
+                username=username,
+                full_name=full_name,
+                email=email,
+                roles=roles,
+                password=password,
+            ),
         )
         user.password_changed_at = now
         secret: str | None = None
         codes: list[str] = []
         if accounts.requires_totp(user.roles):
             secret, codes = authentication.enrol_totp_directly(
-                session, runtime.keyring, _secrets(runtime), user, now
+                session, _second_factors(runtime), user, now
             )
         return CreatedAccount(
             user.username, tuple(sorted(user.roles)), password, secret, tuple(codes)

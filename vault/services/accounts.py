@@ -29,7 +29,8 @@ from vault.models import (
     UserRole,
 )
 from vault.services import audit
-from vault.services.audit import AuditAction, RequestContext
+from vault.services.actors import Actor
+from vault.services.audit import AuditAction
 from vault.services.errors import (
     N_,
     Conflict,
@@ -167,30 +168,20 @@ def count_users(session: Session) -> int:
 
 
 @dataclass(frozen=True)
-class Actor:
-    """Who performs an act: a signed-in user, or the operator at the server's console."""
+class NewAccount:
+    """An account to create; without a password, the person sets one through an invitation."""
 
-    user_id: uuid.UUID | None
-    context: RequestContext | None = None
-    via: str = "web"
+    username: str
+    full_name: str
+    roles: Iterable[str]
+    email: str | None = None
+    password: str | None = None
 
 
-OPERATOR = Actor(user_id=None, via="cli")
-
-
-def create_user(
-    session: Session,
-    passwords: Passwords,
-    actor: Actor,
-    *,
-    username: str,
-    full_name: str,
-    email: str | None,
-    roles: Iterable[str],
-    password: str | None,
-) -> User:
-    name = _validate_username(username)
-    role_set = parse_roles(roles)
+def create_user(session: Session, passwords: Passwords, actor: Actor, new: NewAccount) -> User:
+    name = _validate_username(new.username)
+    role_set = parse_roles(new.roles)
+    full_name, email, password = new.full_name, new.email, new.password
     field_errors: dict[str, list[str]] = {}
     if not full_name.strip():
         field_errors["full_name"] = [N_("Enter the person's full name.")]

@@ -42,15 +42,14 @@ from vault.services.accounts import (
     IDLE_TIMEOUT,
     LAST_SEEN_RESOLUTION,
     LOCKOUT_WINDOW,
-    OPERATOR,
     PAIR_FAILURE_LIMIT,
     RECOVERY_CODE_COUNT,
-    Actor,
     Secrets,
     find_user,
     normalise_username,
     requires_totp,
 )
+from vault.services.actors import OPERATOR, Actor
 from vault.services.audit import AuditAction, Outcome, RequestContext
 from vault.services.errors import (
     N_,
@@ -129,10 +128,18 @@ def _new_recovery_codes(session: Session, secrets_: Secrets, user_id: uuid.UUID)
     return codes
 
 
+@dataclass(frozen=True)
+class SecondFactors:
+    """What keeps the second factors: the keyring seals each TOTP seed, and the secrets
+    turn recovery codes into the digests the database holds."""
+
+    keyring: Keyring
+    secrets: Secrets
+
+
 def enrol_totp(
     session: Session,
-    keyring: Keyring,
-    secrets_: Secrets,
+    factors: SecondFactors,
     actor: Actor,
     user: User,
     secret: str,
@@ -145,10 +152,10 @@ def enrol_totp(
         raise ValidationFailed(
             {"totp": [N_("The code does not match. Check the time on your phone.")]}
         )
-    keyring.seal(session, _totp_secret_name(user.id), secret.encode())
+    factors.keyring.seal(session, _totp_secret_name(user.id), secret.encode())
     user.totp_enabled = True
     user.totp_last_step = step
-    codes = _new_recovery_codes(session, secrets_, user.id)
+    codes = _new_recovery_codes(session, factors.secrets, user.id)
     audit.record(
         session,
         audit.Event(
@@ -162,20 +169,11 @@ def enrol_totp(
 
 
 def enrol_totp_directly(
-    session: Session, keyring: Keyring, secrets_: Secrets, user: User, now: datetime
+    session: Session, factors: SecondFactors, user: User, now: datetime
 ) -> tuple[str, list[str]]:
     """For the operator's console (`recvault user add`, `recvault demo`): seed printed once."""
     secret = new_totp_secret()
-    codes = enrol_totp(
-        session,
-        keyring,
-        secrets_,
-        OPERATOR,
-        user,
-        secret,
-        pyotp.TOTP(secret).at(now),
-        now,
-    )
+    codes = enrol_totp(session, factors, OPERATOR, user, secret, pyotp.TOTP(secret).at(now), now)
     # The console code was generated, not typed: free its step so the person's first real
     # sign-in within the same 30 seconds is not refused as a replay.
     user.totp_last_step = None
@@ -183,10 +181,10 @@ def enrol_totp_directly(
 
 
 def check_second_factor(
-    session: Session, keyring: Keyring, secrets_: Secrets, user: User, code: str, now: datetime
+    session: Session, factors: SecondFactors, user: User, code: str, now: datetime
 ) -> str:
     """Accept a fresh TOTP code or an unused recovery code; returns which one was used."""
-    secret = keyring.unseal(session, _totp_secret_name(user.id))
+    secret = factors.keyring.unseal(session, _totp_secret_name(user.id))
     if secret is not None:
         step = _match_totp_step(secret.decode(), code, now)
         if step is not None and (user.totp_last_step is None or step > user.totp_last_step):
@@ -194,7 +192,7 @@ def check_second_factor(
             return "totp"
     raw = code.strip().lower().replace("-", "").replace(" ", "")
     if len(raw) == 10:
-        digest = secrets_.digest("recovery", raw)
+        digest = factors.secrets.digest("recovery", raw)
         for recovery in session.scalars(
             select(RecoveryCode).where(
                 RecoveryCode.user_id == user.id, RecoveryCode.used_at.is_(None)
@@ -207,11 +205,11 @@ def check_second_factor(
 
 
 def verify_second_factor(
-    session: Session, keyring: Keyring, secrets_: Secrets, user: User, code: str, now: datetime
+    session: Session, factors: SecondFactors, user: User, code: str, now: datetime
 ) -> None:
     """Step-up check before a sensitive act (creating a token); raises if the code is wrong."""
     try:
-        check_second_factor(session, keyring, secrets_, user, code, now)
+        check_second_factor(session, factors, user, code, now)
     except SignInFailed:
         raise SecondFactorRequired() from None
 
@@ -240,21 +238,26 @@ def _recent_failures(
     return failures
 
 
+@dataclass(frozen=True)
+class Credentials:
+    """What the sign-in form sends: the second factor is a TOTP code or a recovery code."""
+
+    username: str
+    password: str
+    second_factor: str = ""
+
+
 def sign_in(
     session: Session,
-    keyring: Keyring,
-    secrets_: Secrets,
+    factors: SecondFactors,
     passwords: Passwords,
-    *,
-    username: str,
-    password: str,
-    totp: str,
+    credentials: Credentials,
     context: RequestContext,
     now: datetime,
     sleep: Callable[[float], None] = time.sleep,
 ) -> SignIn:
     """Check the credentials and open a session. Commits: failures must be counted too."""
-    name = normalise_username(username)[:64]
+    name = normalise_username(credentials.username)[:64]
     attempts = _Attempts(session, name, context.ip_address or "unknown", context, now)
     window_start = now - LOCKOUT_WINDOW
 
@@ -270,7 +273,9 @@ def sign_in(
         sleep(min(ACCOUNT_SLOWDOWN_MAX_SECONDS, ACCOUNT_SLOWDOWN_STEP_SECONDS * excess))
 
     user = find_user(session, name)
-    password_ok = passwords.verify(user.password_hash if user is not None else None, password)
+    password_ok = passwords.verify(
+        user.password_hash if user is not None else None, credentials.password
+    )
     if user is None:
         attempts.failed(None, "unknown_user")
         raise SignInFailed()
@@ -287,7 +292,7 @@ def sign_in(
             attempts.failed(user, "totp_not_enrolled")
             raise SecondFactorNotEnrolled()
         try:
-            method = check_second_factor(session, keyring, secrets_, user, totp, now)
+            method = check_second_factor(session, factors, user, credentials.second_factor, now)
         except SignInFailed:
             attempts.failed(user, "bad_second_factor")
             raise

@@ -20,7 +20,7 @@ from sqlalchemy.orm import Session
 from storage_backends.base import BlobStore, LifecycleRules, StorageError, YearExpiry
 from vault.models import Recording, SchoolYear
 from vault.services import audit, errors
-from vault.services.accounts import OPERATOR, Actor
+from vault.services.actors import OPERATOR, Actor
 from vault.services.audit import AuditAction
 from vault.services.errors import N_, ValidationFailed
 from vault.services.runtime import Runtime

@@ -19,7 +19,7 @@ from sqlalchemy.orm import Session
 
 from vault import signing
 from vault.keyring import Keyring
-from vault.models import Certificate
+from vault.models import Certificate, Recording
 from vault.services.errors import N_, KeysUnavailable, ValidationFailed
 
 SIGNING_KEY_NAME = "audit-signing-key"
@@ -65,9 +65,10 @@ def issue(
     school_year: str,
     statement: dict[str, Any],
     now: datetime,
-    recording_id: uuid.UUID | None = None,
-    owner_id: uuid.UUID | None = None,
+    recording: Recording | None = None,
 ) -> Certificate:
+    """Sign ``statement`` as a certificate of ``kind``; one about a single recording is
+    filed under it and its owner, so the owner finds it among their own."""
     certificate_id = uuid.uuid4()
     body = signing.canonical_json(
         {
@@ -83,8 +84,8 @@ def issue(
     certificate = Certificate(
         id=certificate_id,
         kind=kind,
-        recording_id=recording_id,
-        owner_id=owner_id,
+        recording_id=recording.id if recording else None,
+        owner_id=recording.owner_id if recording else None,
         school_year=school_year,
         issued_at=now,
         body=body,

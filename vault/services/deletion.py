@@ -11,6 +11,7 @@ cryptographic erasure completes.
 from __future__ import annotations
 
 import uuid
+from dataclasses import dataclass
 from datetime import datetime
 from zoneinfo import ZoneInfo
 
@@ -21,8 +22,9 @@ from storage_backends.base import BlobStore, StorageError
 from vault.keyring import Keyring
 from vault.models import AuditEvent, Certificate, Recording, Upload, User
 from vault.services import audit, calendar, certificates
-from vault.services.access import Action, Subject, authorize
-from vault.services.audit import AuditAction, RequestContext
+from vault.services.access import Action, authorize
+from vault.services.actors import Actor
+from vault.services.audit import AuditAction
 from vault.services.errors import N_, NotFound, StorageUnavailable, ValidationFailed
 
 EARLY_DELETION = "early_deletion"
@@ -45,67 +47,42 @@ def copies_outside_the_vault(session: Session, recording_id: uuid.UUID) -> list[
     ]
 
 
+@dataclass(frozen=True)
+class DeletionContext:
+    """What a deletion works with besides who deletes what: the keyring that signs the
+    certificate, the store the object leaves, and the time read on the school's calendar."""
+
+    keyring: Keyring
+    store: BlobStore
+    now: datetime
+    zone: ZoneInfo
+    shred_hour: int
+
+
 def delete_early(
-    session: Session,
-    keyring: Keyring,
-    store: BlobStore,
-    subject: Subject,
-    recording_id: uuid.UUID,
-    now: datetime,
-    zone: ZoneInfo,
-    shred_hour: int,
-    context: RequestContext | None = None,
+    session: Session, deletion: DeletionContext, actor: Actor, recording_id: uuid.UUID
 ) -> Certificate:
     """Early deletion by the owner (or the responsible director), or by the director for a
     methodological recording (procedure §19, §20)."""
     recording = _recording(session, recording_id)
-    decision = authorize(session, subject, Action.DELETE, recording, now, zone, context)
-    return _remove(
-        session,
-        keyring,
-        store,
-        subject,
-        recording,
-        decision.reason,
-        None,
-        now,
-        zone,
-        shred_hour,
-        context,
-    )
+    decision = authorize(session, actor, Action.DELETE, recording, deletion.now, deletion.zone)
+    return _remove(session, deletion, actor, recording, decision.reason, None)
 
 
 def erase(
     session: Session,
-    keyring: Keyring,
-    store: BlobStore,
-    subject: Subject,
+    deletion: DeletionContext,
+    actor: Actor,
     recording_id: uuid.UUID,
     request_reason: str,
-    now: datetime,
-    zone: ZoneInfo,
-    shred_hour: int,
-    context: RequestContext | None = None,
 ) -> Certificate:
     """GDPR art. 17 erasure on a data subject's request, by the auditor (data-protection
     officer); it overrides a restriction."""
     recording = _recording(session, recording_id)
-    authorize(session, subject, Action.ERASE, recording, now, zone, context)
+    authorize(session, actor, Action.ERASE, recording, deletion.now, deletion.zone)
     if not request_reason.strip():
         raise ValidationFailed({"reason": [N_("Say which request this answers.")]})
-    return _remove(
-        session,
-        keyring,
-        store,
-        subject,
-        recording,
-        "erasure_request",
-        request_reason.strip(),
-        now,
-        zone,
-        shred_hour,
-        context,
-    )
+    return _remove(session, deletion, actor, recording, "erasure_request", request_reason.strip())
 
 
 def _recording(session: Session, recording_id: uuid.UUID) -> Recording:
@@ -117,17 +94,14 @@ def _recording(session: Session, recording_id: uuid.UUID) -> Recording:
 
 def _remove(
     session: Session,
-    keyring: Keyring,
-    store: BlobStore,
-    subject: Subject,
+    deletion: DeletionContext,
+    actor: Actor,
     recording: Recording,
     reason: str,
     request_reason: str | None,
-    now: datetime,
-    zone: ZoneInfo,
-    shred_hour: int,
-    context: RequestContext | None,
 ) -> Certificate:
+    now = deletion.now
+    store = deletion.store
     upload = session.scalars(select(Upload).where(Upload.recording_id == recording.id)).first()
     try:
         if upload is not None and upload.multipart_id and recording.object_key:
@@ -139,18 +113,17 @@ def _remove(
     if upload is not None:
         session.delete(upload)
     owner = session.get(User, recording.owner_id)
-    deleter = session.get(User, subject.id)
-    shred_at = calendar.shred_time(recording.retain_until, shred_hour, zone)
+    deleter = session.get(User, actor.user_id) if actor.user_id else None
+    shred_at = calendar.shred_time(recording.retain_until, deletion.shred_hour, deletion.zone)
     statement = _statement(session, recording, owner, deleter, reason, now, shred_at)
     if request_reason is not None:
         statement["request"] = request_reason
     certificate = certificates.issue(
         session,
-        keyring,
+        deletion.keyring,
         kind=EARLY_DELETION,
         school_year=recording.school_year,
-        recording_id=recording.id,
-        owner_id=recording.owner_id,
+        recording=recording,
         now=now,
         statement=statement,
     )
@@ -165,11 +138,11 @@ def _remove(
             AuditAction.RECORDING_ERASED
             if request_reason is not None
             else AuditAction.RECORDING_DELETED,
-            actor_id=subject.id,
+            actor_id=actor.user_id,
             recording_id=recording.id,
             object_id=str(certificate.id),
             details={"reason": reason},
-            context=context,
+            context=actor.context,
         ),
     )
     session.commit()
@@ -178,19 +151,18 @@ def _remove(
 
 def restrict(
     session: Session,
-    subject: Subject,
+    actor: Actor,
     recording_id: uuid.UUID,
     *,
     lift: bool,
     request_reason: str,
     now: datetime,
     zone: ZoneInfo,
-    context: RequestContext | None = None,
 ) -> Recording:
     """GDPR art. 18: while restricted, a recording is only stored, never viewed or deleted
     early; lifting returns it to the status it had."""
     recording = _recording(session, recording_id)
-    authorize(session, subject, Action.RESTRICT, recording, now, zone, context)
+    authorize(session, actor, Action.RESTRICT, recording, now, zone)
     if not request_reason.strip():
         raise ValidationFailed({"reason": [N_("Say which request this answers.")]})
     restricted = recording.status == "restricted"
@@ -208,9 +180,9 @@ def restrict(
         session,
         audit.Event(
             AuditAction.RECORDING_RESTRICTION_LIFTED if lift else AuditAction.RECORDING_RESTRICTED,
-            actor_id=subject.id,
+            actor_id=actor.user_id,
             recording_id=recording.id,
-            context=context,
+            context=actor.context,
             request_text=request_reason.strip(),
         ),
     )

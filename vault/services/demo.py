@@ -18,7 +18,7 @@ from datetime import datetime
 
 from vault.models import Recording
 from vault.services import accounts, calendar, recordings, uploads
-from vault.services.access import Subject
+from vault.services.actors import Actor, Channel
 from vault.services.errors import N_, Conflict, NotFound
 from vault.services.runtime import Runtime
 
@@ -70,11 +70,11 @@ def seed_sample_recording(runtime: Runtime, owner_username: str, now: datetime) 
             raise NotFound()
         if calendar.last_day(session, calendar.school_year_of(today)) < today:
             raise Conflict(N_("The school year has ended; the sample recording was not added."))
-        subject = Subject(owner.id, owner.roles)
+        owner_actor = Actor.of(owner, via=Channel.CONSOLE)
         recording = recordings.register(
             session,
             runtime.keyring,
-            accounts.Actor(user_id=owner.id),
+            owner_actor,
             owner,
             recordings.parse_registration(
                 {
@@ -98,10 +98,10 @@ def seed_sample_recording(runtime: Runtime, owner_username: str, now: datetime) 
         recording_id = recording.id
     media = sample_wav()
     state = uploads.create_upload(
-        runtime, subject, len(media), {"recording_id": str(recording_id)}, now
+        runtime, owner_actor, len(media), {"recording_id": str(recording_id)}, now
     )
     state = uploads.append(
-        runtime, subject, state.upload_id, 0, io.BytesIO(media), now, content_length=len(media)
+        runtime, owner_actor, state.upload_id, 0, io.BytesIO(media), now, content_length=len(media)
     )
     uploads.finish_background_work(_VERIFY_TIMEOUT_SECONDS)
     with runtime.sessions() as session:

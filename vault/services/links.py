@@ -23,16 +23,16 @@ from vault.models import (
 from vault.services import audit
 from vault.services.accounts import (
     LINK_LIFETIME,
-    Actor,
-    Secrets,
     end_all_sessions,
     requires_totp,
     revoke_all_tokens,
     set_password,
     validate_password,
 )
+from vault.services.actors import Actor
 from vault.services.audit import AuditAction, Outcome, RequestContext
 from vault.services.authentication import (
+    SecondFactors,
     SignInFailed,
     check_second_factor,
     enrol_totp,
@@ -225,16 +225,22 @@ def _refuse_link(
     session.commit()
 
 
+@dataclass(frozen=True)
+class LinkAnswers:
+    """What the link's form sends: the new (or, for a second-factor link, the current)
+    password, a code from the newly paired app, and a code from the factor being replaced."""
+
+    password: str
+    totp: str = ""
+    current_code: str = ""
+
+
 def redeem_link(
     session: Session,
-    keyring: Keyring,
-    secrets_: Secrets,
+    factors: SecondFactors,
     passwords: Passwords,
     link_id: uuid.UUID,
-    *,
-    password: str,
-    totp: str,
-    current_code: str = "",
+    answers: LinkAnswers,
     context: RequestContext,
     now: datetime,
 ) -> list[str]:
@@ -243,8 +249,9 @@ def redeem_link(
     A second-factor link instead asks for the current password and replaces the second
     factor; a reset of an account that has one asks for it (``current_code``).
     """
-    target = open_link(session, keyring, link_id, now)
+    target = open_link(session, factors.keyring, link_id, now)
     user = target.user
+    password = answers.password
     actor = Actor(user_id=user.id, context=context)
     if target.keeps_password:
         if not passwords.verify(user.password_hash, password):
@@ -254,16 +261,16 @@ def redeem_link(
         validate_password(password, user.username)
     if target.proves_second_factor:
         try:
-            check_second_factor(session, keyring, secrets_, user, current_code, now)
+            check_second_factor(session, factors, user, answers.current_code, now)
         except SignInFailed:
             _refuse_link(session, target, "second_factor_not_proven", context, now)
             raise ValidationFailed({"current_code": [CURRENT_CODE_MESSAGE]}) from None
     codes: list[str] = []
     if target.pending_totp_secret is not None:
         codes = enrol_totp(
-            session, keyring, secrets_, actor, user, target.pending_totp_secret, totp, now
+            session, factors, actor, user, target.pending_totp_secret, answers.totp, now
         )
-        keyring.forget(session, pending_totp_name(target.link.id))
+        factors.keyring.forget(session, pending_totp_name(target.link.id))
     target.link.used_at = now
     if target.keeps_password:
         # The old second factor is gone: so is every session and token that relied on it.

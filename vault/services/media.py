@@ -22,8 +22,9 @@ from vault import crypto
 from vault.keyring import Keyring, KeyringError, YearShredded
 from vault.models import Recording
 from vault.services import audit, recordings
-from vault.services.access import Action, Subject
-from vault.services.audit import AuditAction, RequestContext
+from vault.services.access import Action
+from vault.services.actors import Actor
+from vault.services.audit import AuditAction
 from vault.services.errors import Gone, IntegrityFailure, StorageUnavailable
 
 
@@ -67,14 +68,13 @@ def rechecked(
 
 def recheck_download(
     session: Session,
-    subject: Subject,
+    actor: Actor,
     recording_id: uuid.UUID,
     now: datetime,
     zone: ZoneInfo,
-    context: RequestContext | None = None,
 ) -> None:
     """The policy again, during an owner's download (audited and raised when it refuses)."""
-    recordings.get(session, subject, recording_id, Action.DOWNLOAD, now, zone, context)
+    recordings.get(session, actor, recording_id, Action.DOWNLOAD, now, zone)
 
 
 def open_media(
@@ -120,24 +120,23 @@ def download(
     session: Session,
     keyring: Keyring,
     store: BlobStore,
-    subject: Subject,
+    actor: Actor,
     recording_id: uuid.UUID,
     now: datetime,
     zone: ZoneInfo,
-    context: RequestContext | None = None,
 ) -> tuple[Recording, OpenedMedia]:
     """The owner's own copy. Recorded as a copy outside the vault, which the deletion
     certificates list so the teacher knows what to delete by hand."""
-    recording = recordings.get(session, subject, recording_id, Action.DOWNLOAD, now, zone, context)
+    recording = recordings.get(session, actor, recording_id, Action.DOWNLOAD, now, zone)
     media = open_media(session, keyring, store, recording)
     audit.record(
         session,
         audit.Event(
             AuditAction.RECORDING_DOWNLOADED,
-            actor_id=subject.id,
+            actor_id=actor.user_id,
             recording_id=recording.id,
             details={"copy_outside_vault": True},
-            context=context,
+            context=actor.context,
         ),
     )
     session.commit()

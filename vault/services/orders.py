@@ -32,8 +32,9 @@ from sqlalchemy.orm import Session
 
 from vault.models import AccessOrder, AccessOrderGrantee, AccessOrderRecording, Recording, User
 from vault.services import access, audit, fields
-from vault.services.access import TOMBSTONE_STATUSES, Action, Status, Subject
-from vault.services.accounts import Actor, Role
+from vault.services.access import TOMBSTONE_STATUSES, Action, Status
+from vault.services.accounts import Role
+from vault.services.actors import Actor
 from vault.services.audit import AuditAction, Outcome
 from vault.services.errors import N_, Conflict, NotFound, PermissionDenied, ValidationFailed
 
@@ -646,7 +647,7 @@ def available_to(session: Session, user: User, now: datetime, zone: ZoneInfo) ->
     """The live recordings that valid orders name for ``user``, each with the order the
     policy itself says allows it (the latest-expiring valid one)."""
     today = now.astimezone(zone).date()
-    subject = Subject(user.id, user.roles)
+    actor = Actor.of(user)
     candidates = session.scalars(
         select(Recording)
         .join(AccessOrderRecording, AccessOrderRecording.recording_id == Recording.id)
@@ -666,10 +667,10 @@ def available_to(session: Session, user: User, now: datetime, zone: ZoneInfo) ->
     for recording in candidates:
         # The list shows only what the one policy grants through an order; it never
         # decides on its own.
-        seen = access.decide(session, subject, Action.VIEW_METADATA, recording, now, zone)
+        seen = access.decide(session, actor, Action.VIEW_METADATA, recording, now, zone)
         if not seen.allowed or seen.order is None:
             continue
-        watch = access.decide(session, subject, Action.START_VIEW, recording, now, zone)
+        watch = access.decide(session, actor, Action.START_VIEW, recording, now, zone)
         teacher = session.get(User, recording.owner_id)
         assert teacher is not None
         result.append(

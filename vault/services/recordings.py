@@ -28,9 +28,10 @@ from vault.models import (
     User,
 )
 from vault.services import audit, calendar, fields
-from vault.services.access import Action, Subject, authorize, decide
-from vault.services.accounts import Actor, Role
-from vault.services.audit import AuditAction, RequestContext
+from vault.services.access import Action, authorize, decide
+from vault.services.accounts import Role
+from vault.services.actors import Actor
+from vault.services.audit import AuditAction
 from vault.services.errors import N_, NotFound, PermissionDenied, ValidationFailed
 
 
@@ -255,18 +256,17 @@ def register(
 
 def get(
     session: Session,
-    subject: Subject,
+    actor: Actor,
     recording_id: uuid.UUID,
     action: Action,
     now: datetime,
     zone: ZoneInfo,
-    context: RequestContext | None = None,
 ) -> Recording:
     """The recording, if the policy allows ``action`` on it (404 for unknown ids)."""
     recording = session.get(Recording, recording_id)
     if recording is None:
         raise NotFound()
-    authorize(session, subject, action, recording, now, zone, context)
+    authorize(session, actor, action, recording, now, zone)
     return recording
 
 
@@ -328,7 +328,7 @@ def requests_for(session: Session, user: User) -> list[MethodologicalRequest]:
 
 def visible_to(
     session: Session,
-    subject: Subject,
+    actor: Actor,
     now: datetime,
     zone: ZoneInfo,
     status: str | None = None,
@@ -336,13 +336,13 @@ def visible_to(
 ) -> list[Recording]:
     """The recordings whose metadata the policy shows this person (the API's list)."""
     query: Select[Recording] = select(Recording)
-    if not subject.roles & {Role.DIRECTOR, Role.AUDITOR}:
+    if not actor.roles & {Role.DIRECTOR, Role.AUDITOR}:
         named = (
             select(AccessOrderRecording.recording_id)
             .join(AccessOrderGrantee, AccessOrderGrantee.order_id == AccessOrderRecording.order_id)
-            .where(AccessOrderGrantee.user_id == subject.id)
+            .where(AccessOrderGrantee.user_id == actor.user_id)
         )
-        query = query.where(or_(Recording.owner_id == subject.id, Recording.id.in_(named)))
+        query = query.where(or_(Recording.owner_id == actor.user_id, Recording.id.in_(named)))
     if status:
         query = query.where(Recording.status == status)
     if school_year:
@@ -351,29 +351,28 @@ def visible_to(
     return [
         recording
         for recording in candidates
-        if decide(session, subject, Action.VIEW_METADATA, recording, now, zone).allowed
+        if decide(session, actor, Action.VIEW_METADATA, recording, now, zone).allowed
     ]
 
 
 def take_responsibility(
     session: Session,
-    subject: Subject,
+    actor: Actor,
     recording_id: uuid.UUID,
     now: datetime,
     zone: ZoneInfo,
-    context: RequestContext | None = None,
 ) -> Recording:
     """The director takes over a disabled teacher's recording (and its deletion duty)."""
-    recording = get(session, subject, recording_id, Action.TAKE_RESPONSIBILITY, now, zone, context)
-    recording.responsible_id = subject.id
+    recording = get(session, actor, recording_id, Action.TAKE_RESPONSIBILITY, now, zone)
+    recording.responsible_id = actor.account_id
     audit.record(
         session,
         audit.Event(
             AuditAction.RECORDING_RESPONSIBILITY_TAKEN,
-            actor_id=subject.id,
+            actor_id=actor.user_id,
             recording_id=recording.id,
             details={"previous_owner": str(recording.owner_id)},
-            context=context,
+            context=actor.context,
         ),
     )
     session.commit()

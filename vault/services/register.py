@@ -12,8 +12,8 @@ from sqlalchemy.orm import Session
 
 from vault.models import Recording, User
 from vault.services import access, orders
-from vault.services.access import Action, Subject
-from vault.services.accounts import Actor
+from vault.services.access import Action
+from vault.services.actors import Actor
 
 
 @dataclass(frozen=True)
@@ -50,11 +50,12 @@ def read(
     if selection.school_year:
         query = query.where(Recording.school_year == selection.school_year.strip())
     query = query.order_by(Recording.lesson_date.desc(), Recording.title)
-    subject = Subject(reader.id, reader.roles)
     return [
         RegisterRow(recording, orders.person_of(teacher))
         for recording, teacher in session.execute(query)
-        if access.decide(session, subject, Action.VIEW_METADATA, recording, now, zone).allowed
+        if access.decide(
+            session, Actor.of(reader), Action.VIEW_METADATA, recording, now, zone
+        ).allowed
     ]
 
 

@@ -30,9 +30,10 @@ from sqlalchemy.orm import Session
 
 from vault.models import AccessOrder, LoginSession, Recording, User, View
 from vault.services import audit, viewing_log
-from vault.services.access import Action, Subject, authorize
+from vault.services.access import Action, authorize
 from vault.services.accounts import ABSOLUTE_TIMEOUT, IDLE_TIMEOUT
-from vault.services.audit import AuditAction, Outcome, RequestContext
+from vault.services.actors import Actor
+from vault.services.audit import AuditAction, Outcome
 from vault.services.errors import (
     N_,
     NotFound,
@@ -82,15 +83,6 @@ REFUSAL_MESSAGES: dict[Refusal, str] = {
 
 
 @dataclass(frozen=True)
-class Caller:
-    """Who makes a request on a view: the account, and the sign-in session it came through
-    (None when it came with an API token)."""
-
-    subject: Subject
-    login_session_id: str | None
-
-
-@dataclass(frozen=True)
 class StartedView:
     view: View
     recording: Recording
@@ -109,12 +101,10 @@ class StreamGrant:
 def _refuse(
     session: Session,
     reason: Refusal,
-    *,
-    actor_id: uuid.UUID | None,
+    actor: Actor,
+    action: Action,
     view_id: uuid.UUID | None,
     recording_id: uuid.UUID | None,
-    action: Action,
-    context: RequestContext | None,
     unauthenticated_at: datetime | None = None,
 ) -> PermissionDenied:
     """Audit a refusal of this module's own (committed, as every denial is).
@@ -125,51 +115,38 @@ def _refuse(
     event = audit.Event(
         AuditAction.ACCESS_DENIED,
         outcome=Outcome.DENIED,
-        actor_id=actor_id,
+        actor_id=actor.user_id,
         recording_id=recording_id,
         object_id=str(view_id) if view_id else None,
         details={"action": action.value, "reason": reason.value},
-        context=context,
+        context=actor.context,
     )
     error = PermissionDenied(REFUSAL_MESSAGES.get(reason))
     if unauthenticated_at is None:
         return audit.refused(session, event, error)
-    address = context.ip_address if context else None
+    address = actor.context.ip_address if actor.context else None
     audit.unauthenticated_denial(session, event, address, unauthenticated_at)
     return error
 
 
 def refuse_url(
-    session: Session,
-    caller: Caller | None,
-    view_id: uuid.UUID,
-    now: datetime,
-    context: RequestContext | None = None,
+    session: Session, actor: Actor, view_id: uuid.UUID, now: datetime
 ) -> PermissionDenied:
     """Audit a stream URL whose signature does not verify or names another view."""
     view = session.get(View, view_id)
-    return _refuse(
-        session,
-        Refusal.URL_INVALID,
-        actor_id=caller.subject.id if caller else None,
-        view_id=view_id,
-        recording_id=view.recording_id if view else None,
-        action=Action.STREAM,
-        context=context,
-        unauthenticated_at=now,
-    )
+    recording_id = view.recording_id if view else None
+    return _refuse(session, Refusal.URL_INVALID, actor, Action.STREAM, view_id, recording_id, now)
 
 
 def start_view(
     session: Session,
-    caller: Caller,
+    actor: Actor,
     recording_id: uuid.UUID,
     now: datetime,
     zone: ZoneInfo,
-    context: RequestContext | None = None,
     idle_timeout: timedelta = VIEW_IDLE_TIMEOUT,
 ) -> StartedView:
-    """Open a view of a recording for ``caller``; the policy decides, and says under which order.
+    """Open a view of a recording for ``actor``; the policy decides, and says under which order.
 
     Anyone but the owner needs a browser session: a leaked API token must not be enough to
     pull a restricted recording out of the vault, where no watermark shows who took it.
@@ -177,22 +154,16 @@ def start_view(
     recording = session.get(Recording, recording_id)
     if recording is None:
         raise NotFound()
-    decision = authorize(session, caller.subject, Action.START_VIEW, recording, now, zone, context)
-    if decision.order is not None and caller.login_session_id is None:
+    decision = authorize(session, actor, Action.START_VIEW, recording, now, zone)
+    if decision.order is not None and actor.login_session_id is None:
         raise _refuse(
-            session,
-            Refusal.BROWSER_SESSION_REQUIRED,
-            actor_id=caller.subject.id,
-            view_id=None,
-            recording_id=recording.id,
-            action=Action.START_VIEW,
-            context=context,
+            session, Refusal.BROWSER_SESSION_REQUIRED, actor, Action.START_VIEW, None, recording.id
         )
     end_idle_views(session, now, idle_timeout)
     view = View(
         recording_id=recording.id,
-        viewer_id=caller.subject.id,
-        login_session_id=caller.login_session_id,
+        viewer_id=actor.account_id,
+        login_session_id=actor.login_session_id,
         order_id=decision.order.id if decision.order else None,
         started_at=now,
         last_heartbeat_at=now,
@@ -204,15 +175,15 @@ def start_view(
         session,
         audit.Event(
             AuditAction.VIEW_STARTED,
-            actor_id=caller.subject.id,
+            actor_id=actor.user_id,
             recording_id=recording.id,
             object_id=str(view.id),
             details={
                 "order_id": str(decision.order.id) if decision.order else None,
                 "order_number": decision.order.number if decision.order else None,
-                "via": "token" if caller.login_session_id is None else "browser",
+                "via": "token" if actor.login_session_id is None else "browser",
             },
-            context=context,
+            context=actor.context,
         ),
     )
     session.commit()
@@ -221,18 +192,17 @@ def start_view(
 
 def watchable(
     session: Session,
-    subject: Subject,
+    actor: Actor,
     recording_id: uuid.UUID,
     now: datetime,
     zone: ZoneInfo,
-    context: RequestContext | None = None,
 ) -> tuple[Recording, AccessOrder | None]:
     """The recording for the watch page, and the order it would be watched under (None for
     the owner); a refusal is audited like any other."""
     recording = session.get(Recording, recording_id)
     if recording is None:
         raise NotFound()
-    decision = authorize(session, subject, Action.START_VIEW, recording, now, zone, context)
+    decision = authorize(session, actor, Action.START_VIEW, recording, now, zone)
     return recording, decision.order
 
 
@@ -308,58 +278,33 @@ def end_idle_views(
 
 def _bound_view(
     session: Session,
-    caller: Caller | None,
+    actor: Actor,
     view_id: uuid.UUID,
     action: Action,
     now: datetime,
     idle_timeout: timedelta,
-    context: RequestContext | None,
     *,
     require_live: bool = True,
 ) -> View:
-    """The view, if ``caller`` is the viewer, in the same session, and the view is live."""
+    """The view, if ``actor`` is the viewer, in the same session, and the view is live."""
     view = session.get(View, view_id, populate_existing=True)
-    if caller is None:
+    if not actor.signed_in:
         # A view whose session has ended can never be used again: end it now (harmless
         # whoever asks), so its summary need not wait for the idle timeout.
         if view is not None and view.ended_at is None and not _session_live(session, view, now):
             _end(session, view, now, EndReason.SESSION_ENDED)
-        raise _refuse(
-            session,
-            Refusal.NO_SESSION,
-            actor_id=None,
-            view_id=view_id,
-            recording_id=view.recording_id if view else None,
-            action=action,
-            context=context,
-            unauthenticated_at=now,
-        )
+        recording_id = view.recording_id if view else None
+        raise _refuse(session, Refusal.NO_SESSION, actor, action, view_id, recording_id, now)
     if view is None:
-        raise _refuse(
-            session,
-            Refusal.UNKNOWN_VIEW,
-            actor_id=caller.subject.id,
-            view_id=view_id,
-            recording_id=None,
-            action=action,
-            context=context,
-        )
+        raise _refuse(session, Refusal.UNKNOWN_VIEW, actor, action, view_id, None)
 
     def refuse(reason: Refusal) -> PermissionDenied:
-        assert view is not None and caller is not None
-        return _refuse(
-            session,
-            reason,
-            actor_id=caller.subject.id,
-            view_id=view.id,
-            recording_id=view.recording_id,
-            action=action,
-            context=context,
-        )
+        assert view is not None
+        return _refuse(session, reason, actor, action, view.id, view.recording_id)
 
-    if view.viewer_id != caller.subject.id:
+    if view.viewer_id != actor.user_id:
         raise refuse(Refusal.ANOTHER_VIEWER)
-    if view.login_session_id != caller.login_session_id:
+    if view.login_session_id != actor.login_session_id:
         raise refuse(Refusal.ANOTHER_SESSION)
     if _end_if_lapsed(session, view, now, idle_timeout):
         if require_live:
@@ -387,18 +332,17 @@ def _session_live(session: Session, view: View, now: datetime) -> bool:
 
 def _recheck_policy(
     session: Session,
-    caller: Caller,
+    actor: Actor,
     view: View,
     now: datetime,
     zone: ZoneInfo,
-    context: RequestContext | None,
 ) -> Recording:
     """Run the one policy again; a view whose grounds are gone ends with it."""
     recording = session.get(Recording, view.recording_id, populate_existing=True)
     if recording is None:
         raise NotFound()
     try:
-        decision = authorize(session, caller.subject, Action.STREAM, recording, now, zone, context)
+        decision = authorize(session, actor, Action.STREAM, recording, now, zone)
     except PermissionDenied:
         _end(session, view, now, EndReason.ACCESS_WITHDRAWN)
         raise
@@ -409,46 +353,40 @@ def _recheck_policy(
     if allowed_by != view.order_id:
         _end(session, view, now, EndReason.ACCESS_WITHDRAWN)
         raise _refuse(
-            session,
-            Refusal.ORDER_CHANGED,
-            actor_id=caller.subject.id,
-            view_id=view.id,
-            recording_id=view.recording_id,
-            action=Action.STREAM,
-            context=context,
+            session, Refusal.ORDER_CHANGED, actor, Action.STREAM, view.id, view.recording_id
         )
     return recording
 
 
 def check_stream(
     session: Session,
-    caller: Caller | None,
+    actor: Actor,
     view_id: uuid.UUID,
     now: datetime,
     zone: ZoneInfo,
-    context: RequestContext | None = None,
     idle_timeout: timedelta = VIEW_IDLE_TIMEOUT,
 ) -> StreamGrant:
-    """Whether one stream request may proceed: run on every request, and during long bodies."""
-    view = _bound_view(session, caller, view_id, Action.STREAM, now, idle_timeout, context)
-    assert caller is not None
-    recording = _recheck_policy(session, caller, view, now, zone, context)
+    """Whether one stream request may proceed: run on every request, and during long bodies.
+
+    ``actor`` may be anonymous (a stream URL opened without a session): refused and audited.
+    """
+    view = _bound_view(session, actor, view_id, Action.STREAM, now, idle_timeout)
+    recording = _recheck_policy(session, actor, view, now, zone)
     return StreamGrant(view, recording)
 
 
 def heartbeat(
     session: Session,
-    caller: Caller,
+    actor: Actor,
     view_id: uuid.UUID,
     report: viewing_log.PlayerReport,
     now: datetime,
     zone: ZoneInfo,
-    context: RequestContext | None = None,
     idle_timeout: timedelta = VIEW_IDLE_TIMEOUT,
 ) -> View:
     """Keep the view alive (the policy still has to hold) and note what the player played."""
-    view = _bound_view(session, caller, view_id, Action.STREAM, now, idle_timeout, context)
-    _recheck_policy(session, caller, view, now, zone, context)
+    view = _bound_view(session, actor, view_id, Action.STREAM, now, idle_timeout)
+    _recheck_policy(session, actor, view, now, zone)
     viewing_log.note_report(view, report)
     view.last_heartbeat_at = now
     session.commit()
@@ -457,11 +395,10 @@ def heartbeat(
 
 def end_view(
     session: Session,
-    caller: Caller,
+    actor: Actor,
     view_id: uuid.UUID,
     report: viewing_log.PlayerReport,
     now: datetime,
-    context: RequestContext | None = None,
     idle_timeout: timedelta = VIEW_IDLE_TIMEOUT,
 ) -> View:
     """The page was closed: end the view now, so its summary need not wait for the timeout.
@@ -469,7 +406,7 @@ def end_view(
     Ending a view that has already ended is not an error (the page cannot know it lapsed).
     """
     view = _bound_view(
-        session, caller, view_id, Action.STREAM, now, idle_timeout, context, require_live=False
+        session, actor, view_id, Action.STREAM, now, idle_timeout, require_live=False
     )
     if view.ended_at is not None:
         return view
@@ -498,18 +435,17 @@ class Access:
 
 def accesses(
     session: Session,
-    subject: Subject,
+    actor: Actor,
     recording_id: uuid.UUID,
     now: datetime,
     zone: ZoneInfo,
-    context: RequestContext | None = None,
     idle_timeout: timedelta = VIEW_IDLE_TIMEOUT,
 ) -> tuple[Recording, list[Access]]:
     """Who viewed the recording, when, under which order, and which intervals (owner, auditor)."""
     recording = session.get(Recording, recording_id)
     if recording is None:
         raise NotFound()
-    authorize(session, subject, Action.LIST_ACCESSES, recording, now, zone, context)
+    authorize(session, actor, Action.LIST_ACCESSES, recording, now, zone)
     end_idle_views(session, now, idle_timeout)
     views = list(
         session.scalars(

@@ -21,9 +21,9 @@ from vault.services.accounts import (
     LAST_SEEN_RESOLUTION,
     MAX_TOKEN_LIFETIME,
     TOKEN_PREFIX,
-    Actor,
     Secrets,
 )
+from vault.services.actors import Actor
 from vault.services.audit import AuditAction, Outcome, RequestContext
 from vault.services.errors import (
     N_,

@@ -12,16 +12,17 @@ from werkzeug.wrappers import Response as BaseResponse
 
 from vault.services import accounts, authentication, links, tokens
 from vault.services.accounts import Role
+from vault.services.actors import Channel
 from vault.services.errors import N_, Conflict, NotFound, PermissionDenied, ValidationFailed
 from vault.services.links import LinkPurpose
 from vault.web import context
 from vault.web.auth import (
     account_secrets,
-    actor,
-    current_principal,
+    current_actor,
     link_url,
     mail_reaches,
     now,
+    second_factors,
     send_link,
 )
 from vault.web.security import require_roles
@@ -33,12 +34,12 @@ DEFAULT_TOKEN_DAYS = 30
 
 def _render(status: int = 200, **extra: object) -> Response:
     db = context.db_session()
-    principal = current_principal()
-    user = accounts.get_user(db, principal.id)
+    actor = current_actor()
+    user = accounts.get_user(db, actor.account_id)
     page = render_template(
         "account.html",
         user=user,
-        tokens=tokens.list_tokens(db, principal.id),
+        tokens=tokens.list_tokens(db, actor.account_id),
         needs_totp=accounts.requires_totp(user.roles),
         approves_second_factors="director" in user.roles or "auditor" in user.roles,
         now=now(),
@@ -64,7 +65,7 @@ def overview() -> Response:
 @blueprint.post("/password")
 def change_password() -> BaseResponse:
     db = context.db_session()
-    user = accounts.get_user(db, current_principal().id)
+    user = accounts.get_user(db, current_actor().account_id)
     if request.form.get("new_password", "") != request.form.get("new_password_repeat", ""):
         return _render(
             422, errors={"new_password_repeat": [gettext("The passwords do not match.")]}
@@ -73,7 +74,7 @@ def change_password() -> BaseResponse:
         accounts.change_password(
             db,
             context.runtime().passwords,
-            actor(),
+            current_actor(),
             user,
             request.form.get("current_password", ""),
             request.form.get("new_password", ""),
@@ -90,16 +91,16 @@ def change_password() -> BaseResponse:
 
 @blueprint.post("/tokens")
 def create_token() -> Response:
-    if current_principal().via_token:
+    if current_actor().via is Channel.API_TOKEN:
         # A token must not mint tokens: a leaked one would otherwise renew itself forever.
         raise PermissionDenied(N_("API tokens are created from a signed-in browser session."))
     db = context.db_session()
-    user = accounts.get_user(db, current_principal().id)
+    user = accounts.get_user(db, current_actor().account_id)
     secrets_ = account_secrets()
     try:
         if accounts.requires_totp(user.roles):
             authentication.verify_second_factor(
-                db, context.runtime().keyring, secrets_, user, request.form.get("totp", ""), now()
+                db, second_factors(), user, request.form.get("totp", ""), now()
             )
         days = request.form.get("days", str(DEFAULT_TOKEN_DAYS)).strip()
         if not days.isdigit():
@@ -108,7 +109,7 @@ def create_token() -> Response:
         issued = tokens.create_token(
             db,
             secrets_,
-            actor(),
+            current_actor(),
             user,
             request.form.get("name", ""),
             timedelta(days=int(days)),
@@ -130,13 +131,13 @@ def approve_second_factor_reset() -> BaseResponse:
     """The auditor approves a director's lost second factor, or the director an auditor's:
     the link goes to the holder's e-mail only, never to the approver's screen."""
     db = context.db_session()
-    approver = accounts.get_user(db, current_principal().id)
+    approver = accounts.get_user(db, current_actor().account_id)
     holder = accounts.find_user(db, request.form.get("username", ""))
     if holder is None:
         raise NotFound()
     if not mail_reaches(holder):
         raise Conflict(links.PRIVILEGED_LINKS_BY_MAIL)
-    link = links.approve_second_factor_reset(db, actor(), approver, holder, now())
+    link = links.approve_second_factor_reset(db, current_actor(), approver, holder, now())
     db.commit()
     if send_link(holder, link_url(link.id, LinkPurpose.SECOND_FACTOR), LinkPurpose.SECOND_FACTOR):
         flash(gettext("The link was sent to the account holder by e-mail."), "success")
@@ -146,7 +147,7 @@ def approve_second_factor_reset() -> BaseResponse:
 @blueprint.post("/tokens/<uuid:token_id>/revoke")
 def revoke_token(token_id: uuid.UUID) -> BaseResponse:
     db = context.db_session()
-    tokens.revoke_token(db, actor(), token_id, now(), owner_id=current_principal().id)
+    tokens.revoke_token(db, current_actor(), token_id, now(), owner_id=current_actor().account_id)
     db.commit()
     flash(gettext("The token was revoked."), "success")
     return redirect(url_for("account.overview"))

@@ -19,7 +19,7 @@ from vault.services.accounts import Role
 from vault.services.errors import Conflict, ValidationFailed
 from vault.services.links import LinkPurpose
 from vault.web import context
-from vault.web.auth import actor, link_url, mail_reaches, now, send_link
+from vault.web.auth import current_actor, link_url, mail_reaches, now, send_link
 from vault.web.security import require_roles
 
 blueprint = Blueprint("admin", __name__, url_prefix="/admin")
@@ -85,16 +85,18 @@ def invite() -> Response:
         user = accounts.create_user(
             db,
             context.runtime().passwords,
-            actor(),
-            username=form.get("username", ""),
-            full_name=form.get("full_name", ""),
-            email=form.get("email") or None,
-            roles=form.getlist("roles"),
-            password=None,
+            current_actor(),
+            accounts.NewAccount(
+                username=form.get("username", ""),
+                full_name=form.get("full_name", ""),
+                email=form.get("email") or None,
+                roles=form.getlist("roles"),
+                password=None,
+            ),
         )
         if links.is_privileged(user) and not mail_reaches(user):
             raise ValidationFailed({"email": [links.PRIVILEGED_LINKS_BY_MAIL]})
-        link = links.create_link(db, actor(), user, LinkPurpose.INVITATION, now())
+        link = links.create_link(db, current_actor(), user, LinkPurpose.INVITATION, now())
     except ValidationFailed as exc:
         db.rollback()
         return _render_users(422, errors=_translated(exc), form=form)
@@ -114,7 +116,7 @@ def set_roles(user_id: uuid.UUID) -> BaseResponse:
     db = context.db_session()
     user = accounts.get_user(db, user_id)
     try:
-        accounts.set_roles(db, actor(), user, request.form.getlist("roles"))
+        accounts.set_roles(db, current_actor(), user, request.form.getlist("roles"))
     except ValidationFailed as exc:
         db.rollback()
         return _render_user(accounts.get_user(db, user_id), 422, errors=_translated(exc))
@@ -139,7 +141,7 @@ def _set_disabled(user_id: uuid.UUID, *, disabled: bool) -> BaseResponse:
     db = context.db_session()
     user = accounts.get_user(db, user_id)
     try:
-        accounts.set_disabled(db, actor(), user, disabled, now())
+        accounts.set_disabled(db, current_actor(), user, disabled, now())
     except Conflict as exc:
         db.rollback()
         flash(gettext(exc.message), "error")
@@ -161,7 +163,7 @@ def reset_link(user_id: uuid.UUID) -> Response:
     user = accounts.get_user(db, user_id)
     if links.is_privileged(user) and not mail_reaches(user):
         raise Conflict(links.PRIVILEGED_LINKS_BY_MAIL)
-    link = links.create_link(db, actor(), user, LinkPurpose.RESET, now())
+    link = links.create_link(db, current_actor(), user, LinkPurpose.RESET, now())
     db.commit()
     return _hand_over(user, link, 200)
 
@@ -181,7 +183,11 @@ def school_calendar() -> BaseResponse | tuple[str, int]:
                     {"last_day": [gettext("Enter a date as YYYY-MM-DD.")]}
                 ) from None
             retagged = calendar.set_last_day(
-                db, context.runtime().store, actor(), request.form.get("school_year", ""), last_day
+                db,
+                context.runtime().store,
+                current_actor(),
+                request.form.get("school_year", ""),
+                last_day,
             )
         except ValidationFailed as exc:
             db.rollback()

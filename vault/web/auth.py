@@ -9,8 +9,9 @@ borrow the cookie while claiming token semantics (which are exempt from CSRF che
 from __future__ import annotations
 
 import uuid
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime
+from typing import ClassVar
 from urllib.parse import urlsplit
 
 import segno
@@ -35,6 +36,7 @@ from werkzeug.wrappers import Response as BaseResponse
 
 from vault.models import User
 from vault.services import accounts, authentication, links, tokens
+from vault.services.actors import Actor, Channel
 from vault.services.audit import RequestContext
 from vault.services.errors import ServiceError, ValidationFailed
 from vault.services.links import LinkPurpose
@@ -47,45 +49,41 @@ LOGIN_RATE_LIMIT = "20 per minute; 200 per hour"
 LINK_SALT = "account-link"
 
 
-@dataclass
-class Principal:
-    """The account a request acts as, and how it proved it (Flask-Login's user object)."""
+@dataclass(frozen=True)
+class SignedIn(Actor):
+    """The request's actor as Flask-Login carries it: the names the pages show, and the
+    session cookie's token, which is Flask-Login's id for it and never leaves this layer."""
 
-    id: uuid.UUID
-    username: str
-    full_name: str
-    roles: frozenset[str]
-    session_id: str | None
-    cookie_token: str | None
-    via_token: bool = False
-    is_authenticated: bool = True
-    is_active: bool = True
-    is_anonymous: bool = False
+    username: str = ""
+    full_name: str = ""
+    cookie_token: str | None = field(default=None, repr=False)
+
+    is_authenticated: ClassVar[bool] = True
+    is_active: ClassVar[bool] = True
+    is_anonymous: ClassVar[bool] = False
 
     @classmethod
-    def of(
+    def for_request(
         cls,
         user: User,
         *,
-        session_id: str | None = None,
+        via: Channel,
+        login_session_id: str | None = None,
         cookie_token: str | None = None,
-        via_token: bool = False,
-    ) -> Principal:
+    ) -> SignedIn:
         return cls(
-            id=user.id,
-            username=user.username,
-            full_name=user.full_name,
-            roles=user.roles,
-            session_id=session_id,
-            cookie_token=cookie_token,
-            via_token=via_token,
+            user.id,
+            user.roles,
+            via,
+            login_session_id,
+            request_context(),
+            user.username,
+            user.full_name,
+            cookie_token,
         )
 
     def get_id(self) -> str | None:
         return self.cookie_token
-
-    def has_role(self, *roles: str) -> bool:
-        return bool(self.roles & set(roles))
 
 
 def now() -> datetime:
@@ -102,16 +100,17 @@ def account_secrets() -> accounts.Secrets:
     return accounts.Secrets.from_secret_key(current_app.config["SECRET_KEY"])
 
 
-def current_principal() -> Principal:
-    principal: Principal = current_user._get_current_object()
-    return principal
+def second_factors() -> authentication.SecondFactors:
+    return authentication.SecondFactors(context.runtime().keyring, account_secrets())
 
 
-def actor() -> accounts.Actor:
-    return accounts.Actor(user_id=current_principal().id, context=request_context())
+def current_actor() -> SignedIn:
+    """Who the current (signed-in) request acts as; views behind ``login_required`` only."""
+    actor: SignedIn = current_user._get_current_object()
+    return actor
 
 
-def _load_from_cookie(token: str) -> Principal | None:
+def _load_from_cookie(token: str) -> SignedIn | None:
     if request.authorization is not None:
         return None
     active = authentication.resolve_session(context.db_session(), token, now())
@@ -120,17 +119,19 @@ def _load_from_cookie(token: str) -> Principal | None:
     # A session opened before a privileged role was granted lacks the second factor.
     if accounts.requires_totp(active.user.roles) and not active.second_factor:
         return None
-    return Principal.of(active.user, session_id=active.session_id, cookie_token=token)
+    return SignedIn.for_request(
+        active.user, via=Channel.BROWSER, login_session_id=active.session_id, cookie_token=token
+    )
 
 
-def _load_from_bearer(req: object) -> Principal | None:
+def _load_from_bearer(req: object) -> SignedIn | None:
     auth = request.authorization
     if auth is None or auth.type != "bearer" or not auth.token:
         return None
     user = tokens.authenticate_token(
         context.db_session(), account_secrets(), auth.token, request_context(), now()
     )
-    return Principal.of(user, via_token=True) if user is not None else None
+    return SignedIn.for_request(user, via=Channel.API_TOKEN) if user is not None else None
 
 
 def _link_serializer() -> URLSafeTimedSerializer:
@@ -207,14 +208,15 @@ def login() -> BaseResponse | str | tuple[str, int]:
     try:
         result = authentication.sign_in(
             context.db_session(),
-            context.runtime().keyring,
-            account_secrets(),
+            second_factors(),
             context.runtime().passwords,
-            username=request.form.get("username", ""),
-            password=request.form.get("password", ""),
-            totp=request.form.get("totp", ""),
-            context=request_context(),
-            now=now(),
+            authentication.Credentials(
+                username=request.form.get("username", ""),
+                password=request.form.get("password", ""),
+                second_factor=request.form.get("totp", ""),
+            ),
+            request_context(),
+            now(),
         )
     except authentication.LockedOut as exc:
         page = render_template("login.html", error=gettext(exc.message, **exc.params), next="")
@@ -231,16 +233,18 @@ def login() -> BaseResponse | str | tuple[str, int]:
     # A fresh cookie session at sign-in: whatever the browser held before (a planted
     # session, an old CSRF token) does not survive into the signed-in session.
     session.clear()
-    login_user(Principal.of(result.user, cookie_token=result.session_token))
+    login_user(
+        SignedIn.for_request(result.user, via=Channel.BROWSER, cookie_token=result.session_token)
+    )
     return redirect(_safe_next(request.form.get("next")), code=302)
 
 
 @blueprint.post("/logout")
 def logout() -> BaseResponse:
-    principal = current_principal()
-    if principal.session_id is not None:
+    actor = current_actor()
+    if actor.login_session_id is not None:
         authentication.sign_out(
-            context.db_session(), principal.session_id, request_context(), now()
+            context.db_session(), actor.login_session_id, request_context(), now()
         )
     logout_user()
     session.clear()
@@ -270,15 +274,16 @@ def link_setup(token: str) -> BaseResponse | str | tuple[str, int]:
             try:
                 codes = links.redeem_link(
                     db,
-                    context.runtime().keyring,
-                    account_secrets(),
+                    second_factors(),
                     context.runtime().passwords,
                     link_id,
-                    password=request.form.get("password", ""),
-                    totp=request.form.get("totp", ""),
-                    current_code=request.form.get("current_code", ""),
-                    context=request_context(),
-                    now=now(),
+                    links.LinkAnswers(
+                        password=request.form.get("password", ""),
+                        totp=request.form.get("totp", ""),
+                        current_code=request.form.get("current_code", ""),
+                    ),
+                    request_context(),
+                    now(),
                 )
                 db.commit()
             except ValidationFailed as exc:

@@ -32,10 +32,11 @@ from vault.services import accounts, orders
 from vault.services import register as recordings_register
 from vault.services.access import Status
 from vault.services.accounts import Role
+from vault.services.actors import Channel
 from vault.services.errors import ValidationFailed
 from vault.services.recordings import PURPOSE_LABELS
 from vault.web import context
-from vault.web.auth import actor, current_principal, now
+from vault.web.auth import current_actor, now
 from vault.web.security import require_roles
 
 pages = Blueprint("orders", __name__)
@@ -45,14 +46,14 @@ DESIGNATABLE = tuple(sorted({Role.TEACHER, Role.STAFF, Role.DIRECTOR}))
 
 
 def _user() -> User:
-    return accounts.get_user(context.db_session(), current_principal().id)
+    return accounts.get_user(context.db_session(), current_actor().account_id)
 
 
 def _second_factor_session() -> bool:
     """A browser session (never an API token); a director's session always passed TOTP,
     because ``auth`` refuses a privileged role's cookie session without it."""
-    principal = current_principal()
-    return not principal.via_token and principal.session_id is not None
+    actor = current_actor()
+    return actor.via is Channel.BROWSER and actor.login_session_id is not None
 
 
 def _today() -> date:
@@ -74,7 +75,7 @@ def _issue(raw: dict[str, Any]) -> orders.OrderDocument:
     settings = context.settings()
     order = orders.issue(
         db,
-        actor(),
+        current_actor(),
         _user(),
         raw,
         now(),
@@ -87,7 +88,7 @@ def _issue(raw: dict[str, Any]) -> orders.OrderDocument:
 
 def _revoke(order_id: uuid.UUID, reason: str) -> orders.OrderDocument:
     db = context.db_session()
-    order = orders.revoke(db, actor(), _user(), order_id, reason, now())
+    order = orders.revoke(db, current_actor(), _user(), order_id, reason, now())
     db.commit()
     return orders.document(db, order, _today())
 
@@ -107,7 +108,7 @@ def api_issue() -> tuple[Response, int]:
 @api.get("/orders")
 def api_orders() -> Response:
     found = orders.list_orders(
-        context.db_session(), actor(), _user(), now(), context.settings().zone
+        context.db_session(), current_actor(), _user(), now(), context.settings().zone
     )
     return _no_store(jsonify(orders=[item.as_json() for item in found]))
 
@@ -115,7 +116,7 @@ def api_orders() -> Response:
 @api.get("/orders/<uuid:order_id>")
 def api_order(order_id: uuid.UUID) -> Response:
     found = orders.read(
-        context.db_session(), actor(), _user(), order_id, now(), context.settings().zone
+        context.db_session(), current_actor(), _user(), order_id, now(), context.settings().zone
     )
     return _no_store(jsonify(found.as_json()))
 
@@ -172,7 +173,7 @@ def _form_page(form: MultiDict[str, str], errors: dict[str, list[str]], status: 
 @require_roles(Role.DIRECTOR, Role.AUDITOR)
 def index() -> Response:
     found = orders.list_orders(
-        context.db_session(), actor(), _user(), now(), context.settings().zone
+        context.db_session(), current_actor(), _user(), now(), context.settings().zone
     )
     page = render_template("orders.html", orders=found, state_labels=orders.ORDER_STATE_LABELS)
     return _no_store(Response(page, mimetype="text/html"))
@@ -205,13 +206,13 @@ def issue() -> BaseResponse:
 @require_roles(Role.DIRECTOR, Role.AUDITOR)
 def detail(order_id: uuid.UUID) -> Response:
     found = orders.read(
-        context.db_session(), actor(), _user(), order_id, now(), context.settings().zone
+        context.db_session(), current_actor(), _user(), order_id, now(), context.settings().zone
     )
     page = render_template(
         "orders_document.html",
         document=found,
         state_labels=orders.ORDER_STATE_LABELS,
-        can_revoke=Role.DIRECTOR in current_principal().roles,
+        can_revoke=Role.DIRECTOR in current_actor().roles,
         school_address=context.settings().school_address,
         errors={},
     )
@@ -225,7 +226,7 @@ def revoke(order_id: uuid.UUID) -> BaseResponse:
     except ValidationFailed as exc:
         context.db_session().rollback()
         found = orders.read(
-            context.db_session(), actor(), _user(), order_id, now(), context.settings().zone
+            context.db_session(), current_actor(), _user(), order_id, now(), context.settings().zone
         )
         page = render_template(
             "orders_document.html",
@@ -274,7 +275,9 @@ def register() -> Response:
         status=request.args.get("status") or None,
         school_year=request.args.get("school_year") or None,
     )
-    rows = recordings_register.read(db, actor(), _user(), selection, now(), context.settings().zone)
+    rows = recordings_register.read(
+        db, current_actor(), _user(), selection, now(), context.settings().zone
+    )
     teachers, classes, years = recordings_register.filter_choices(db)
     page = render_template(
         "register.html",

@@ -26,7 +26,7 @@ from werkzeug.wrappers import Response as BaseResponse
 
 from vault.models import Certificate, MethodologicalRequest, Recording
 from vault.services import accounts, certificates, deletion, media, recordings
-from vault.services.access import Action, Subject
+from vault.services.access import Action
 from vault.services.accounts import Role
 from vault.services.errors import NotFound, PermissionDenied, ValidationFailed
 from vault.services.recordings import (
@@ -40,18 +40,13 @@ from vault.services.recordings import (
     Visibility,
 )
 from vault.web import context
-from vault.web.auth import actor, current_principal, now, request_context
+from vault.web.auth import current_actor, now
 from vault.web.security import audited_refusal, require_roles
 
 pages = Blueprint("recordings", __name__)
 api = Blueprint("recordings_api", __name__, url_prefix="/api/v1")
 
 TUS_CREATION_PATH = "/api/v1/uploads"
-
-
-def subject() -> Subject:
-    principal = current_principal()
-    return Subject(principal.id, principal.roles)
 
 
 def _today() -> date:
@@ -62,12 +57,11 @@ def _get(recording_id: uuid.UUID, action: Action) -> Recording:
     settings = context.settings()
     return recordings.get(
         context.db_session(),
-        subject(),
+        current_actor(),
         recording_id,
         action,
         now(),
         settings.zone,
-        request_context(),
     )
 
 
@@ -108,10 +102,16 @@ def recording_json(recording: Recording) -> dict[str, Any]:
 
 def _register(raw: Mapping[str, Any]) -> Recording:
     db = context.db_session()
-    owner = accounts.get_user(db, current_principal().id)
+    owner = accounts.get_user(db, current_actor().account_id)
     registration = recordings.parse_registration(raw)
     recording = recordings.register(
-        db, context.runtime().keyring, actor(), owner, registration, now(), context.settings().zone
+        db,
+        context.runtime().keyring,
+        current_actor(),
+        owner,
+        registration,
+        now(),
+        context.settings().zone,
     )
     db.commit()
     return recording
@@ -120,7 +120,7 @@ def _register(raw: Mapping[str, Any]) -> Recording:
 def _visible_recordings(status: str | None, school_year: str | None) -> list[Recording]:
     db = context.db_session()
     settings = context.settings()
-    return recordings.visible_to(db, subject(), now(), settings.zone, status, school_year)
+    return recordings.visible_to(db, current_actor(), now(), settings.zone, status, school_year)
 
 
 # -- JSON API -----------------------------------------------------------------------------------
@@ -160,18 +160,16 @@ def api_delete(recording_id: uuid.UUID) -> tuple[str, int]:
     return "", 204
 
 
-def _delete(recording_id: uuid.UUID) -> Certificate:
+def _deletion_context() -> deletion.DeletionContext:
     runtime = context.runtime()
+    return deletion.DeletionContext(
+        runtime.keyring, runtime.store, now(), runtime.settings.zone, runtime.settings.shred_hour
+    )
+
+
+def _delete(recording_id: uuid.UUID) -> Certificate:
     return deletion.delete_early(
-        context.db_session(),
-        runtime.keyring,
-        runtime.store,
-        subject(),
-        recording_id,
-        now(),
-        runtime.settings.zone,
-        runtime.settings.shred_hour,
-        request_context(),
+        context.db_session(), _deletion_context(), current_actor(), recording_id
     )
 
 
@@ -198,29 +196,18 @@ def _json_body() -> dict[str, Any]:
 def _restrict(recording_id: uuid.UUID, reason: str, lift: bool) -> Recording:
     return deletion.restrict(
         context.db_session(),
-        subject(),
+        current_actor(),
         recording_id,
         lift=lift,
         request_reason=reason,
         now=now(),
         zone=context.settings().zone,
-        context=request_context(),
     )
 
 
 def _erase(recording_id: uuid.UUID, reason: str) -> Certificate:
-    runtime = context.runtime()
     return deletion.erase(
-        context.db_session(),
-        runtime.keyring,
-        runtime.store,
-        subject(),
-        recording_id,
-        reason,
-        now(),
-        runtime.settings.zone,
-        runtime.settings.shred_hour,
-        request_context(),
+        context.db_session(), _deletion_context(), current_actor(), recording_id, reason
     )
 
 
@@ -231,20 +218,17 @@ def api_download(recording_id: uuid.UUID) -> Response:
         context.db_session(),
         runtime.keyring,
         runtime.store,
-        subject(),
+        current_actor(),
         recording_id,
         now(),
         runtime.settings.zone,
-        request_context(),
     )
 
-    caller, zone, request_details = subject(), runtime.settings.zone, request_context()
+    actor, zone = current_actor(), runtime.settings.zone
 
     def recheck() -> None:
         with runtime.sessions() as session:
-            media.recheck_download(
-                session, caller, recording_id, runtime.clock(), zone, request_details
-            )
+            media.recheck_download(session, actor, recording_id, runtime.clock(), zone)
 
     body = media.rechecked(
         opened.stream(0, opened.size), recheck, float(runtime.settings.stream_recheck_seconds)
@@ -285,10 +269,10 @@ def api_create_request() -> tuple[Response, int]:
 
 def _create_request(raw: Mapping[str, Any]) -> MethodologicalRequest:
     db = context.db_session()
-    director = accounts.get_user(db, current_principal().id)
+    director = accounts.get_user(db, current_actor().account_id)
     made = recordings.create_request(
         db,
-        actor(),
+        current_actor(),
         director,
         str(raw.get("teacher", "")),
         str(raw.get("lesson", "")),
@@ -314,24 +298,24 @@ def _request_json(made: MethodologicalRequest) -> dict[str, Any]:
 @require_roles(Role.DIRECTOR, Role.TEACHER)
 def api_requests() -> Response:
     db = context.db_session()
-    user = accounts.get_user(db, current_principal().id)
+    user = accounts.get_user(db, current_actor().account_id)
     return jsonify(requests=[_request_json(r) for r in recordings.requests_for(db, user)])
 
 
 def _certificate_readable(certificate: Certificate) -> None:
-    principal = current_principal()
-    if principal.has_role(Role.AUDITOR, Role.DIRECTOR) or certificate.owner_id == principal.id:
+    actor = current_actor()
+    if actor.has_role(Role.AUDITOR, Role.DIRECTOR) or certificate.owner_id == actor.user_id:
         return
     raise audited_refusal(
-        "not_permitted", principal.id, PermissionDenied(), object_id=str(certificate.id)
+        "not_permitted", actor.user_id, PermissionDenied(), object_id=str(certificate.id)
     )
 
 
 @api.get("/certificates")
 def api_certificates() -> Response:
-    principal = current_principal()
-    everyone = principal.has_role(Role.AUDITOR, Role.DIRECTOR)
-    found = certificates.for_owner_or_all(context.db_session(), None if everyone else principal.id)
+    actor = current_actor()
+    everyone = actor.has_role(Role.AUDITOR, Role.DIRECTOR)
+    found = certificates.for_owner_or_all(context.db_session(), None if everyone else actor.user_id)
     return jsonify(certificates=[_certificate_summary(c) for c in found])
 
 
@@ -391,7 +375,7 @@ def form_to_registration(form: MultiDict[str, str]) -> dict[str, Any]:
 
 def _form_page(form: Mapping[str, Any], errors: Mapping[str, list[str]], status: int) -> Response:
     db = context.db_session()
-    user = accounts.get_user(db, current_principal().id)
+    user = accounts.get_user(db, current_actor().account_id)
     page = render_template(
         "recording_form.html",
         form=form,
@@ -410,7 +394,7 @@ def _form_page(form: Mapping[str, Any], errors: Mapping[str, list[str]], status:
 @require_roles(Role.TEACHER)
 def mine() -> str:
     db = context.db_session()
-    found = recordings.own_recordings(db, current_principal().id)
+    found = recordings.own_recordings(db, current_actor().account_id)
     return render_template(
         "recordings_mine.html", recordings=found, today=_today(), purpose_labels=PURPOSE_LABELS
     )
@@ -433,12 +417,12 @@ def register() -> BaseResponse:
 @pages.get("/recordings/<uuid:recording_id>")
 def detail(recording_id: uuid.UUID) -> str:
     recording = _get(recording_id, Action.VIEW_METADATA)
-    principal = current_principal()
+    actor = current_actor()
     return render_template(
         "recording_detail.html",
         recording=recording,
         owner=accounts.get_user(context.db_session(), recording.owner_id),
-        is_owner=recording.owner_id == principal.id,
+        is_owner=recording.owner_id == actor.user_id,
         today=_today(),
         labels={
             "platform": PLATFORM_LABELS,
@@ -474,11 +458,10 @@ def delete(recording_id: uuid.UUID) -> BaseResponse | str:
 def take_responsibility(recording_id: uuid.UUID) -> BaseResponse:
     recordings.take_responsibility(
         context.db_session(),
-        subject(),
+        current_actor(),
         recording_id,
         now(),
         context.settings().zone,
-        request_context(),
     )
     flash(gettext("You are now responsible for this recording, including its deletion."), "success")
     return redirect(url_for("recordings.detail", recording_id=recording_id))
@@ -516,7 +499,7 @@ def certificate(certificate_id: uuid.UUID) -> str:
 @require_roles(Role.DIRECTOR, Role.TEACHER)
 def requests_page() -> BaseResponse | tuple[str, int]:
     db = context.db_session()
-    user = accounts.get_user(db, current_principal().id)
+    user = accounts.get_user(db, current_actor().account_id)
     errors: dict[str, list[str]] = {}
     if request.method == "POST":
         if Role.DIRECTOR not in user.roles:

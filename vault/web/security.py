@@ -18,6 +18,7 @@ from flask_wtf.csrf import CSRFError
 from werkzeug.wrappers import Response as BaseResponse
 
 from vault.services import audit
+from vault.services.actors import Channel
 from vault.services.audit import ErrorT
 from vault.services.errors import PermissionDenied
 from vault.web import context
@@ -102,7 +103,7 @@ def require_csrf_token() -> None:
     """
     if request.method not in UNSAFE_METHODS or request.routing_exception is not None:
         return
-    if current_user.is_authenticated and current_user.via_token:
+    if current_user.is_authenticated and current_user.via is Channel.API_TOKEN:
         return
     try:
         if _from_another_site():
@@ -111,7 +112,7 @@ def require_csrf_token() -> None:
     except CSRFError as exc:
         if current_user.is_authenticated:
             # A forged request riding a signed-in person's cookie: worth the auditor's eyes.
-            raise audited_refusal("csrf", current_user.id, exc) from None
+            raise audited_refusal("csrf", current_user.user_id, exc) from None
         audit.unauthenticated_denial(
             context.db_session(),
             _denial_event("csrf", None),
@@ -170,7 +171,7 @@ def require_roles(*roles: str) -> Callable[[Callable[P, R]], Callable[P, R]]:
         @wraps(view)
         def guarded(*args: P.args, **kwargs: P.kwargs) -> R:
             if not (current_user.is_authenticated and current_user.has_role(*roles)):
-                actor_id = current_user.id if current_user.is_authenticated else None
+                actor_id = current_user.user_id if current_user.is_authenticated else None
                 raise audited_refusal("role", actor_id, PermissionDenied())
             return view(*args, **kwargs)
 

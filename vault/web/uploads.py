@@ -23,7 +23,7 @@ from werkzeug.exceptions import ClientDisconnected
 from vault.services import uploads
 from vault.services.access import Subject
 from vault.services.errors import N_
-from vault.web.auth import current_principal, now, request_context
+from vault.web.auth import current_actor, now, request_context
 from vault.web.context import runtime, settings
 from vault.web.errors import error_response
 
@@ -57,8 +57,7 @@ class RequestBody:
 
 
 def _subject() -> Subject:
-    principal = current_principal()
-    return Subject(id=principal.id, roles=frozenset(principal.roles))
+    return current_actor()
 
 
 @blueprint.before_request

@@ -36,14 +36,15 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from vault.models import AccessOrder, Recording
 from vault.services import media, ranges, streaming, viewing_log
-from vault.services.access import Action, Subject, decide
+from vault.services.access import Action, decide
+from vault.services.actors import Actor
 from vault.services.errors import PermissionDenied, RangeNotSatisfiable
 from vault.services.media import OpenedMedia
 from vault.services.ranges import RangePlan
 from vault.services.runtime import Clock
-from vault.services.streaming import Caller, StartedView
+from vault.services.streaming import StartedView
 from vault.web import context
-from vault.web.auth import current_principal, now, request_context
+from vault.web.auth import SignedIn, current_actor, now, request_context
 from vault.web.errors import error_response
 
 logger = logging.getLogger(__name__)
@@ -66,24 +67,17 @@ def heartbeat_seconds(idle_timeout: timedelta) -> int:
     return max(1, min(HEARTBEAT_MAX_SECONDS, int(idle_timeout.total_seconds() // 3)))
 
 
-def _subject() -> Subject:
-    principal = current_principal()
-    return Subject(principal.id, principal.roles)
+def _actor_or_anonymous() -> Actor:
+    """Who asks; a stream URL may come without any session, and is refused then."""
+    if current_user.is_authenticated:
+        return current_actor()
+    return Actor.anonymous(request_context())
 
 
-def _caller() -> Caller | None:
-    """Who asks, with the sign-in session it came through (None for an API token)."""
-    if not current_user.is_authenticated:
-        return None
-    principal = current_principal()
-    return Caller(_subject(), None if principal.via_token else principal.session_id)
-
-
-def _signed_in_caller() -> Caller:
-    caller = _caller()
-    if caller is None:  # the deny-by-default guard has already answered 401
+def _signed_in_actor() -> SignedIn:
+    if not current_user.is_authenticated:  # the deny-by-default guard has answered 401
         raise PermissionDenied()
-    return caller
+    return current_actor()
 
 
 def _signer() -> URLSafeTimedSerializer:
@@ -136,11 +130,10 @@ def _view_json(started: StartedView) -> dict[str, Any]:
 def start(recording_id: uuid.UUID) -> tuple[Response, int]:
     started = streaming.start_view(
         context.db_session(),
-        _signed_in_caller(),
+        _signed_in_actor(),
         recording_id,
         now(),
         context.settings().zone,
-        request_context(),
         _idle_timeout(),
     )
     response = jsonify(_view_json(started))
@@ -154,12 +147,11 @@ def heartbeat(view_id: uuid.UUID) -> Response:
     idle = _idle_timeout()
     view = streaming.heartbeat(
         context.db_session(),
-        _signed_in_caller(),
+        _signed_in_actor(),
         view_id,
         report,
         now(),
         context.settings().zone,
-        request_context(),
         idle,
     )
     return jsonify(
@@ -174,11 +166,10 @@ def end(view_id: uuid.UUID) -> tuple[str, int]:
     report = viewing_log.parse_report(request.get_json(silent=True))
     streaming.end_view(
         context.db_session(),
-        _signed_in_caller(),
+        _signed_in_actor(),
         view_id,
         report,
         now(),
-        request_context(),
         _idle_timeout(),
     )
     return "", 204
@@ -251,11 +242,11 @@ def stream(view_id: uuid.UUID) -> Response:
     runtime = context.runtime()
     db = context.db_session()
     zone = runtime.settings.zone
-    caller = _caller()
+    actor = _actor_or_anonymous()
     idle = _idle_timeout()
     if not _token_names(request.args.get("token", ""), view_id):
-        raise streaming.refuse_url(db, caller, view_id, now(), request_context())
-    grant = streaming.check_stream(db, caller, view_id, now(), zone, request_context(), idle)
+        raise streaming.refuse_url(db, actor, view_id, now())
+    grant = streaming.check_stream(db, actor, view_id, now(), zone, idle)
     opened = media.open_media(db, runtime.keyring, runtime.store, grant.recording)
     try:
         plan = ranges.plan_range(
@@ -278,13 +269,9 @@ def stream(view_id: uuid.UUID) -> Response:
     if request.method == "HEAD":
         return Response(status=plan.status, headers=headers, content_type=opened.content_type)
     range_id = viewing_log.record_request(db, grant.view.id, plan, now())
-    assert caller is not None
-    context_of_request = request_context()
 
     def recheck(session: Session) -> None:
-        streaming.check_stream(
-            session, caller, view_id, runtime.clock(), zone, context_of_request, idle
-        )
+        streaming.check_stream(session, actor, view_id, runtime.clock(), zone, idle)
 
     # VAULT_STREAM_RECHECK_SECONDS: a revocation or a sign-out also stops a flowing body.
     recheck_seconds = float(context.settings().stream_recheck_seconds)
@@ -299,20 +286,19 @@ def stream(view_id: uuid.UUID) -> Response:
 def page(recording_id: uuid.UUID) -> str:
     recording, order = streaming.watchable(
         context.db_session(),
-        _subject(),
+        current_actor(),
         recording_id,
         now(),
         context.settings().zone,
-        request_context(),
     )
-    principal = current_principal()
-    is_owner = recording.owner_id == principal.id
+    actor = current_actor()
+    is_owner = recording.owner_id == actor.user_id
     settings = context.settings()
     return render_template(
         "watch.html",
         recording=recording,
         is_owner=is_owner,
-        viewer_name=principal.full_name,
+        viewer_name=actor.full_name,
         order=order,
         start_url=url_for("watch_api.start", recording_id=recording.id),
         server_time_ms=int(now().timestamp() * 1000),
@@ -326,11 +312,10 @@ def page(recording_id: uuid.UUID) -> str:
 def _accesses(recording_id: uuid.UUID) -> tuple[Recording, list[streaming.Access]]:
     return streaming.accesses(
         context.db_session(),
-        _subject(),
+        current_actor(),
         recording_id,
         now(),
         context.settings().zone,
-        request_context(),
         _idle_timeout(),
     )
 
@@ -408,7 +393,7 @@ def _allowed(recording: Recording, action: Action) -> bool:
     if not current_user.is_authenticated:
         return False
     decision = decide(
-        context.db_session(), _subject(), action, recording, now(), context.settings().zone
+        context.db_session(), current_actor(), action, recording, now(), context.settings().zone
     )
     return decision.allowed
 
