@@ -27,7 +27,6 @@ from vault.models import (
 )
 from vault.services import audit
 from vault.services.actors import Actor
-from vault.services.audit import AuditAction, Outcome
 from vault.services.errors import Gone, PermissionDenied
 
 
@@ -233,15 +232,10 @@ def authorize(
     decision = decide(session, actor, action, recording, now, zone)
     if decision.allowed:
         return decision
-    raise audit.refused(
+    raise audit.deny(
         session,
-        audit.Event(
-            AuditAction.ACCESS_DENIED,
-            outcome=Outcome.DENIED,
-            actor_id=actor.user_id,
-            recording_id=recording.id,
-            details={"action": action.value, "reason": decision.reason},
-            context=actor.context,
-        ),
+        actor,
         Gone() if decision.gone else PermissionDenied(),
+        {"action": action.value, "reason": decision.reason},
+        recording_id=recording.id,
     )

@@ -11,7 +11,7 @@ import uuid
 from dataclasses import dataclass, field
 from datetime import datetime
 from enum import StrEnum
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
 from sqlalchemy import delete, select, update
 from sqlalchemy.exc import IntegrityError
@@ -19,6 +19,9 @@ from sqlalchemy.orm import Session
 
 from vault.models import AuditEvent, AuditEventContext, DenialTally
 from vault.services.errors import TooManyRequests
+
+if TYPE_CHECKING:  # the actor carries this module's RequestContext
+    from vault.services.actors import Actor
 
 
 class AuditAction(StrEnum):
@@ -117,6 +120,30 @@ def refused(session: Session, event: Event, error: ErrorT) -> ErrorT:
     record(session, event)
     session.commit()
     return error
+
+
+def deny(
+    session: Session,
+    actor: Actor,
+    error: ErrorT,
+    details: dict[str, Any],
+    *,
+    action: AuditAction = AuditAction.ACCESS_DENIED,
+    recording_id: uuid.UUID | None = None,
+    object_id: str | None = None,
+) -> ErrorT:
+    """The one way a use case refuses ``actor``: the refusal is audited under the actor's
+    account and request details, committed at once, and the error handed back to raise."""
+    event = Event(
+        action,
+        outcome=Outcome.DENIED,
+        actor_id=actor.user_id,
+        recording_id=recording_id,
+        object_id=object_id,
+        details=details,
+        context=actor.context,
+    )
+    return refused(session, event, error)
 
 
 # A refused request from nobody signed in (a bad token, a forged stream URL, a forged form)

@@ -35,7 +35,7 @@ from vault.services import access, audit, fields
 from vault.services.access import TOMBSTONE_STATUSES, Action, Status
 from vault.services.accounts import Role
 from vault.services.actors import Actor
-from vault.services.audit import AuditAction, Outcome
+from vault.services.audit import AuditAction
 from vault.services.errors import N_, Conflict, NotFound, PermissionDenied, ValidationFailed
 
 NUMBER_LIMIT = 64
@@ -235,17 +235,7 @@ def _refuse(
     session: Session, actor: Actor, act: str, reason: str, message: str | None = None
 ) -> PermissionDenied:
     """Audit a refused order act (committed, as every denial is) and build the exception."""
-    return audit.refused(
-        session,
-        audit.Event(
-            AuditAction.ACCESS_DENIED,
-            outcome=Outcome.DENIED,
-            actor_id=actor.user_id,
-            details={"action": act, "reason": reason},
-            context=actor.context,
-        ),
-        PermissionDenied(message),
-    )
+    return audit.deny(session, actor, PermissionDenied(message), {"action": act, "reason": reason})
 
 
 def selected_recordings(session: Session, selection: Selection) -> list[Recording]:

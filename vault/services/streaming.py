@@ -112,18 +112,22 @@ def _refuse(
     A refusal that may come from anyone (a forged URL, no session) is recorded within the
     audit log's flood guard: pass the time as ``unauthenticated_at``.
     """
+    error = PermissionDenied(REFUSAL_MESSAGES.get(reason))
+    details = {"action": action.value, "reason": reason.value}
+    object_id = str(view_id) if view_id else None
+    if unauthenticated_at is None:
+        return audit.deny(
+            session, actor, error, details, recording_id=recording_id, object_id=object_id
+        )
     event = audit.Event(
         AuditAction.ACCESS_DENIED,
         outcome=Outcome.DENIED,
         actor_id=actor.user_id,
         recording_id=recording_id,
-        object_id=str(view_id) if view_id else None,
-        details={"action": action.value, "reason": reason.value},
+        object_id=object_id,
+        details=details,
         context=actor.context,
     )
-    error = PermissionDenied(REFUSAL_MESSAGES.get(reason))
-    if unauthenticated_at is None:
-        return audit.refused(session, event, error)
     address = actor.context.ip_address if actor.context else None
     audit.unauthenticated_denial(session, event, address, unauthenticated_at)
     return error
