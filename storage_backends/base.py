@@ -30,6 +30,8 @@ __all__ = [
     "StorageError",
     "StoreUnavailable",
     "YearExpiry",
+    "check_cutoff",
+    "check_part_number",
     "check_parts",
     "check_range",
     "validate_key",
@@ -137,6 +139,18 @@ def check_range(start: int, end: int | None) -> None:
         raise ValueError(f"range start must be >= 0, got {start}")
     if end is not None and end < start:
         raise ValueError(f"range end {end} is before start {start}")
+
+
+def check_cutoff(older_than: datetime) -> None:
+    """Reject a naive cutoff: pending writes are dated in UTC, so comparing one is a caller bug."""
+    if older_than.tzinfo is None:
+        raise ValueError("older_than must be timezone-aware")
+
+
+def check_part_number(number: int) -> None:
+    """Reject a part number S3 would refuse, so every backend refuses it before writing."""
+    if not 1 <= number <= MAX_PARTS:
+        raise StorageConflict(f"part number {number} is outside 1..{MAX_PARTS}")
 
 
 @dataclass(frozen=True)

@@ -40,26 +40,9 @@ from contextlib import contextmanager, suppress
 from dataclasses import replace
 from datetime import UTC, date, datetime
 from pathlib import Path
-from typing import Any, BinaryIO
+from typing import Any, BinaryIO, Final
 
-from storage_backends.base import (
-    MAX_PARTS,
-    S3_MIN_PART_SIZE,
-    LifecycleRules,
-    ObjectInfo,
-    ObjectNotFound,
-    Part,
-    PendingWrite,
-    StorageConflict,
-    StorageError,
-    StoreUnavailable,
-    YearExpiry,
-    check_parts,
-    check_range,
-    validate_key,
-    validate_prefix,
-    validate_tags,
-)
+from storage_backends import base
 
 __all__ = ["LocalStore"]
 
@@ -76,20 +59,20 @@ _UNAVAILABLE = frozenset({errno.EROFS, errno.EIO, errno.EACCES, errno.EPERM, err
 _COLLISION = frozenset({errno.ENOTDIR, errno.EISDIR, errno.EEXIST, errno.ENOTEMPTY})
 
 
-def _translate(exc: OSError, action: str) -> StorageError:
+def _translate(exc: OSError, action: str) -> base.StorageError:
     """Turn an OSError into the port's language, keeping the cause chained for operators."""
     code = exc.errno
     if code in _FULL:
-        return StoreUnavailable(f"local store is full: cannot {action} ({exc.strerror})")
+        return base.StoreUnavailable(f"local store is full: cannot {action} ({exc.strerror})")
     if code in _UNAVAILABLE:
-        return StoreUnavailable(f"local store refused to {action} ({exc.strerror})")
+        return base.StoreUnavailable(f"local store refused to {action} ({exc.strerror})")
     if code == errno.ELOOP:
-        return StorageConflict(f"refusing to {action}: path contains a symlink")
+        return base.StorageConflict(f"refusing to {action}: path contains a symlink")
     if code in _COLLISION:
-        return StorageConflict(f"cannot {action}: key collides with a directory or file")
+        return base.StorageConflict(f"cannot {action}: key collides with a directory or file")
     if code == errno.ENOENT:
-        return StoreUnavailable(f"cannot {action}: store directory missing (run ensure_ready)")
-    return StorageError(f"cannot {action} ({exc.strerror or exc})")
+        return base.StoreUnavailable(f"cannot {action}: store directory missing (run ensure_ready)")
+    return base.StorageError(f"cannot {action} ({exc.strerror or exc})")
 
 
 @contextmanager
@@ -136,7 +119,7 @@ def _read_json(path: Path, what: str) -> dict[str, Any] | None:
     except ValueError:
         data = None
     if not isinstance(data, dict):
-        raise StorageError(f"{what} in the local store is damaged: {path}")
+        raise base.StorageError(f"{what} in the local store is damaged: {path}")
     return data
 
 
@@ -148,12 +131,12 @@ def _unlink_quietly(path: Path) -> None:
 class LocalStore:
     """Objects as files under ``root``. Several processes may share one root."""
 
-    def __init__(self, root: Path | str, *, min_part_size: int = S3_MIN_PART_SIZE) -> None:
+    def __init__(self, root: Path | str, *, min_part_size: int = base.S3_MIN_PART_SIZE) -> None:
         # The same part-size floor as S3 by default, so an upload flow that works on a laptop
         # cannot fail only in production; tests may lower it.
         if min_part_size < 1:
             raise ValueError("min_part_size must be >= 1")
-        self._min_part_size = min_part_size
+        self.min_part_size: Final = min_part_size
         # Resolved once: the root itself may legitimately be a symlink (e.g. to a data disk);
         # below it, no symlink is ever followed.
         self._root = Path(os.path.realpath(os.path.abspath(root)))
@@ -170,10 +153,6 @@ class LocalStore:
     def root(self) -> Path:
         return self._root
 
-    @property
-    def min_part_size(self) -> int:
-        return self._min_part_size
-
     # -- paths ------------------------------------------------------------------------------
 
     def _contained(self, tree: Path, key: str) -> Path:
@@ -185,10 +164,10 @@ class LocalStore:
         Final components are opened with O_NOFOLLOW as well, which closes the window between
         this check and the open for the last hop.
         """
-        path = tree / validate_key(key)
+        path = tree / base.validate_key(key)
         resolved = os.path.realpath(path)
         if resolved != str(path) or not resolved.startswith(str(tree) + os.sep):
-            raise StorageConflict(f"storage path for {key!r} escapes the store root")
+            raise base.StorageConflict(f"storage path for {key!r} escapes the store root")
         return path
 
     def _make_parents(self, tree: Path, path: Path) -> None:
@@ -208,12 +187,12 @@ class LocalStore:
                 _fsync_dir(directory.parent)
         # Re-check after creation: a racing process could have put a symlink there.
         if os.path.realpath(path.parent) != str(path.parent):
-            raise StorageConflict("storage path escapes the store root")
+            raise base.StorageConflict("storage path escapes the store root")
 
     def _upload_dir(self, upload_id: str) -> Path:
         # Upload ids come back from the caller (the database); they must not smuggle a path.
         if not isinstance(upload_id, str) or not _UPLOAD_ID_RE.fullmatch(upload_id):
-            raise StorageConflict(f"unknown upload id {upload_id!r}")
+            raise base.StorageConflict(f"unknown upload id {upload_id!r}")
         return self._uploads / upload_id
 
     # -- atomic writes ----------------------------------------------------------------------
@@ -282,22 +261,22 @@ class LocalStore:
             try:
                 info = os.lstat(directory)
             except OSError as exc:
-                raise StoreUnavailable(
+                raise base.StoreUnavailable(
                     f"local store directory {directory} is missing (run ensure_ready)"
                 ) from exc
             if not stat.S_ISDIR(info.st_mode):
-                raise StoreUnavailable(f"{directory} is not a directory")
+                raise base.StoreUnavailable(f"{directory} is not a directory")
             if not os.access(directory, os.W_OK | os.X_OK):
-                raise StoreUnavailable(f"local store directory {directory} is not writable")
+                raise base.StoreUnavailable(f"local store directory {directory} is not writable")
 
-    def ensure_ready(self, rules: LifecycleRules) -> None:
+    def ensure_ready(self, rules: base.LifecycleRules) -> None:
         with _os_errors("create the store directories"):
             os.makedirs(self._root, mode=_DIR_MODE, exist_ok=True)
             for directory in (self._root, self._objects, self._tags, self._uploads, self._tmp):
                 with suppress(FileExistsError):
                     os.mkdir(directory, _DIR_MODE)
                 if directory.is_symlink():
-                    raise StorageConflict(f"{directory} must not be a symlink")
+                    raise base.StorageConflict(f"{directory} must not be a symlink")
                 # Tighten an operator-made directory too: the listing itself is sensitive.
                 os.chmod(directory, _DIR_MODE)
             # No versions here, so a noncurrent-version rule cannot apply.
@@ -324,25 +303,27 @@ class LocalStore:
                 else:
                     _unlink_quietly(Path(entry.path))
 
-    def get_lifecycle_rules(self) -> LifecycleRules:
+    def get_lifecycle_rules(self) -> base.LifecycleRules:
         data = _read_json(self._lifecycle, "the lifecycle rules")
         if data is None:
-            return LifecycleRules(abort_incomplete_after_days=None, noncurrent_version_days=None)
+            return base.LifecycleRules(
+                abort_incomplete_after_days=None, noncurrent_version_days=None
+            )
         try:
             return _rules_from_json(data)
         except (KeyError, TypeError, ValueError) as exc:
-            raise StorageError(
+            raise base.StorageError(
                 f"the lifecycle rules in the local store are damaged: {exc}"
             ) from exc
 
     def put(self, key: str, data: bytes, tags: Mapping[str, str]) -> None:
-        checked = validate_tags(tags)
+        checked = base.validate_tags(tags)
         with _os_errors(f"write {key!r}"):
             self._write_object(key, [data], checked)
 
     def start_multipart(self, key: str, tags: Mapping[str, str]) -> str:
-        validate_key(key)
-        checked = validate_tags(tags)
+        base.validate_key(key)
+        checked = base.validate_tags(tags)
         upload_id = secrets.token_hex(16)
         meta = {"key": key, "tags": checked, "started": datetime.now(UTC).isoformat()}
         with _os_errors(f"start a multipart write of {key!r}"):
@@ -362,20 +343,19 @@ class LocalStore:
         return upload_id
 
     def _load_upload(self, key: str, upload_id: str) -> tuple[Path, dict[str, Any]]:
-        validate_key(key)
+        base.validate_key(key)
         directory = self._upload_dir(upload_id)
         meta = _read_json(directory / _UPLOAD_META, f"multipart write {upload_id}")
         if meta is None:
-            raise StorageConflict(
+            raise base.StorageConflict(
                 f"multipart write {upload_id} does not exist (aborted, completed or expired)"
             )
         if meta.get("key") != key:
-            raise StorageConflict(f"multipart write {upload_id} belongs to another key")
+            raise base.StorageConflict(f"multipart write {upload_id} belongs to another key")
         return directory, meta
 
-    def put_part(self, key: str, upload_id: str, part_number: int, data: bytes) -> Part:
-        if not 1 <= part_number <= MAX_PARTS:
-            raise StorageConflict(f"part number {part_number} is outside 1..{MAX_PARTS}")
+    def put_part(self, key: str, upload_id: str, part_number: int, data: bytes) -> base.Part:
+        base.check_part_number(part_number)
         directory, _ = self._load_upload(key, upload_id)
         etag = hashlib.sha256(data).hexdigest()
         with _os_errors(f"write part {part_number} of {key!r}"):
@@ -384,20 +364,20 @@ class LocalStore:
                 os.replace(temp, directory / f"{part_number:05d}.part")
             except FileNotFoundError:
                 _unlink_quietly(temp)
-                raise StorageConflict(
+                raise base.StorageConflict(
                     f"multipart write {upload_id} was aborted while a part was written"
                 ) from None
             except BaseException:
                 _unlink_quietly(temp)
                 raise
             _fsync_dir(directory)
-        return Part(number=part_number, etag=etag, size=len(data))
+        return base.Part(number=part_number, etag=etag, size=len(data))
 
-    def complete_multipart(self, key: str, upload_id: str, parts: Sequence[Part]) -> None:
-        check_parts(parts, self._min_part_size)
+    def complete_multipart(self, key: str, upload_id: str, parts: Sequence[base.Part]) -> None:
+        base.check_parts(parts, self.min_part_size)
         directory, meta = self._load_upload(key, upload_id)
         raw_tags = meta.get("tags")
-        tags = validate_tags(raw_tags if isinstance(raw_tags, dict) else {})
+        tags = base.validate_tags(raw_tags if isinstance(raw_tags, dict) else {})
         with _os_errors(f"complete the multipart write of {key!r}"):
             self._write_object(key, self._verified_parts(directory, parts), tags)
         # The object is complete and visible; leftover parts are only ciphertext and show up
@@ -405,7 +385,7 @@ class LocalStore:
         with suppress(OSError):
             self._discard_upload(directory)
 
-    def _verified_parts(self, directory: Path, parts: Sequence[Part]) -> Iterator[bytes]:
+    def _verified_parts(self, directory: Path, parts: Sequence[base.Part]) -> Iterator[bytes]:
         """Stream the part files, checking each against what ``put_part`` returned."""
         for part in parts:
             digest = hashlib.sha256()
@@ -417,9 +397,9 @@ class LocalStore:
                         size += len(chunk)
                         yield chunk
             except FileNotFoundError:
-                raise StorageConflict(f"part {part.number} was never uploaded") from None
+                raise base.StorageConflict(f"part {part.number} was never uploaded") from None
             if size != part.size or digest.hexdigest() != part.etag:
-                raise StorageConflict(f"part {part.number} does not match the uploaded part")
+                raise base.StorageConflict(f"part {part.number} does not match the uploaded part")
 
     def _discard_upload(self, directory: Path) -> None:
         # Renamed out of uploads/ first, so a listing never sees a half-deleted upload.
@@ -432,20 +412,19 @@ class LocalStore:
         shutil.rmtree(graveyard, ignore_errors=True)
 
     def abort_multipart(self, key: str, upload_id: str) -> None:
-        validate_key(key)
+        base.validate_key(key)
         directory = self._upload_dir(upload_id)
         meta = _read_json(directory / _UPLOAD_META, f"multipart write {upload_id}")
         if meta is None:
             return  # already aborted or completed: aborting is idempotent
         if meta.get("key") != key:
-            raise StorageConflict(f"multipart write {upload_id} belongs to another key")
+            raise base.StorageConflict(f"multipart write {upload_id} belongs to another key")
         with _os_errors(f"abort multipart write {upload_id}"):
             self._discard_upload(directory)
 
-    def list_stale_multipart(self, older_than: datetime) -> list[PendingWrite]:
-        if older_than.tzinfo is None:
-            raise ValueError("older_than must be timezone-aware")
-        stale: list[PendingWrite] = []
+    def list_stale_multipart(self, older_than: datetime) -> list[base.PendingWrite]:
+        base.check_cutoff(older_than)
+        stale: list[base.PendingWrite] = []
         with _os_errors("list pending multipart writes"):
             entries = sorted(os.scandir(self._uploads), key=lambda entry: entry.name)
         for entry in entries:
@@ -456,11 +435,11 @@ class LocalStore:
                 continue  # completed or aborted while listing
             try:
                 started = datetime.fromisoformat(meta["started"])
-                key = validate_key(meta["key"])
+                key = base.validate_key(meta["key"])
             except (KeyError, TypeError, ValueError) as exc:
-                raise StorageError(f"multipart write {entry.name} is damaged") from exc
+                raise base.StorageError(f"multipart write {entry.name} is damaged") from exc
             if started < older_than:
-                stale.append(PendingWrite(key=key, upload_id=entry.name, started=started))
+                stale.append(base.PendingWrite(key=key, upload_id=entry.name, started=started))
         return stale
 
     def _open_object(self, key: str) -> tuple[BinaryIO, int]:
@@ -468,15 +447,15 @@ class LocalStore:
         try:
             fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC)
         except (FileNotFoundError, NotADirectoryError):
-            raise ObjectNotFound(key) from None
+            raise base.ObjectNotFound(key) from None
         except OSError as exc:
             raise _translate(exc, f"read {key!r}") from exc
         try:
             info = os.fstat(fd)
             if stat.S_ISDIR(info.st_mode):
-                raise ObjectNotFound(key)  # a directory of other keys, not an object
+                raise base.ObjectNotFound(key)  # a directory of other keys, not an object
             if not stat.S_ISREG(info.st_mode):
-                raise StorageConflict(f"{key!r} is not a regular file")
+                raise base.StorageConflict(f"{key!r} is not a regular file")
             handle = os.fdopen(fd, "rb", buffering=0)
         except BaseException:
             os.close(fd)
@@ -484,7 +463,7 @@ class LocalStore:
         return handle, info.st_size
 
     def read_range(self, key: str, start: int = 0, end: int | None = None) -> Iterator[bytes]:
-        check_range(start, end)
+        base.check_range(start, end)
         # Opened now, not on first iteration, so a missing object is reported before the
         # caller commits to a response; the file object closes itself if never iterated.
         handle, size = self._open_object(key)
@@ -499,14 +478,14 @@ class LocalStore:
             while remaining > 0:
                 chunk = handle.read(min(_READ_CHUNK, remaining))
                 if not chunk:
-                    raise StorageError(f"{key!r} is shorter than when it was opened")
+                    raise base.StorageError(f"{key!r} is shorter than when it was opened")
                 remaining -= len(chunk)
                 yield chunk
 
-    def head(self, key: str) -> ObjectInfo:
+    def head(self, key: str) -> base.ObjectInfo:
         handle, size = self._open_object(key)
         handle.close()
-        return ObjectInfo(size=size, tags=self._read_tags(key))
+        return base.ObjectInfo(size=size, tags=self._read_tags(key))
 
     def _read_tags(self, key: str) -> dict[str, str]:
         raw = _read_json(self._contained(self._tags, key), f"the tags of {key!r}")
@@ -532,7 +511,7 @@ class LocalStore:
                 _fsync_dir(path.parent)
 
     def set_tags(self, key: str, tags: Mapping[str, str]) -> None:
-        checked = validate_tags(tags)
+        checked = base.validate_tags(tags)
         self.head(key)  # raises ObjectNotFound
         target = self._contained(self._tags, key)
         with _os_errors(f"write the tags of {key!r}"):
@@ -542,19 +521,19 @@ class LocalStore:
         return self.head(key).tags
 
     def iter_keys(self, prefix: str = "") -> Iterator[str]:
-        validate_prefix(prefix)
+        base.validate_prefix(prefix)
         if not self._objects.is_dir():
             # A wrong or missing root must not look like an empty store to fsck.
-            raise StoreUnavailable(f"{self._objects} is missing (run ensure_ready)")
+            raise base.StoreUnavailable(f"{self._objects} is missing (run ensure_ready)")
         # Start from the deepest directory the prefix names, instead of walking everything.
         directory, _, _ = prefix.rpartition("/")
         start = self._objects / directory if directory else self._objects
         if os.path.realpath(start) != str(start):
             return iter(())  # a symlink is never a key, nor a way into another tree
-        base = f"{directory}/" if directory else ""
-        return self._walk(start, base, prefix)
+        parent = f"{directory}/" if directory else ""
+        return self._walk(start, parent, prefix)
 
-    def _walk(self, directory: Path, base: str, prefix: str) -> Iterator[str]:
+    def _walk(self, directory: Path, parent: str, prefix: str) -> Iterator[str]:
         try:
             with os.scandir(directory) as listing:
                 entries = list(listing)
@@ -569,7 +548,7 @@ class LocalStore:
             return entry.name + "/" if entry.is_dir(follow_symlinks=False) else entry.name
 
         for entry in sorted(entries, key=order):
-            key = base + entry.name
+            key = parent + entry.name
             if entry.is_dir(follow_symlinks=False):
                 # Only descend where keys with the prefix can be.
                 if key.startswith(prefix) or prefix.startswith(key + "/"):
@@ -579,7 +558,7 @@ class LocalStore:
                 yield key
 
 
-def _rules_to_json(rules: LifecycleRules) -> dict[str, object]:
+def _rules_to_json(rules: base.LifecycleRules) -> dict[str, object]:
     return {
         "years": [
             {"school_year": year.school_year, "retain_until": year.retain_until.isoformat()}
@@ -590,15 +569,15 @@ def _rules_to_json(rules: LifecycleRules) -> dict[str, object]:
     }
 
 
-def _rules_from_json(data: dict[str, object]) -> LifecycleRules:
+def _rules_from_json(data: dict[str, object]) -> base.LifecycleRules:
     def days(name: str) -> int | None:
         value = data.get(name)
         return value if isinstance(value, int) else None
 
     years = data.get("years")
-    return LifecycleRules(
+    return base.LifecycleRules(
         years=tuple(
-            YearExpiry(str(item["school_year"]), date.fromisoformat(str(item["retain_until"])))
+            base.YearExpiry(str(item["school_year"]), date.fromisoformat(str(item["retain_until"])))
             for item in (years if isinstance(years, list) else [])
         ),
         abort_incomplete_after_days=days("abort_incomplete_after_days"),

@@ -29,30 +29,13 @@ from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import replace
 from datetime import UTC, datetime, time, timedelta
-from typing import TYPE_CHECKING, Any, Literal
+from typing import TYPE_CHECKING, Any, Final, Literal, cast
 
 import boto3
 from botocore.config import Config
 from botocore.exceptions import BotoCoreError, ClientError
 
-from storage_backends.base import (
-    MAX_PARTS,
-    S3_MIN_PART_SIZE,
-    LifecycleRules,
-    ObjectInfo,
-    ObjectNotFound,
-    Part,
-    PendingWrite,
-    StorageConflict,
-    StorageError,
-    StoreUnavailable,
-    YearExpiry,
-    check_parts,
-    check_range,
-    validate_key,
-    validate_prefix,
-    validate_tags,
-)
+from storage_backends import base
 
 if TYPE_CHECKING:
     from botocore.response import StreamingBody
@@ -124,20 +107,20 @@ def _error_code(exc: ClientError) -> tuple[str, int]:
     return str(error.get("Code", "")), int(status)
 
 
-def _translate(exc: Exception, action: str, key: str | None = None) -> StorageError:
+def _translate(exc: Exception, action: str, key: str | None = None) -> base.StorageError:
     """Map a botocore failure to the port's errors; the original stays chained for logs."""
     if isinstance(exc, ClientError):
         code, status = _error_code(exc)
         if code in _NOT_FOUND:
-            return ObjectNotFound(key if key is not None else f"not found: cannot {action}")
+            return base.ObjectNotFound(key if key is not None else f"not found: cannot {action}")
         if code in _CONFLICT:
-            return StorageConflict(f"cannot {action}: {code}")
+            return base.StorageConflict(f"cannot {action}: {code}")
         if code in _UNAVAILABLE or status >= 500 or status in (401, 403, 429):
-            return StoreUnavailable(f"S3 store unavailable, cannot {action}: {code or status}")
-        return StorageError(f"cannot {action}: {code or status}")
+            return base.StoreUnavailable(f"S3 store unavailable, cannot {action}: {code or status}")
+        return base.StorageError(f"cannot {action}: {code or status}")
     # Connection refused, timeouts, a response cut off mid-body, no credentials: all mean
     # the store cannot serve the request now.
-    return StoreUnavailable(f"S3 store unreachable, cannot {action}: {type(exc).__name__}")
+    return base.StoreUnavailable(f"S3 store unreachable, cannot {action}: {type(exc).__name__}")
 
 
 @contextmanager
@@ -149,7 +132,7 @@ def _s3_errors(action: str, key: str | None = None) -> Iterator[None]:
 
 
 def _tagging(tags: Mapping[str, str]) -> str:
-    return urllib.parse.urlencode(validate_tags(tags))
+    return urllib.parse.urlencode(base.validate_tags(tags))
 
 
 def _is_code(exc: ClientError, *codes: str) -> bool:
@@ -165,6 +148,9 @@ class S3Store:
     with exponential backoff and jitter. ``check`` uses a single attempt with short timeouts,
     so a health probe answers within seconds.
     """
+
+    # S3 itself refuses smaller parts, so unlike the local store this floor cannot be lowered.
+    min_part_size: Final = base.S3_MIN_PART_SIZE
 
     def __init__(
         self,
@@ -185,7 +171,7 @@ class S3Store:
             raise ValueError(f"invalid bucket name {bucket!r}")
         prefix = prefix.strip("/")
         if prefix:
-            validate_key(prefix)
+            base.validate_key(prefix)
             if len(prefix) > _MAX_STORE_PREFIX:
                 raise ValueError(f"store prefix longer than {_MAX_STORE_PREFIX} characters")
         if window_size < 1:
@@ -241,12 +227,8 @@ class S3Store:
         """The underlying client, for administration outside the port and for tests."""
         return self._client
 
-    @property
-    def min_part_size(self) -> int:
-        return S3_MIN_PART_SIZE
-
     def _key(self, key: str) -> str:
-        return self._prefix + validate_key(key)
+        return self._prefix + base.validate_key(key)
 
     # -- bucket -----------------------------------------------------------------------------
 
@@ -254,14 +236,14 @@ class S3Store:
         try:
             with _s3_errors(f"reach bucket {self._bucket}"):
                 self._probe.head_bucket(Bucket=self._bucket)
-        except ObjectNotFound:
-            raise StoreUnavailable(
+        except base.ObjectNotFound:
+            raise base.StoreUnavailable(
                 f"bucket {self._bucket} does not exist (run ensure_ready)"
             ) from None
-        except StoreUnavailable:
+        except base.StoreUnavailable:
             raise
-        except StorageError as exc:
-            raise StoreUnavailable(str(exc)) from exc
+        except base.StorageError as exc:
+            raise base.StoreUnavailable(str(exc)) from exc
 
     def versioned(self) -> bool:
         """Whether the bucket keeps versions (enabled now, or suspended with old ones left)."""
@@ -269,7 +251,7 @@ class S3Store:
             status = self._client.get_bucket_versioning(Bucket=self._bucket).get("Status")
         return status in ("Enabled", "Suspended")
 
-    def ensure_ready(self, rules: LifecycleRules) -> None:
+    def ensure_ready(self, rules: base.LifecycleRules) -> None:
         self._ensure_bucket()
         versioned = self.versioned()
         current = self._read_rules()
@@ -294,7 +276,7 @@ class S3Store:
             with _s3_errors(f"reach bucket {self._bucket}"):
                 self._client.head_bucket(Bucket=self._bucket)
             return
-        except ObjectNotFound:
+        except base.ObjectNotFound:
             pass
         try:
             with _s3_errors(f"create bucket {self._bucket}"):
@@ -305,7 +287,7 @@ class S3Store:
                         Bucket=self._bucket,
                         CreateBucketConfiguration={"LocationConstraint": self._region},  # type: ignore[typeddict-item]
                     )
-        except StorageError as exc:
+        except base.StorageError as exc:
             cause = exc.__cause__
             if isinstance(cause, ClientError) and _is_code(cause, "BucketAlreadyOwnedByYou"):
                 return  # created concurrently by another init
@@ -315,7 +297,7 @@ class S3Store:
         try:
             with _s3_errors(f"read lifecycle rules of bucket {self._bucket}"):
                 response = self._client.get_bucket_lifecycle_configuration(Bucket=self._bucket)
-        except StorageError as exc:
+        except base.StorageError as exc:
             cause = exc.__cause__
             if isinstance(cause, ClientError) and _is_code(cause, "NoSuchLifecycleConfiguration"):
                 return []
@@ -330,45 +312,36 @@ class S3Store:
             return {"And": {"Prefix": self._prefix, "Tags": [tag_filter]}}
         return {"Tag": tag_filter}
 
-    def _build_rules(self, rules: LifecycleRules) -> list[LifecycleRuleTypeDef]:
+    def _rule(
+        self, kind: str, action: Mapping[str, object], tag: tuple[str, str] | None = None
+    ) -> LifecycleRuleTypeDef:
+        """An enabled rule of this store.
+
+        The ID tells it apart from other rules in the bucket; the filter keeps it off the
+        objects of other prefixes.
+        """
+        rule = {"ID": self._rule_id + kind, "Status": "Enabled", "Filter": self._scope(tag)}
+        return cast("LifecycleRuleTypeDef", rule | dict(action))
+
+    def _build_rules(self, rules: base.LifecycleRules) -> list[LifecycleRuleTypeDef]:
         built: list[LifecycleRuleTypeDef] = []
         for year in rules.years:
             # S3 expiry dates are midnights UTC; the object must survive its whole last day.
             expires = datetime.combine(year.retain_until + timedelta(days=1), time(), UTC)
+            tag = (_SCHOOL_YEAR_TAG, year.school_year)
             built.append(
-                {
-                    "ID": f"{self._rule_id}year:{year.school_year}",
-                    "Status": "Enabled",
-                    "Filter": self._scope((_SCHOOL_YEAR_TAG, year.school_year)),  # type: ignore[typeddict-item]
-                    "Expiration": {"Date": expires},
-                }
+                self._rule(f"year:{year.school_year}", {"Expiration": {"Date": expires}}, tag)
             )
         if rules.abort_incomplete_after_days is not None:
-            built.append(
-                {
-                    "ID": f"{self._rule_id}abort-incomplete",
-                    "Status": "Enabled",
-                    "Filter": self._scope(),  # type: ignore[typeddict-item]
-                    "AbortIncompleteMultipartUpload": {
-                        "DaysAfterInitiation": rules.abort_incomplete_after_days
-                    },
-                }
-            )
+            after = {"DaysAfterInitiation": rules.abort_incomplete_after_days}
+            built.append(self._rule("abort-incomplete", {"AbortIncompleteMultipartUpload": after}))
         if rules.noncurrent_version_days is not None:
-            built.append(
-                {
-                    "ID": f"{self._rule_id}noncurrent-versions",
-                    "Status": "Enabled",
-                    "Filter": self._scope(),  # type: ignore[typeddict-item]
-                    "NoncurrentVersionExpiration": {
-                        "NoncurrentDays": rules.noncurrent_version_days
-                    },
-                }
-            )
+            after = {"NoncurrentDays": rules.noncurrent_version_days}
+            built.append(self._rule("noncurrent-versions", {"NoncurrentVersionExpiration": after}))
         return built
 
-    def _parse_rules(self, rules: Sequence[LifecycleRuleOutputTypeDef]) -> LifecycleRules:
-        years: list[YearExpiry] = []
+    def _parse_rules(self, rules: Sequence[LifecycleRuleOutputTypeDef]) -> base.LifecycleRules:
+        years: list[base.YearExpiry] = []
         abort_days: int | None = None
         noncurrent_days: int | None = None
         for rule in rules:
@@ -379,20 +352,20 @@ class S3Store:
             if kind.startswith("year:") and "Date" in rule.get("Expiration", {}):
                 expires = rule["Expiration"]["Date"]
                 retain_until = expires.astimezone(UTC).date() - timedelta(days=1)
-                years.append(YearExpiry(kind.removeprefix("year:"), retain_until))
+                years.append(base.YearExpiry(kind.removeprefix("year:"), retain_until))
             elif kind == "abort-incomplete":
                 abort_days = rule.get("AbortIncompleteMultipartUpload", {}).get(
                     "DaysAfterInitiation"
                 )
             elif kind == "noncurrent-versions":
                 noncurrent_days = rule.get("NoncurrentVersionExpiration", {}).get("NoncurrentDays")
-        return LifecycleRules(
+        return base.LifecycleRules(
             years=tuple(years),
             abort_incomplete_after_days=abort_days,
             noncurrent_version_days=noncurrent_days,
         )
 
-    def get_lifecycle_rules(self) -> LifecycleRules:
+    def get_lifecycle_rules(self) -> base.LifecycleRules:
         return self._parse_rules(self._read_rules())
 
     # -- writes -----------------------------------------------------------------------------
@@ -412,9 +385,8 @@ class S3Store:
             )
         return response["UploadId"]
 
-    def put_part(self, key: str, upload_id: str, part_number: int, data: bytes) -> Part:
-        if not 1 <= part_number <= MAX_PARTS:
-            raise StorageConflict(f"part number {part_number} is outside 1..{MAX_PARTS}")
+    def put_part(self, key: str, upload_id: str, part_number: int, data: bytes) -> base.Part:
+        base.check_part_number(part_number)
         full = self._key(key)
         with _s3_errors(f"write part {part_number} of {key!r}"):
             response = self._client.upload_part(
@@ -424,10 +396,10 @@ class S3Store:
                 PartNumber=part_number,
                 Body=data,
             )
-        return Part(number=part_number, etag=response["ETag"], size=len(data))
+        return base.Part(number=part_number, etag=response["ETag"], size=len(data))
 
-    def complete_multipart(self, key: str, upload_id: str, parts: Sequence[Part]) -> None:
-        check_parts(parts, self.min_part_size)
+    def complete_multipart(self, key: str, upload_id: str, parts: Sequence[base.Part]) -> None:
+        base.check_parts(parts, self.min_part_size)
         full = self._key(key)
         with _s3_errors(f"complete the multipart write of {key!r}"):
             self._client.complete_multipart_upload(
@@ -446,16 +418,15 @@ class S3Store:
                 self._client.abort_multipart_upload(
                     Bucket=self._bucket, Key=full, UploadId=upload_id
                 )
-        except StorageConflict as exc:
+        except base.StorageConflict as exc:
             cause = exc.__cause__
             if isinstance(cause, ClientError) and _is_code(cause, "NoSuchUpload"):
                 return  # already aborted, completed or expired: aborting is idempotent
             raise
 
-    def list_stale_multipart(self, older_than: datetime) -> list[PendingWrite]:
-        if older_than.tzinfo is None:
-            raise ValueError("older_than must be timezone-aware")
-        stale: list[PendingWrite] = []
+    def list_stale_multipart(self, older_than: datetime) -> list[base.PendingWrite]:
+        base.check_cutoff(older_than)
+        stale: list[base.PendingWrite] = []
         with _s3_errors("list pending multipart writes"):
             pages = self._client.get_paginator("list_multipart_uploads").paginate(
                 Bucket=self._bucket, Prefix=self._prefix
@@ -469,13 +440,13 @@ class S3Store:
                         continue
                     key = full[len(self._prefix) :]
                     if started.astimezone(UTC) < older_than:
-                        stale.append(PendingWrite(key, upload_id, started.astimezone(UTC)))
+                        stale.append(base.PendingWrite(key, upload_id, started.astimezone(UTC)))
         return stale
 
     # -- reads ------------------------------------------------------------------------------
 
     def read_range(self, key: str, start: int = 0, end: int | None = None) -> Iterator[bytes]:
-        check_range(start, end)
+        base.check_range(start, end)
         full = self._key(key)
         if end == start:
             self.head(key)  # an empty range still reports a missing object
@@ -486,7 +457,7 @@ class S3Store:
                 response = self._client.get_object(
                     Bucket=self._bucket, Key=full, Range=f"bytes={start}-{first_stop - 1}"
                 )
-        except StorageError as exc:
+        except base.StorageError as exc:
             cause = exc.__cause__
             if isinstance(cause, ClientError) and _is_code(cause, "InvalidRange"):
                 self.head(key)  # the start lies past the end (or the object is empty)
@@ -537,7 +508,9 @@ class S3Store:
                 else:
                     if position == window_start:
                         # A window that delivers nothing would otherwise be asked for forever.
-                        raise StorageError(f"S3 sent an empty window for {key!r} at {position}")
+                        raise base.StorageError(
+                            f"S3 sent an empty window for {key!r} at {position}"
+                        )
                 finally:
                     current.close()
                 current = None
@@ -545,12 +518,12 @@ class S3Store:
             if current is not None:
                 current.close()
 
-    def head(self, key: str) -> ObjectInfo:
+    def head(self, key: str) -> base.ObjectInfo:
         full = self._key(key)
         with _s3_errors(f"read {key!r}", key):
             size = self._client.head_object(Bucket=self._bucket, Key=full)["ContentLength"]
             tag_set = self._client.get_object_tagging(Bucket=self._bucket, Key=full)["TagSet"]
-        return ObjectInfo(size=size, tags={tag["Key"]: tag["Value"] for tag in tag_set})
+        return base.ObjectInfo(size=size, tags={tag["Key"]: tag["Value"] for tag in tag_set})
 
     def get_tags(self, key: str) -> dict[str, str]:
         full = self._key(key)
@@ -560,7 +533,9 @@ class S3Store:
 
     def set_tags(self, key: str, tags: Mapping[str, str]) -> None:
         full = self._key(key)
-        tag_set = [{"Key": name, "Value": value} for name, value in validate_tags(tags).items()]
+        tag_set = [
+            {"Key": name, "Value": value} for name, value in base.validate_tags(tags).items()
+        ]
         with _s3_errors(f"write the tags of {key!r}", key):
             self._client.put_object_tagging(
                 Bucket=self._bucket,
@@ -569,7 +544,7 @@ class S3Store:
             )
 
     def iter_keys(self, prefix: str = "") -> Iterator[str]:
-        validate_prefix(prefix)
+        base.validate_prefix(prefix)
         return self._iter_keys(prefix)
 
     def _iter_keys(self, prefix: str) -> Iterator[str]:
@@ -610,7 +585,7 @@ class S3Store:
                 )
                 errors = response.get("Errors", [])
                 if errors:
-                    raise StorageError(
+                    raise base.StorageError(
                         f"cannot delete {len(errors)} version(s) of {key!r}: "
                         f"{errors[0].get('Code', 'unknown error')}"
                     )
@@ -632,5 +607,7 @@ def _total_size(content_range: str) -> int:
     # "bytes 0-8388607/12345678": the part after the slash is the object's full size.
     _, _, total = content_range.rpartition("/")
     if not total.isdigit():
-        raise StorageError(f"S3 answered a ranged GET without a usable Content-Range: {total!r}")
+        raise base.StorageError(
+            f"S3 answered a ranged GET without a usable Content-Range: {total!r}"
+        )
     return int(total)

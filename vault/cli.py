@@ -6,7 +6,8 @@ import json
 import secrets
 import sys
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, NoReturn, TextIO
@@ -65,13 +66,8 @@ def keys_generate() -> None:
 @keys.command("rotate", help="Finish a pending master-key rotation, or rotate now with --force.")
 @click.option("--force", is_flag=True, help="Rotate even though no shred requires it.")
 def keys_rotate(force: bool) -> None:
-    runtime = _runtime()
-    try:
+    with _service_runtime() as runtime:
         outcome = key_service.finish_master_rotation(runtime, runtime.clock(), force=force)
-    except ServiceError as exc:
-        raise click.ClickException(str(exc)) from None
-    finally:
-        runtime.engine.dispose()
     if outcome.new_version is not None:
         click.echo(f"master key rotated to version {outcome.new_version}")
     if outcome.destroyed_versions:
@@ -110,6 +106,22 @@ def _fail(exc: ServiceError) -> NoReturn:
     raise click.ClickException(str(exc)) from None
 
 
+@contextmanager
+def _service_runtime() -> Iterator[Runtime]:
+    """The runtime a command calls its services with.
+
+    A service's refusal ends the command with its message; the engine's connections are
+    closed either way.
+    """
+    runtime = _runtime()
+    try:
+        yield runtime
+    except ServiceError as exc:
+        _fail(exc)
+    finally:
+        runtime.engine.dispose()
+
+
 def _generated_password() -> str:
     # Four groups of five characters: easy to type once, ~100 bits of entropy.
     alphabet = "abcdefghijkmnpqrstuvwxyz23456789"
@@ -139,8 +151,7 @@ def user_add(
     username: str, roles: tuple[str, ...], full_name: str, email: str | None, password_stdin: bool
 ) -> None:
     password = sys.stdin.readline().rstrip("\n") if password_stdin else _generated_password()
-    runtime = _runtime()
-    try:
+    with _service_runtime() as runtime:
         created = account_admin.add_account(
             runtime,
             username=username,
@@ -150,10 +161,6 @@ def user_add(
             password=password,
             now=runtime.clock(),
         )
-    except ServiceError as exc:
-        _fail(exc)
-    finally:
-        runtime.engine.dispose()
     click.echo(f"created {created.username} ({', '.join(created.roles)})")
     if not password_stdin:
         click.echo(f"password: {password}")
@@ -178,13 +185,8 @@ def user_list() -> None:
 @user.command("disable", help="Disable an account and end its sessions and tokens.")
 @click.argument("username")
 def user_disable(username: str) -> None:
-    runtime = _runtime()
-    try:
+    with _service_runtime() as runtime:
         account_admin.disable_account(runtime, username, runtime.clock())
-    except ServiceError as exc:
-        _fail(exc)
-    finally:
-        runtime.engine.dispose()
     click.echo(f"disabled {username}")
 
 
@@ -198,13 +200,8 @@ def user_disable(username: str) -> None:
 )
 @click.argument("username")
 def user_reset_second_factor(username: str) -> None:
-    runtime = _runtime()
-    try:
+    with _service_runtime() as runtime:
         replaced = account_admin.reset_second_factor(runtime, username, runtime.clock())
-    except ServiceError as exc:
-        _fail(exc)
-    finally:
-        runtime.engine.dispose()
     click.echo(f"totp secret: {replaced.totp_secret}")
     click.echo("recovery codes: " + " ".join(replaced.recovery_codes))
     if replaced.announced_to:
@@ -223,26 +220,16 @@ def token() -> None:
 @click.option("--ttl", default="30d", show_default=True, help="Lifetime, e.g. 30d or 12h.")
 @click.option("--name", default="operator", show_default=True)
 def token_create(username: str, ttl: str, name: str) -> None:
-    runtime = _runtime()
-    try:
+    with _service_runtime() as runtime:
         issued = account_admin.issue_token(runtime, username, name, ttl, runtime.clock())
-    except ServiceError as exc:
-        _fail(exc)
-    finally:
-        runtime.engine.dispose()
     click.echo(issued)
 
 
 @token.command("list", help="List USERNAME's tokens (never the tokens themselves).")
 @click.argument("username")
 def token_list(username: str) -> None:
-    runtime = _runtime()
-    try:
+    with _service_runtime() as runtime:
         rows = account_admin.tokens_of(runtime, username)
-    except ServiceError as exc:
-        _fail(exc)
-    finally:
-        runtime.engine.dispose()
     now = runtime.clock()
     for row in rows:
         state = "revoked" if row.revoked_at else ("expired" if row.expires_at <= now else "active")
@@ -255,13 +242,8 @@ def token_list(username: str) -> None:
 @token.command("revoke", help="Revoke a token by its id.")
 @click.argument("token_id", type=click.UUID)
 def token_revoke(token_id: uuid.UUID) -> None:
-    runtime = _runtime()
-    try:
+    with _service_runtime() as runtime:
         account_admin.revoke_token(runtime, token_id, runtime.clock())
-    except ServiceError as exc:
-        _fail(exc)
-    finally:
-        runtime.engine.dispose()
     click.echo(f"revoked {token_id}")
 
 
@@ -271,9 +253,8 @@ def token_revoke(token_id: uuid.UUID) -> None:
 )
 @click.option("--json", "as_json", is_flag=True, help="Print a JSON list instead of text.")
 def demo(as_json: bool) -> None:
-    runtime = _runtime()
     sample: sample_media.SampleRecording | None = None
-    try:
+    with _service_runtime() as runtime:
         seeded = account_admin.seed_demo(runtime, _generated_password, runtime.clock())
         teacher = next(a.username for a in seeded if Role.TEACHER in a.roles)
         try:
@@ -281,10 +262,6 @@ def demo(as_json: bool) -> None:
         except ServiceError as exc:
             # The accounts stand; only the sample is missing, and the message says why.
             click.echo(f"no sample recording: {exc}", err=True)
-    except ServiceError as exc:
-        _fail(exc)
-    finally:
-        runtime.engine.dispose()
     if as_json:
         click.echo(
             json.dumps(
@@ -326,13 +303,8 @@ def calendar() -> None:
 @click.argument("school_year")
 @click.option("--last-day", required=True, type=click.DateTime(formats=["%Y-%m-%d"]))
 def calendar_set(school_year: str, last_day: datetime) -> None:
-    runtime = _runtime()
-    try:
+    with _service_runtime() as runtime:
         retagged = school_calendar.set_last_day_as_operator(runtime, school_year, last_day.date())
-    except ServiceError as exc:
-        _fail(exc)
-    finally:
-        runtime.engine.dispose()
     day = last_day.date().isoformat()
     click.echo(f"{school_year}: last school day {day}; {retagged} objects re-tagged")
 
@@ -358,13 +330,8 @@ def lifecycle() -> None:
 @lifecycle.command("run", help="The daily job: cleans abandoned uploads, ends lapsed views.")
 @click.option("--dry-run", is_flag=True, help="Report what would be done; change nothing.")
 def lifecycle_run(dry_run: bool) -> None:
-    runtime = _runtime()
-    try:
+    with _service_runtime() as runtime:
         report = daily.run(runtime, runtime.clock(), dry_run=dry_run)
-    except ServiceError as exc:
-        _fail(exc)
-    finally:
-        runtime.engine.dispose()
     verb = "would clean" if dry_run else "cleaned"
     for item in report.stale_uploads:
         idle_since = item.last_activity.isoformat()
@@ -377,13 +344,8 @@ def lifecycle_run(dry_run: bool) -> None:
 @main.command(help="Check that the database and the storage agree; --repair fixes what it finds.")
 @click.option("--repair", is_flag=True, help="Remove orphans, re-tag, mark missing objects failed.")
 def fsck(repair: bool) -> None:
-    runtime = _runtime()
-    try:
+    with _service_runtime() as runtime:
         findings = storage_check.check(runtime, runtime.clock(), repair=repair)
-    except ServiceError as exc:
-        _fail(exc)
-    finally:
-        runtime.engine.dispose()
     for finding in findings:
         state = " (repaired)" if finding.repaired else ""
         click.echo(f"{finding.kind.value}\t{finding.object_key}\t{finding.detail}{state}")
