@@ -27,7 +27,7 @@ import re
 import urllib.parse
 from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
-from dataclasses import replace
+from dataclasses import dataclass, replace
 from datetime import UTC, datetime, time, timedelta
 from typing import TYPE_CHECKING, Any, Final, Literal, cast
 
@@ -139,14 +139,28 @@ def _is_code(exc: ClientError, *codes: str) -> bool:
     return _error_code(exc)[0] in codes
 
 
+@dataclass(frozen=True)
+class S3Tuning:
+    """Timeouts, retries and read windows of an S3 store.
+
+    The defaults suit production: ``max_attempts`` counts every attempt including the first,
+    and botocore's standard mode retries throttling, 5xx answers, timeouts and broken
+    connections with exponential backoff and jitter. Tests pass shorter ones to fail fast.
+    """
+
+    connect_timeout: float = 5.0
+    read_timeout: float = 60.0
+    max_attempts: int = 5
+    retry_mode: Literal["standard", "adaptive"] = "standard"
+    window_size: int = DEFAULT_WINDOW
+    max_pool_connections: int = 20
+
+
 class S3Store:
     """Objects in one bucket, optionally under a key prefix (several vaults may share a bucket).
 
-    The timeouts and retry settings are constructor arguments so a test can fail fast; the
-    defaults suit production: ``max_attempts`` counts every attempt including the first, and
-    botocore's standard mode retries throttling, 5xx answers, timeouts and broken connections
-    with exponential backoff and jitter. ``check`` uses a single attempt with short timeouts,
-    so a health probe answers within seconds.
+    ``check`` uses a single attempt with short timeouts, so a health probe answers within
+    seconds whatever the ``S3Tuning``.
     """
 
     # S3 itself refuses smaller parts, so unlike the local store this floor cannot be lowered.
@@ -159,14 +173,12 @@ class S3Store:
         *,
         endpoint_url: str | None = None,
         region: str = "us-east-1",
-        connect_timeout: float = 5.0,
-        read_timeout: float = 60.0,
-        max_attempts: int = 5,
-        retry_mode: Literal["standard", "adaptive"] = "standard",
-        window_size: int = DEFAULT_WINDOW,
-        max_pool_connections: int = 20,
+        tuning: S3Tuning | None = None,
         session: boto3.session.Session | None = None,
     ) -> None:
+        tuning = tuning or S3Tuning()
+        connect_timeout, read_timeout = tuning.connect_timeout, tuning.read_timeout
+        retry_mode, window_size = tuning.retry_mode, tuning.window_size
         if not _BUCKET_RE.fullmatch(bucket) or ".." in bucket:
             raise ValueError(f"invalid bucket name {bucket!r}")
         prefix = prefix.strip("/")
@@ -187,8 +199,8 @@ class S3Store:
             region_name=region,
             connect_timeout=connect_timeout,
             read_timeout=read_timeout,
-            retries={"total_max_attempts": max_attempts, "mode": retry_mode},
-            max_pool_connections=max_pool_connections,
+            retries={"total_max_attempts": tuning.max_attempts, "mode": retry_mode},
+            max_pool_connections=tuning.max_pool_connections,
             # Path-style works on every S3-compatible server without wildcard DNS.
             s3={"addressing_style": "path" if endpoint_url else "auto"},
             request_checksum_calculation="when_required",

@@ -22,7 +22,7 @@ import pytest
 from botocore.exceptions import BotoCoreError
 
 from storage_backends.base import LifecycleRules, ObjectNotFound, StoreUnavailable
-from storage_backends.s3 import S3Store
+from storage_backends.s3 import S3Store, S3Tuning
 from tests.support.backends import missing_backend
 from tests.support.seaweed import ACCESS_KEY, SECRET_KEY, SeaweedServer, run_seaweedfs
 
@@ -48,10 +48,7 @@ def quick_store(server: SeaweedServer) -> S3Store:
     store = S3Store(
         "faults",
         endpoint_url=server.endpoint_url,
-        connect_timeout=0.5,
-        read_timeout=3,
-        max_attempts=2,
-        window_size=MiB,
+        tuning=S3Tuning(connect_timeout=0.5, read_timeout=3, max_attempts=2, window_size=MiB),
         session=session,
     )
     store.ensure_ready(LifecycleRules())

@@ -20,7 +20,7 @@ from storage_backends.base import (
     StoreUnavailable,
     YearExpiry,
 )
-from storage_backends.s3 import S3Store
+from storage_backends.s3 import S3Store, S3Tuning
 from storage_backends.url import open_store
 from tests.support.clock import MachineClock
 from tests.support.seaweed import SeaweedServer
@@ -156,7 +156,9 @@ def test_prefixes_share_a_bucket_without_touching_each_other(s3_env: SeaweedServ
 
 def windowed_store(server: SeaweedServer, window: int) -> S3Store:
     url = server.new_bucket()
-    return S3Store(bucket_of(url), endpoint_url=server.endpoint_url, window_size=window)
+    return S3Store(
+        bucket_of(url), endpoint_url=server.endpoint_url, tuning=S3Tuning(window_size=window)
+    )
 
 
 def record_gets(store: S3Store) -> list[dict[str, str]]:
@@ -231,7 +233,9 @@ def throttle(store: S3Store, operation: str, failures: int, status: int = 503) -
 @pytest.mark.parametrize("status", [503, 500])
 def test_throttling_and_server_errors_are_retried(s3_env: SeaweedServer, status: int) -> None:
     url = s3_env.new_bucket()
-    store = S3Store(bucket_of(url), endpoint_url=s3_env.endpoint_url, max_attempts=3)
+    store = S3Store(
+        bucket_of(url), endpoint_url=s3_env.endpoint_url, tuning=S3Tuning(max_attempts=3)
+    )
     attempts = throttle(store, "PutObject", failures=2, status=status)
     store.put(KEY, b"after two refusals", {})
     assert len(attempts) == 3
@@ -240,7 +244,9 @@ def test_throttling_and_server_errors_are_retried(s3_env: SeaweedServer, status:
 
 def test_persistent_throttling_is_unavailable(s3_env: SeaweedServer) -> None:
     url = s3_env.new_bucket()
-    store = S3Store(bucket_of(url), endpoint_url=s3_env.endpoint_url, max_attempts=2)
+    store = S3Store(
+        bucket_of(url), endpoint_url=s3_env.endpoint_url, tuning=S3Tuning(max_attempts=2)
+    )
     attempts = throttle(store, "PutObject", failures=10)
     with pytest.raises(StoreUnavailable) as raised:
         store.put(KEY, b"x", {})
@@ -254,7 +260,9 @@ def test_retry_and_timeout_settings_reach_the_client(s3_env: SeaweedServer) -> N
     assert config["retries"] == {"total_max_attempts": 5, "mode": "standard"}
     assert config["connect_timeout"] == 5.0
     assert config["read_timeout"] == 60.0
-    fast = S3Store("some-bucket", connect_timeout=0.5, read_timeout=2, max_attempts=1)
+    fast = S3Store(
+        "some-bucket", tuning=S3Tuning(connect_timeout=0.5, read_timeout=2, max_attempts=1)
+    )
     fast_config = vars(fast.client.meta.config)
     assert fast_config["retries"] == {"total_max_attempts": 1, "mode": "standard"}
     assert fast_config["connect_timeout"] == 0.5
@@ -271,7 +279,9 @@ def test_an_unreachable_server_is_unavailable_not_a_botocore_error(
     s3_env: SeaweedServer,
 ) -> None:
     endpoint = f"http://127.0.0.1:{closed_port()}"
-    store = S3Store("vault", endpoint_url=endpoint, connect_timeout=0.5, max_attempts=1)
+    store = S3Store(
+        "vault", endpoint_url=endpoint, tuning=S3Tuning(connect_timeout=0.5, max_attempts=1)
+    )
     calls = [
         store.check,
         lambda: store.ensure_ready(LifecycleRules()),
