@@ -10,6 +10,7 @@ import pytest
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 
 from vault import crypto
+from vault.crypto import aead
 
 from . import KEY, OTHER_KEY, RECORDING_ID, SCHOOL_YEAR, encrypt_pieces, open_and_read
 
@@ -46,7 +47,7 @@ class _RecordingAESGCM:
 
 @pytest.fixture
 def log(monkeypatch: pytest.MonkeyPatch) -> list[_Use]:
-    monkeypatch.setattr(crypto, "AESGCM", _RecordingAESGCM)
+    monkeypatch.setattr(aead, "AESGCM", _RecordingAESGCM)
     _RecordingAESGCM.log = []
     return _RecordingAESGCM.log
 

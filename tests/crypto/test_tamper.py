@@ -13,6 +13,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from vault import crypto
+from vault.crypto import aead
 
 from . import (
     KEY,
@@ -239,7 +240,7 @@ class _DecryptSpy:
 def test_wrong_key_or_context_fails_at_the_commitment_check(
     monkeypatch: pytest.MonkeyPatch, label: str, opener: Callable[[bytes], Outcome]
 ) -> None:
-    monkeypatch.setattr(crypto, "AESGCM", _DecryptSpy)
+    monkeypatch.setattr(aead, "AESGCM", _DecryptSpy)
     _DecryptSpy.calls = []
     outcome = opener(OBJ)
     _assert_refused(outcome)

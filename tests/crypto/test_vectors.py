@@ -24,6 +24,7 @@ import pytest
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 
 from vault import crypto
+from vault.crypto import aead
 
 from . import Blob
 
@@ -146,7 +147,7 @@ def test_object_vectors(case: dict[str, Any], monkeypatch: pytest.MonkeyPatch) -
 
     assert ref_encrypt(key, rid, year, chunk_size, salt, plaintext) == expected
 
-    monkeypatch.setattr(crypto, "_random_bytes", _Random(salt))
+    monkeypatch.setattr(aead, "random_bytes", _Random(salt))
     produced = crypto.encrypt_bytes(key, rid, year, plaintext, chunk_size=chunk_size)
     assert produced == expected
 
@@ -172,7 +173,7 @@ def test_state_vectors(case: dict[str, Any], monkeypatch: pytest.MonkeyPatch) ->
     assert ref_encrypt(key, rid, year, chunk_size, salt, plaintext) == expected
 
     # Encrypting direction: the same randomness gives the same state.
-    monkeypatch.setattr(crypto, "_random_bytes", _Random(salt, nonce))
+    monkeypatch.setattr(aead, "random_bytes", _Random(salt, nonce))
     enc = crypto.Encryptor.start(key, rid, year, len(plaintext), chunk_size=chunk_size)
     assert enc.header + enc.feed(fed) == before
     assert enc.to_bytes() == state
@@ -192,7 +193,7 @@ def test_wrap_vectors(case: dict[str, Any], monkeypatch: pytest.MonkeyPatch) -> 
     wrapped = bytes.fromhex(case["wrapped"])
 
     assert ref_wrap(kek, key, context, nonce) == wrapped
-    monkeypatch.setattr(crypto, "_random_bytes", _Random(nonce))
+    monkeypatch.setattr(aead, "random_bytes", _Random(nonce))
     assert crypto.wrap_key(kek, key, context) == wrapped
     assert crypto.unwrap_key(kek, wrapped, context) == key
 
