@@ -204,12 +204,11 @@ def create_user(session: Session, passwords: Passwords, actor: Actor, new: NewAc
     session.flush()
     audit.record(
         session,
-        audit.Event(
+        audit.by(
+            actor,
             AuditAction.ACCOUNT_CREATED,
-            actor_id=actor.user_id,
             object_id=str(user.id),
             details={"roles": sorted(role_set), "via": actor.via},
-            context=actor.context,
         ),
     )
     return user
@@ -228,12 +227,11 @@ def set_roles(session: Session, actor: Actor, user: User, roles: Iterable[str]) 
     session.flush()
     audit.record(
         session,
-        audit.Event(
+        audit.by(
+            actor,
             AuditAction.ACCOUNT_ROLES_CHANGED,
-            actor_id=actor.user_id,
             object_id=str(user.id),
             details={"before": before, "after": sorted(role_set), "via": actor.via},
-            context=actor.context,
         ),
     )
 
@@ -249,12 +247,11 @@ def set_disabled(session: Session, actor: Actor, user: User, disabled: bool, now
         revoke_all_tokens(session, user.id, now)
     audit.record(
         session,
-        audit.Event(
+        audit.by(
+            actor,
             AuditAction.ACCOUNT_DISABLED if disabled else AuditAction.ACCOUNT_ENABLED,
-            actor_id=actor.user_id,
             object_id=str(user.id),
             details={"via": actor.via},
-            context=actor.context,
         ),
     )
 
@@ -285,12 +282,7 @@ def set_password(
     revoke_all_tokens(session, user.id, now)
     audit.record(
         session,
-        audit.Event(
-            AuditAction.ACCOUNT_PASSWORD_CHANGED,
-            actor_id=actor.user_id,
-            object_id=str(user.id),
-            context=actor.context,
-        ),
+        audit.by(actor, AuditAction.ACCOUNT_PASSWORD_CHANGED, object_id=str(user.id)),
     )
 
 

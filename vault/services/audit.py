@@ -122,6 +122,29 @@ def refused(session: Session, event: Event, error: ErrorT) -> ErrorT:
     return error
 
 
+def by(
+    actor: Actor,
+    action: AuditAction,
+    *,
+    outcome: Outcome = Outcome.SUCCESS,
+    recording_id: uuid.UUID | None = None,
+    object_id: str | None = None,
+    details: dict[str, Any] | None = None,
+    request_text: str | None = None,
+) -> Event:
+    """An event of ``actor``'s: their account, and the request's personal details kept apart."""
+    return Event(
+        action,
+        outcome=outcome,
+        actor_id=actor.user_id,
+        recording_id=recording_id,
+        object_id=object_id,
+        details=details or {},
+        context=actor.context,
+        request_text=request_text,
+    )
+
+
 def deny(
     session: Session,
     actor: Actor,
@@ -134,14 +157,13 @@ def deny(
 ) -> ErrorT:
     """The one way a use case refuses ``actor``: the refusal is audited under the actor's
     account and request details, committed at once, and the error handed back to raise."""
-    event = Event(
+    event = by(
+        actor,
         action,
         outcome=Outcome.DENIED,
-        actor_id=actor.user_id,
         recording_id=recording_id,
         object_id=object_id,
         details=details,
-        context=actor.context,
     )
     return refused(session, event, error)
 

@@ -158,12 +158,7 @@ def enrol_totp(
     codes = _new_recovery_codes(session, factors.secrets, user.id)
     audit.record(
         session,
-        audit.Event(
-            AuditAction.ACCOUNT_TOTP_ENROLLED,
-            actor_id=actor.user_id,
-            object_id=str(user.id),
-            context=actor.context,
-        ),
+        audit.by(actor, AuditAction.ACCOUNT_TOTP_ENROLLED, object_id=str(user.id)),
     )
     return codes
 

@@ -142,9 +142,9 @@ def set_last_day(
     session.flush()
     audit.record(
         session,
-        audit.Event(
+        audit.by(
+            actor,
             AuditAction.CALENDAR_LAST_DAY_SET,
-            actor_id=actor.user_id,
             object_id=school_year,
             details={
                 "before": before.isoformat() if before else None,
@@ -152,7 +152,6 @@ def set_last_day(
                 "retagged": retagged,
                 "via": actor.via,
             },
-            context=actor.context,
         ),
     )
     try:

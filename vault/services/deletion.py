@@ -134,15 +134,14 @@ def _remove(
     recording.certificate_id = certificate.id
     audit.record(
         session,
-        audit.Event(
+        audit.by(
+            actor,
             AuditAction.RECORDING_ERASED
             if request_reason is not None
             else AuditAction.RECORDING_DELETED,
-            actor_id=actor.user_id,
             recording_id=recording.id,
             object_id=str(certificate.id),
             details={"reason": reason},
-            context=actor.context,
         ),
     )
     session.commit()
@@ -178,11 +177,10 @@ def restrict(
         return recording
     audit.record(
         session,
-        audit.Event(
+        audit.by(
+            actor,
             AuditAction.RECORDING_RESTRICTION_LIFTED if lift else AuditAction.RECORDING_RESTRICTED,
-            actor_id=actor.user_id,
             recording_id=recording.id,
-            context=actor.context,
             request_text=request_reason.strip(),
         ),
     )

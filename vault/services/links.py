@@ -127,12 +127,11 @@ def create_link(
     session.flush()
     audit.record(
         session,
-        audit.Event(
+        audit.by(
+            actor,
             AuditAction.ACCOUNT_LINK_ISSUED,
-            actor_id=actor.user_id,
             object_id=str(user.id),
             details={"purpose": purpose.value, "via": actor.via},
-            context=actor.context,
         ),
     )
     return link

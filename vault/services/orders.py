@@ -385,9 +385,9 @@ def issue(
     session.flush()
     audit.record(
         session,
-        audit.Event(
+        audit.by(
+            actor,
             AuditAction.ORDER_ISSUED,
-            actor_id=actor.user_id,
             object_id=str(order.id),
             details={
                 "number": order.number,
@@ -399,7 +399,6 @@ def issue(
                 # SPEC §2: the director may name themself, and that must stand out.
                 "names_issuer": any(user.id == issuer.id for user in grantees),
             },
-            context=actor.context,
         ),
     )
     return order
@@ -445,12 +444,11 @@ def revoke(
     order.revocation_reason = text
     audit.record(
         session,
-        audit.Event(
+        audit.by(
+            actor,
             AuditAction.ORDER_REVOKED,
-            actor_id=actor.user_id,
             object_id=str(order.id),
             details={"number": order.number},
-            context=actor.context,
         ),
     )
     return order

@@ -243,12 +243,11 @@ def register(
     session.flush()
     audit.record(
         session,
-        audit.Event(
+        audit.by(
+            actor,
             AuditAction.RECORDING_REGISTERED,
-            actor_id=actor.user_id,
             recording_id=recording.id,
             details={"school_year": school_year, "purpose": recording.purpose},
-            context=actor.context,
         ),
     )
     return recording
@@ -307,12 +306,11 @@ def create_request(
     session.flush()
     audit.record(
         session,
-        audit.Event(
+        audit.by(
+            actor,
             AuditAction.REQUEST_CREATED,
-            actor_id=actor.user_id,
             object_id=str(request.id),
             details={"teacher": str(teacher.id)},
-            context=actor.context,
         ),
     )
     return request
@@ -367,12 +365,11 @@ def take_responsibility(
     recording.responsible_id = actor.account_id
     audit.record(
         session,
-        audit.Event(
+        audit.by(
+            actor,
             AuditAction.RECORDING_RESPONSIBILITY_TAKEN,
-            actor_id=actor.user_id,
             recording_id=recording.id,
             details={"previous_owner": str(recording.owner_id)},
-            context=actor.context,
         ),
     )
     session.commit()

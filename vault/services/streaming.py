@@ -115,19 +115,16 @@ def _refuse(
     error = PermissionDenied(REFUSAL_MESSAGES.get(reason))
     details = {"action": action.value, "reason": reason.value}
     object_id = str(view_id) if view_id else None
-    if unauthenticated_at is None:
-        return audit.deny(
-            session, actor, error, details, recording_id=recording_id, object_id=object_id
-        )
-    event = audit.Event(
+    event = audit.by(
+        actor,
         AuditAction.ACCESS_DENIED,
         outcome=Outcome.DENIED,
-        actor_id=actor.user_id,
         recording_id=recording_id,
         object_id=object_id,
         details=details,
-        context=actor.context,
     )
+    if unauthenticated_at is None:
+        return audit.refused(session, event, error)
     address = actor.context.ip_address if actor.context else None
     audit.unauthenticated_denial(session, event, address, unauthenticated_at)
     return error
@@ -177,9 +174,9 @@ def start_view(
     session.flush()
     audit.record(
         session,
-        audit.Event(
+        audit.by(
+            actor,
             AuditAction.VIEW_STARTED,
-            actor_id=actor.user_id,
             recording_id=recording.id,
             object_id=str(view.id),
             details={
@@ -187,7 +184,6 @@ def start_view(
                 "order_number": decision.order.number if decision.order else None,
                 "via": "token" if actor.login_session_id is None else "browser",
             },
-            context=actor.context,
         ),
     )
     session.commit()

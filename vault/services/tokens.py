@@ -68,16 +68,15 @@ def create_token(
     session.flush()
     audit.record(
         session,
-        audit.Event(
+        audit.by(
+            actor,
             AuditAction.TOKEN_CREATED,
-            actor_id=actor.user_id,
             object_id=str(record.id),
             details={
                 "owner": str(user.id),
                 "via": actor.via,
                 "expires_at": record.expires_at.isoformat(),
             },
-            context=actor.context,
         ),
     )
     return IssuedToken(token=token, record=record)
@@ -107,12 +106,11 @@ def revoke_token(
         record.revoked_at = now
         audit.record(
             session,
-            audit.Event(
+            audit.by(
+                actor,
                 AuditAction.TOKEN_REVOKED,
-                actor_id=actor.user_id,
                 object_id=str(record.id),
                 details={"via": actor.via},
-                context=actor.context,
             ),
         )
     return record
