@@ -25,6 +25,7 @@ from vault.web.auth import (
     second_factors,
     send_link,
 )
+from vault.web.responses import redirect_with_success
 from vault.web.security import require_roles
 
 blueprint = Blueprint("account", __name__, url_prefix="/account")
@@ -85,8 +86,9 @@ def change_password() -> BaseResponse:
         return _render(422, errors=_translated(exc))
     db.commit()
     logout_user()
-    flash(gettext("Your password was changed. Please sign in again."), "success")
-    return redirect(url_for("auth.login"))
+    return redirect_with_success(
+        gettext("Your password was changed. Please sign in again."), "auth.login"
+    )
 
 
 @blueprint.post("/tokens")
@@ -149,5 +151,4 @@ def revoke_token(token_id: uuid.UUID) -> BaseResponse:
     db = context.db_session()
     tokens.revoke_token(db, current_actor(), token_id, now(), owner_id=current_actor().account_id)
     db.commit()
-    flash(gettext("The token was revoked."), "success")
-    return redirect(url_for("account.overview"))
+    return redirect_with_success(gettext("The token was revoked."), "account.overview")

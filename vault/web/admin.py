@@ -20,6 +20,7 @@ from vault.services.errors import Conflict, ValidationFailed
 from vault.services.links import LinkPurpose
 from vault.web import context
 from vault.web.auth import current_actor, link_url, mail_reaches, now, send_link
+from vault.web.responses import redirect_with_success
 from vault.web.security import require_roles
 
 blueprint = Blueprint("admin", __name__, url_prefix="/admin")
@@ -121,8 +122,9 @@ def set_roles(user_id: uuid.UUID) -> BaseResponse:
         db.rollback()
         return _render_user(accounts.get_user(db, user_id), 422, errors=_translated(exc))
     db.commit()
-    flash(gettext("The roles were saved."), "success")
-    return redirect(url_for("admin.user_detail", user_id=user_id))
+    return redirect_with_success(
+        gettext("The roles were saved."), "admin.user_detail", user_id=user_id
+    )
 
 
 @blueprint.post("/users/<uuid:user_id>/disable")
@@ -147,13 +149,13 @@ def _set_disabled(user_id: uuid.UUID, *, disabled: bool) -> BaseResponse:
         flash(gettext(exc.message), "error")
         return redirect(url_for("admin.user_detail", user_id=user_id))
     db.commit()
-    flash(
+    return redirect_with_success(
         gettext("The account was disabled and its sessions ended.")
         if disabled
         else gettext("The account was enabled."),
-        "success",
+        "admin.user_detail",
+        user_id=user_id,
     )
-    return redirect(url_for("admin.user_detail", user_id=user_id))
 
 
 @blueprint.post("/users/<uuid:user_id>/reset-link")
@@ -194,11 +196,10 @@ def school_calendar() -> BaseResponse | tuple[str, int]:
             errors = _translated(exc)
         else:
             db.commit()
-            flash(
+            return redirect_with_success(
                 gettext("Saved. %(count)s stored recordings were re-tagged.", count=retagged),
-                "success",
+                "admin.school_calendar",
             )
-            return redirect(url_for("admin.school_calendar"))
     today = now().astimezone(context.settings().zone).date()
     return render_template(
         "admin_calendar.html",

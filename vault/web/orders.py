@@ -202,9 +202,9 @@ def issue() -> BaseResponse:
     return redirect(url_for("orders.detail", order_id=issued.order.id), code=303)
 
 
-@pages.get("/orders/<uuid:order_id>")
-@require_roles(Role.DIRECTOR, Role.AUDITOR)
-def detail(order_id: uuid.UUID) -> Response:
+def _document_page(
+    order_id: uuid.UUID, errors: dict[str, list[str]], status: int, *, can_revoke: bool
+) -> Response:
     found = orders.read(
         context.db_session(), current_actor(), _user(), order_id, now(), context.settings().zone
     )
@@ -212,11 +212,17 @@ def detail(order_id: uuid.UUID) -> Response:
         "orders_document.html",
         document=found,
         state_labels=orders.ORDER_STATE_LABELS,
-        can_revoke=Role.DIRECTOR in current_actor().roles,
+        can_revoke=can_revoke,
         school_address=context.settings().school_address,
-        errors={},
+        errors=errors,
     )
-    return _no_store(Response(page, mimetype="text/html"))
+    return _no_store(Response(page, status=status, mimetype="text/html"))
+
+
+@pages.get("/orders/<uuid:order_id>")
+@require_roles(Role.DIRECTOR, Role.AUDITOR)
+def detail(order_id: uuid.UUID) -> Response:
+    return _document_page(order_id, {}, 200, can_revoke=Role.DIRECTOR in current_actor().roles)
 
 
 @pages.post("/orders/<uuid:order_id>/revoke")
@@ -225,18 +231,7 @@ def revoke(order_id: uuid.UUID) -> BaseResponse:
         revoked = _revoke(order_id, request.form.get("reason", ""))
     except ValidationFailed as exc:
         context.db_session().rollback()
-        found = orders.read(
-            context.db_session(), current_actor(), _user(), order_id, now(), context.settings().zone
-        )
-        page = render_template(
-            "orders_document.html",
-            document=found,
-            state_labels=orders.ORDER_STATE_LABELS,
-            can_revoke=True,
-            school_address=context.settings().school_address,
-            errors=_translated(exc),
-        )
-        return _no_store(Response(page, status=422, mimetype="text/html"))
+        return _document_page(order_id, _translated(exc), 422, can_revoke=True)
     flash(gettext("Order %(number)s was revoked.", number=revoked.order.number), "success")
     return redirect(url_for("orders.detail", order_id=order_id), code=303)
 

@@ -12,7 +12,6 @@ from typing import Any
 from flask import (
     Blueprint,
     Response,
-    flash,
     jsonify,
     redirect,
     render_template,
@@ -41,6 +40,7 @@ from vault.services.recordings import (
 )
 from vault.web import context
 from vault.web.auth import current_actor, now
+from vault.web.responses import redirect_with_success
 from vault.web.security import audited_refusal, require_roles
 
 pages = Blueprint("recordings", __name__)
@@ -444,14 +444,23 @@ def upload(recording_id: uuid.UUID) -> str:
     )
 
 
+def _to_detail(recording_id: uuid.UUID, message: str) -> BaseResponse:
+    return redirect_with_success(message, "recordings.detail", recording_id=recording_id)
+
+
+def _to_certificate(certificate: Certificate, message: str) -> BaseResponse:
+    return redirect_with_success(message, "recordings.certificate", certificate_id=certificate.id)
+
+
 @pages.route("/recordings/<uuid:recording_id>/delete", methods=["GET", "POST"])
 def delete(recording_id: uuid.UUID) -> BaseResponse | str:
     if request.method == "GET":
         recording = _get(recording_id, Action.DELETE)
         return render_template("recording_delete.html", recording=recording)
     certificate = _delete(recording_id)
-    flash(gettext("The recording was deleted. Its deletion certificate is below."), "success")
-    return redirect(url_for("recordings.certificate", certificate_id=certificate.id))
+    return _to_certificate(
+        certificate, gettext("The recording was deleted. Its deletion certificate is below.")
+    )
 
 
 @pages.post("/recordings/<uuid:recording_id>/take-responsibility")
@@ -463,28 +472,30 @@ def take_responsibility(recording_id: uuid.UUID) -> BaseResponse:
         now(),
         context.settings().zone,
     )
-    flash(gettext("You are now responsible for this recording, including its deletion."), "success")
-    return redirect(url_for("recordings.detail", recording_id=recording_id))
+    return _to_detail(
+        recording_id,
+        gettext("You are now responsible for this recording, including its deletion."),
+    )
 
 
 @pages.post("/recordings/<uuid:recording_id>/restrict")
 def restrict(recording_id: uuid.UUID) -> BaseResponse:
     lift = request.form.get("lift") == "1"
     _restrict(recording_id, request.form.get("reason", ""), lift)
-    flash(
+    return _to_detail(
+        recording_id,
         gettext("The restriction was lifted.")
         if lift
         else gettext("The recording is restricted: it is kept, but nobody can watch it."),
-        "success",
     )
-    return redirect(url_for("recordings.detail", recording_id=recording_id))
 
 
 @pages.post("/recordings/<uuid:recording_id>/erase")
 def erase(recording_id: uuid.UUID) -> BaseResponse:
     certificate = _erase(recording_id, request.form.get("reason", ""))
-    flash(gettext("The recording was erased. Its deletion certificate is below."), "success")
-    return redirect(url_for("recordings.certificate", certificate_id=certificate.id))
+    return _to_certificate(
+        certificate, gettext("The recording was erased. Its deletion certificate is below.")
+    )
 
 
 @pages.get("/certificates/<uuid:certificate_id>")
@@ -510,8 +521,9 @@ def requests_page() -> BaseResponse | tuple[str, int]:
             db.rollback()
             errors = {k: [gettext(m) for m in v] for k, v in exc.field_errors.items()}
         else:
-            flash(gettext("The request was sent to the teacher."), "success")
-            return redirect(url_for("recordings.requests_page"))
+            return redirect_with_success(
+                gettext("The request was sent to the teacher."), "recordings.requests_page"
+            )
     teachers = [u for u in accounts.list_users(db) if Role.TEACHER in u.roles and not u.disabled_at]
     return render_template(
         "requests.html",
