@@ -29,7 +29,7 @@ from vault import schema
 from vault.app import build_runtime, create_app, create_secret_file
 from vault.db import make_engine
 from vault.models import Base
-from vault.services import keys, uploads
+from vault.services import keys
 from vault.services.passwords import PasswordCost, Passwords
 from vault.services.runtime import Runtime
 from vault.settings import Settings, normalise_database_url
@@ -37,7 +37,12 @@ from vault.settings import Settings, normalise_database_url
 if TYPE_CHECKING:
     from tests.support.seaweed import SeaweedServer
 
-pytest_plugins = ["tests.support.seaweed", "tests.support.live_server", "tests.support.browser"]
+pytest_plugins = [
+    "tests.support.seaweed",
+    "tests.support.live_server",
+    "tests.support.people",
+    "tests.support.browser",
+]
 
 POSTGRES_URL_VARIABLE = "VAULT_TEST_DATABASE_URL"
 STORAGE_VARIABLE = "VAULT_TEST_STORAGE"
@@ -197,6 +202,7 @@ def runtime(settings: Settings, clock: SteppingClock) -> Iterator[Runtime]:
     keys.initialise_master_key(runtime)
     keys.initialise_signing_key(runtime)
     yield runtime
+    runtime.upload_workers.shutdown()
     runtime.engine.dispose()
 
 
@@ -207,10 +213,10 @@ def recvault(runtime: Runtime, clock: SteppingClock) -> Console:
 
 
 @pytest.fixture
-def verify_passes_finished() -> Iterator[None]:
+def verify_passes_finished(runtime: Runtime) -> Iterator[None]:
     """Verify passes run after the final PATCH; none may outlive the test's database."""
     yield
-    assert uploads.finish_background_work(120)
+    assert runtime.upload_workers.finish(120)
 
 
 @pytest.fixture

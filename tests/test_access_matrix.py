@@ -17,7 +17,7 @@ import os
 import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass, field
-from datetime import date, datetime, timedelta
+from datetime import datetime, timedelta
 from enum import StrEnum
 from pathlib import Path
 from typing import Any
@@ -26,26 +26,20 @@ from zoneinfo import ZoneInfo
 import pytest
 from flask import Flask
 from flask.testing import FlaskClient
-from sqlalchemy import delete, func, select
+from sqlalchemy import delete, select
 from sqlalchemy.orm import Session
 
+from tests.support.audit_trail import denial_count
 from tests.support.people import Person, add_person, sign_in
 from tests.support.recording_support import (
+    insert_order,
     insert_recording,
     riga_today,
     sample_media,
     store_plaintext,
 )
 from tests.support.webclient import csrf_token_from
-from vault.models import (
-    AccessOrder,
-    AccessOrderGrantee,
-    AccessOrderRecording,
-    AuditEvent,
-    Recording,
-    Upload,
-    User,
-)
+from vault.models import AccessOrder, Recording, Upload, User
 from vault.services import access, account_admin
 from vault.services.access import TOMBSTONE_STATUSES, Action, Status
 from vault.services.actors import Actor
@@ -237,39 +231,6 @@ class World:
     recordings: dict[tuple[str, OrderState, Status], uuid.UUID] = field(default_factory=dict)
 
 
-def _order(
-    session: Session,
-    now: datetime,
-    director_id: uuid.UUID,
-    grantees: list[uuid.UUID],
-    recording_id: uuid.UUID,
-    start: date,
-    end: date,
-    *,
-    revoked: bool = False,
-) -> uuid.UUID:
-    """An order row written directly, not through the service: the matrix must show that
-    the policy itself refuses what the service would never create (an order naming the
-    admin or the auditor), and orders in the past or future."""
-    order = AccessOrder(
-        number=f"M-{recording_id.hex[:8]}-{uuid.uuid4().hex[:6]}",
-        issued_on=min(start, now.astimezone(RIGA).date()),
-        purpose="Authorization matrix",
-        issued_by=director_id,
-        valid_from=start,
-        valid_until=end,
-        created_at=now,
-        revoked_at=now - timedelta(hours=1) if revoked else None,
-        revoked_by=director_id if revoked else None,
-        revocation_reason="Matrix" if revoked else None,
-    )
-    session.add(order)
-    session.flush()
-    session.add_all(AccessOrderGrantee(order_id=order.id, user_id=uid) for uid in grantees)
-    session.add(AccessOrderRecording(order_id=order.id, recording_id=recording_id))
-    return order.id
-
-
 def build_world(runtime: Runtime) -> tuple[World, dict[str, Person]]:
     persons = {
         name: add_person(runtime, USERNAMES[name], *roles) for name, roles in SUBJECTS.items()
@@ -322,18 +283,20 @@ def _orders_for(
     day = timedelta(days=1)
     today = now.astimezone(RIGA).date()
     if state is OrderState.ACTIVE:
-        _order(session, now, director, named, rid, today - day, today + 10 * day)
+        insert_order(session, now, director, named, rid, today - day, today + 10 * day)
     elif state is OrderState.EXPIRED:
-        _order(session, now, director, named, rid, today - 20 * day, today - day)
+        insert_order(session, now, director, named, rid, today - 20 * day, today - day)
     elif state is OrderState.REVOKED:
-        _order(session, now, director, named, rid, today - day, today + 10 * day, revoked=True)
+        insert_order(
+            session, now, director, named, rid, today - day, today + 10 * day, revoked=True
+        )
     elif state is OrderState.NOT_YET_VALID:
-        _order(session, now, director, named, rid, today + day, today + 10 * day)
+        insert_order(session, now, director, named, rid, today + day, today + 10 * day)
     elif state is OrderState.OTHER_RECORDING:
-        _order(session, now, director, named, elsewhere, today - day, today + 10 * day)
+        insert_order(session, now, director, named, elsewhere, today - day, today + 10 * day)
     elif state is OrderState.OTHER_PERSON:
         bystander = [world.people[BYSTANDER]]
-        _order(session, now, director, bystander, rid, today - day, today + 10 * day)
+        insert_order(session, now, director, bystander, rid, today - day, today + 10 * day)
 
 
 # -- probes: HTTP where the route exists, the policy function otherwise -----------------------
@@ -411,22 +374,6 @@ def browsers(app: Flask, persons: dict[str, Person]) -> dict[str, Browser]:
     return signed_in
 
 
-def denials(runtime: Runtime, actor: uuid.UUID, recording_id: uuid.UUID) -> int:
-    with runtime.sessions() as session:
-        return (
-            session.scalar(
-                select(func.count())
-                .select_from(AuditEvent)
-                .where(
-                    AuditEvent.action == "access:denied",
-                    AuditEvent.actor_id == actor,
-                    AuditEvent.recording_id == recording_id,
-                )
-            )
-            or 0
-        )
-
-
 def http_answer(status: int, probe: Probe) -> Answer | None:
     if status in probe.success:
         return Answer.ALLOW
@@ -493,7 +440,7 @@ def probe_stream(
             now = runtime.clock()
             today = now.astimezone(RIGA).date()
             start, end = today - timedelta(days=1), today + timedelta(days=10)
-            setup_order = _order(
+            setup_order = insert_order(
                 session, now, world.people["director"], [subject_id], recording_id, start, end
             )
     opened = browser.client.post(
@@ -587,7 +534,7 @@ def run_matrix(app: Flask, runtime: Runtime) -> Matrix:
             for name, subject in subjects.items():
                 cell = Cell(purpose, state, status, name, action)
                 where = f"{name} / {action} / {state} / {status} / {purpose}"
-                before = denials(runtime, subject.id, rid)
+                before = denial_count(runtime, rid, subject.user_id)
                 answer: Answer | None
                 if action is Action.STREAM and streams and name not in NEVER_VIEWERS:
                     answer, shown = probe_stream(runtime, signed_in[name], world, name, state, rid)
@@ -603,7 +550,7 @@ def run_matrix(app: Flask, runtime: Runtime) -> Matrix:
                         restore(runtime, rid, saved)
                 if answer is None:
                     matrix.problems.append(f"{where}: unexpected answer {result.shown}")
-                logged = denials(runtime, subject.id, rid) > before
+                logged = denial_count(runtime, rid, subject.user_id) > before
                 matrix.check(cell, result, logged)
     return matrix
 
@@ -707,7 +654,7 @@ def test_non_owners_start_a_view_only_from_a_browser_session(app: Flask, runtime
         rows = session.execute(select(User.username, User.id)).all()
         ids: dict[str, uuid.UUID] = {row[0]: row[1] for row in rows}
         today = riga_today(runtime)
-        _order(session, runtime.clock(), ids["director"], [ids["staff"]], rid, today, today)
+        insert_order(session, runtime.clock(), ids["director"], [ids["staff"]], rid, today, today)
     url = start.rule.replace(RECORDING, str(rid))
     api = app.test_client()
 
@@ -716,9 +663,9 @@ def test_non_owners_start_a_view_only_from_a_browser_session(app: Flask, runtime
         return {"Authorization": f"Bearer {issued}"}
 
     assert api.post(url, headers=token("owner")).status_code == 201
-    before = denials(runtime, ids["staff"], rid)
+    before = denial_count(runtime, rid, ids["staff"])
     assert api.post(url, headers=token("staff")).status_code == 403
-    assert denials(runtime, ids["staff"], rid) == before + 1
+    assert denial_count(runtime, rid, ids["staff"]) == before + 1
     browser = browsers(app, {"staff": persons["staff"]})["staff"]
     assert browser.client.post(url).status_code == 400  # no CSRF token
     assert browser.client.post(url, headers={"X-CSRF-Token": browser.csrf}).status_code == 201

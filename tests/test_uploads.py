@@ -34,7 +34,8 @@ from tests.support.uploads_support import (
 from tests.support.webclient import csrf_token_from
 from vault.app import create_app
 from vault.models import AuditEvent
-from vault.services import account_admin, uploads
+from vault.services import account_admin
+from vault.services.media import sniff_media_type
 from vault.services.runtime import Runtime
 from vault.settings import Settings
 
@@ -212,7 +213,7 @@ def test_text_file_gets_415_and_is_discarded(
     ],
 )
 def test_magic_bytes(head_bytes: bytes, expected: str | None) -> None:
-    assert uploads.sniff_media_type(head_bytes) == expected
+    assert sniff_media_type(head_bytes) == expected
 
 
 def test_stored_content_type_comes_from_the_magic_bytes(

@@ -32,7 +32,7 @@ from tests.support.uploads_support import (
 )
 from vault.app import create_app
 from vault.models import AuditEvent, Recording
-from vault.services import uploads
+from vault.services import lifecycle, part_writer, uploads
 from vault.services.actors import Actor
 from vault.services.errors import Conflict, Gone, StorageUnavailable
 from vault.services.runtime import Runtime
@@ -169,7 +169,7 @@ def test_crash_after_a_part_loses_only_unacknowledged_bytes(
     other = bytearray(data[2 * MIB : 9 * MIB])
     other[MIB] ^= 0xFF
     written = list(faulty.parts_written)
-    with pytest.raises(uploads.ContentDiverged):
+    with pytest.raises(part_writer.ContentDiverged):
         append(faulty_runtime, recording_id, upload_id, 2 * MIB, bytes(other))
     assert faulty.parts_written == written
     assert upload_rows(runtime, recording_id)[0].offset == 2 * MIB
@@ -357,8 +357,8 @@ def test_stale_uploads_are_cleaned_up_and_interrupted_passes_finished(
     later = runtime.clock() + timedelta(hours=30)
     uploads.append(runtime, owner(runtime, active), active_upload, 0, io.BytesIO(data[:MIB]), later)
 
-    planned = uploads.cleanup_stale_uploads(runtime, later, dry_run=True)
-    kinds = uploads.CleanupKind
+    planned = lifecycle.cleanup_stale_uploads(runtime, later, dry_run=True)
+    kinds = lifecycle.CleanupKind
     assert {(item.kind, item.recording_id) for item in planned} == {
         (kinds.STALE_UPLOAD, abandoned),
         (kinds.FINISHED_UPLOAD, joined),
@@ -370,7 +370,7 @@ def test_stale_uploads_are_cleaned_up_and_interrupted_passes_finished(
     assert recording_row(runtime, joined).status == "processing"
     assert len(runtime.store.list_stale_multipart(later)) == 4
 
-    done = uploads.cleanup_stale_uploads(runtime, later)
+    done = lifecycle.cleanup_stale_uploads(runtime, later)
     assert sorted(item.kind for item in done) == sorted(item.kind for item in planned)
     for recording_id in (abandoned, lost):
         assert recording_row(runtime, recording_id).status == "failed"
@@ -390,7 +390,7 @@ def test_stale_uploads_are_cleaned_up_and_interrupted_passes_finished(
     assert events.count("upload:orphan_aborted") == 1
     assert events.count("upload:completed") == 3
     assert events.count("upload:failed") == 1
-    assert uploads.cleanup_stale_uploads(runtime, later) == []
+    assert lifecycle.cleanup_stale_uploads(runtime, later) == []
 
 
 # The store dates its multipart writes by the machine's clock; the clean-up compares them.
@@ -404,8 +404,8 @@ def test_cleanup_keeps_a_tombstone_a_tombstone(runtime: Runtime) -> None:
             update(Recording).where(Recording.id == recording_id).values(status="deleted")
         )
     later = runtime.clock() + timedelta(hours=30)
-    (item,) = uploads.cleanup_stale_uploads(runtime, later)
-    assert item.kind is uploads.CleanupKind.STALE_UPLOAD
+    (item,) = lifecycle.cleanup_stale_uploads(runtime, later)
+    assert item.kind is lifecycle.CleanupKind.STALE_UPLOAD
     assert upload_rows(runtime, recording_id) == []
     assert recording_row(runtime, recording_id).status == "deleted"
     assert runtime.store.list_stale_multipart(later) == []

@@ -18,6 +18,7 @@ from vault.keyring import EnvMasterKeys, FileMasterKeys, Keyring, MasterKeyProvi
 from vault.services import keys
 from vault.services.passwords import Passwords
 from vault.services.runtime import Clock, Runtime, system_clock
+from vault.services.upload_workers import UploadWorkers
 from vault.settings import Settings
 
 
@@ -32,6 +33,7 @@ def build_runtime(
         sessions=make_session_factory(engine),
         store=open_store(settings.storage_url),
         keyring=Keyring(master_key_provider(settings)),
+        upload_workers=UploadWorkers(),
         clock=clock,
         passwords=passwords or Passwords(),
     )

@@ -110,8 +110,8 @@ def _fail(exc: ServiceError) -> NoReturn:
 def _service_runtime() -> Iterator[Runtime]:
     """The runtime a command calls its services with.
 
-    A service's refusal ends the command with its message; the engine's connections are
-    closed either way.
+    A service's refusal ends the command with its message; the upload threads are stopped
+    and the engine's connections closed either way.
     """
     runtime = _runtime()
     try:
@@ -119,6 +119,7 @@ def _service_runtime() -> Iterator[Runtime]:
     except ServiceError as exc:
         _fail(exc)
     finally:
+        runtime.upload_workers.shutdown()
         runtime.engine.dispose()
 
 

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import threading
 from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 
 import pytest
@@ -19,8 +20,9 @@ class LiveServer:
     server: BaseWSGIServer
 
 
-@pytest.fixture
-def live_server(app: Flask) -> Iterator[LiveServer]:
+@contextmanager
+def serving_in_thread(app: Flask) -> Iterator[LiveServer]:
+    """The app on Werkzeug's threaded server on a free loopback port until the block ends."""
     server = make_server("127.0.0.1", 0, app, threaded=True)
     thread = threading.Thread(target=server.serve_forever, name="live-server", daemon=True)
     thread.start()
@@ -29,3 +31,9 @@ def live_server(app: Flask) -> Iterator[LiveServer]:
     finally:
         server.shutdown()
         thread.join(timeout=10)
+
+
+@pytest.fixture
+def live_server(app: Flask) -> Iterator[LiveServer]:
+    with serving_in_thread(app) as running:
+        yield running

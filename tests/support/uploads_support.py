@@ -5,25 +5,23 @@ from __future__ import annotations
 
 import base64
 import os
-import threading
 import time
 import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass
 from pathlib import Path
 
 from flask import Flask
 from flask.testing import FlaskClient
 from sqlalchemy import LargeBinary, String, Text, select
-from werkzeug.serving import BaseWSGIServer, make_server
 from werkzeug.test import TestResponse
 
+from tests.support.live_server import LiveServer, serving_in_thread
 from tests.support.people import add_person
 from tests.support.recording_support import MP4_HEADER, keep_year_open
 from vault import crypto
 from vault.models import Base, Recording, Upload
-from vault.services import account_admin, uploads
+from vault.services import account_admin
 from vault.services.runtime import Runtime
 
 UPLOADS = "/api/v1/uploads"
@@ -116,7 +114,7 @@ def upload_rows(runtime: Runtime, recording_id: uuid.UUID) -> list[Upload]:
 
 def published(runtime: Runtime, recording_id: uuid.UUID, timeout: float = 120.0) -> Recording:
     """The recording once the verify pass that follows the final PATCH has ended."""
-    uploads.finish_background_work(timeout)
+    runtime.upload_workers.finish(timeout)
     deadline = time.monotonic() + timeout
     while (recording := recording_row(runtime, recording_id)).status == "processing":
         # A pass running in another process (a gunicorn worker) is only seen in the database.
@@ -140,11 +138,7 @@ def stored_plaintext(runtime: Runtime, recording_id: uuid.UUID) -> bytes:
 # -- a real HTTP server --------------------------------------------------------------------
 
 
-@dataclass(frozen=True)
-class HttpServer:
-    url: str
-    server: BaseWSGIServer
-
+class HttpServer(LiveServer):
     @property
     def uploads_url(self) -> str:
         return self.url + UPLOADS
@@ -152,15 +146,9 @@ class HttpServer:
 
 @contextmanager
 def serve(app: Flask) -> Iterator[HttpServer]:
-    """The app on Werkzeug's threaded server on a free loopback port, for real HTTP clients."""
-    server = make_server("127.0.0.1", 0, app, threaded=True)
-    thread = threading.Thread(target=server.serve_forever, name="upload-server", daemon=True)
-    thread.start()
-    try:
-        yield HttpServer(url=f"http://127.0.0.1:{server.server_port}", server=server)
-    finally:
-        server.shutdown()
-        thread.join(timeout=10)
+    """The app on a free loopback port, for real HTTP clients."""
+    with serving_in_thread(app) as running:
+        yield HttpServer(url=running.url, server=running.server)
 
 
 # -- plaintext at rest ---------------------------------------------------------------------

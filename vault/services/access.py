@@ -67,9 +67,6 @@ DESIGNATABLE_ROLES = frozenset({"teacher", "staff", "director"})
 NEVER_DESIGNATED_ROLES = frozenset({"admin", "auditor"})
 
 
-Subject = Actor  # TRANSITIONAL
-
-
 @dataclass(frozen=True)
 class Decision:
     allowed: bool
@@ -226,7 +223,6 @@ def authorize(
     recording: Recording,
     now: datetime,
     zone: ZoneInfo,
-    context: object = None,  # TRANSITIONAL
 ) -> Decision:
     """``decide``, then audit a denial and raise it as the service's own exception."""
     decision = decide(session, actor, action, recording, now, zone)

@@ -66,10 +66,6 @@ class Actor:
             raise TypeError("the operator acts without an account")
         return self.user_id
 
-    @property
-    def id(self) -> uuid.UUID:  # TRANSITIONAL
-        return self.account_id
-
     def has_role(self, *roles: str) -> bool:
         return bool(self.roles & set(roles))
 

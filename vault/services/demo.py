@@ -103,7 +103,7 @@ def seed_sample_recording(runtime: Runtime, owner_username: str, now: datetime) 
     state = uploads.append(
         runtime, owner_actor, state.upload_id, 0, io.BytesIO(media), now, content_length=len(media)
     )
-    uploads.finish_background_work(_VERIFY_TIMEOUT_SECONDS)
+    runtime.upload_workers.finish(_VERIFY_TIMEOUT_SECONDS)
     with runtime.sessions() as session:
         stored = session.get(Recording, recording_id)
         status = stored.status if stored is not None else "missing"

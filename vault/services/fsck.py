@@ -17,7 +17,7 @@ from sqlalchemy import select
 
 from storage_backends.base import ObjectNotFound, StorageError
 from vault.models import Recording, Upload
-from vault.services import audit, calendar, uploads
+from vault.services import audit, calendar, upload_records
 from vault.services.audit import AuditAction
 from vault.services.errors import StorageUnavailable
 from vault.services.runtime import Runtime
@@ -61,7 +61,7 @@ def _check(runtime: Runtime, now: datetime, *, repair: bool) -> list[Finding]:
         )
     # An object may exist for a live recording, or be in the making for one being uploaded.
     expected_keys = {
-        recording.object_key or uploads.object_key_for(recording)
+        recording.object_key or upload_records.object_key_for(recording)
         for recording in recordings
         if recording.status not in ("deleted", "shredded", "failed")
     }

@@ -1,4 +1,5 @@
-"""Reading a recording's plaintext out of its encrypted object, range by range.
+"""A recording's media: its type, recognised from its first bytes, and its plaintext, read
+out of its encrypted object range by range.
 
 Only verified plaintext ever leaves this module: the decryptor checks each chunk before
 releasing it, so a tampered object fails instead of being served as garbage. A failure in
@@ -26,6 +27,42 @@ from vault.services.access import Action
 from vault.services.actors import Actor
 from vault.services.audit import AuditAction
 from vault.services.errors import Gone, IntegrityFailure, StorageUnavailable
+
+#: Bytes needed to recognise every accepted format (WAV: "RIFF" size "WAVE").
+SNIFF_BYTES = 12
+#: When the first bytes run this far, they settle WebM vs Matroska and Ogg audio vs video
+#: (the codec ids follow the container headers closely).
+SNIFF_WINDOW = 64
+
+
+def sniff_media_type(head: bytes) -> str | None:
+    """The media type the first bytes of a file announce, or None if not accepted.
+
+    Procedure §14 makes every stored file restricted-access information; the check keeps the
+    vault to lesson recordings (audio and video), so it cannot become a store for anything
+    else. It looks at magic numbers only: a file that merely claims a type is not trusted.
+    """
+    if len(head) < 4:
+        return None
+    window = head[:SNIFF_WINDOW]
+    if len(head) >= 12 and head[4:8] == b"ftyp":
+        brand = head[8:12]
+        if brand == b"qt  ":
+            return "video/quicktime"
+        if brand in (b"M4A ", b"M4B ", b"M4P "):
+            return "audio/mp4"
+        return "video/mp4"
+    if head.startswith(b"\x1a\x45\xdf\xa3"):
+        return "video/webm" if b"webm" in window else "video/x-matroska"
+    if head.startswith(b"OggS"):
+        return "video/ogg" if b"theora" in window else "audio/ogg"
+    if len(head) >= 12 and head.startswith(b"RIFF") and head[8:12] == b"WAVE":
+        return "audio/wav"
+    if head.startswith(b"ID3"):
+        return "audio/mpeg"
+    if head[0] == 0xFF and head[1] & 0xE0 == 0xE0:
+        return "audio/mpeg"  # an MPEG audio frame sync (FFEx/FFFx)
+    return None
 
 
 @dataclass(frozen=True)
@@ -131,12 +168,11 @@ def download(
     media = open_media(session, keyring, store, recording)
     audit.record(
         session,
-        audit.Event(
+        audit.by(
+            actor,
             AuditAction.RECORDING_DOWNLOADED,
-            actor_id=actor.user_id,
             recording_id=recording.id,
             details={"copy_outside_vault": True},
-            context=actor.context,
         ),
     )
     session.commit()

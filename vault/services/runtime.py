@@ -12,6 +12,7 @@ from sqlalchemy.orm import Session, sessionmaker
 from storage_backends.base import BlobStore
 from vault.keyring import Keyring
 from vault.services.passwords import Passwords
+from vault.services.upload_workers import UploadWorkers
 from vault.settings import Settings
 
 Clock = Callable[[], datetime]
@@ -34,5 +35,7 @@ class Runtime:
     sessions: sessionmaker[Session]
     store: BlobStore
     keyring: Keyring
+    # Shared by every upload this runtime serves; ``shutdown`` when the runtime is done.
+    upload_workers: UploadWorkers
     clock: Clock = system_clock
     passwords: Passwords = field(default_factory=Passwords)

@@ -20,10 +20,9 @@ from typing import IO
 from flask import Blueprint, Response, request, url_for
 from werkzeug.exceptions import ClientDisconnected
 
-from vault.services import uploads
-from vault.services.access import Subject
+from vault.services import tus, uploads
 from vault.services.errors import N_
-from vault.web.auth import current_actor, now, request_context
+from vault.web.auth import current_actor, now
 from vault.web.context import runtime, settings
 from vault.web.errors import error_response
 
@@ -54,10 +53,6 @@ class RequestBody:
         except ClientDisconnected:
             self.disconnected = True
             return 0
-
-
-def _subject() -> Subject:
-    return current_actor()
 
 
 @blueprint.before_request
@@ -96,9 +91,9 @@ def create() -> Response:
         return error_response(
             400, N_("The upload length must be known when the upload is created.")
         )
-    length = uploads.parse_offset(request.headers.get("Upload-Length"), "Upload-Length")
-    metadata = uploads.parse_metadata(request.headers.get("Upload-Metadata"))
-    state = uploads.create_upload(runtime(), _subject(), length, metadata, now(), request_context())
+    length = tus.parse_offset(request.headers.get("Upload-Length"), "Upload-Length")
+    metadata = tus.parse_metadata(request.headers.get("Upload-Metadata"))
+    state = uploads.create_upload(runtime(), current_actor(), length, metadata, now())
     response = Response(status=201)
     response.headers["Location"] = url_for("uploads.offset", upload_id=state.upload_id)
     response.headers["Upload-Offset"] = str(state.offset)
@@ -115,7 +110,7 @@ def _offset_response(state: uploads.UploadState, status: int) -> Response:
 @blueprint.route("/<uuid:upload_id>", methods=["HEAD"])
 def offset(upload_id: uuid.UUID) -> Response:
     """tus HEAD: how many bytes the server holds, so a client knows where to resume."""
-    state = uploads.status(runtime(), _subject(), upload_id, now(), request_context())
+    state = uploads.status(runtime(), current_actor(), upload_id, now())
     return _offset_response(state, 200)
 
 
@@ -124,18 +119,17 @@ def append(upload_id: uuid.UUID) -> Response:
     """tus PATCH: the next bytes of the file, at the offset the server acknowledged."""
     if request.mimetype != OFFSET_CONTENT_TYPE:
         return error_response(415, N_("Send the file's bytes as application/offset+octet-stream."))
-    start = uploads.parse_offset(request.headers.get("Upload-Offset"), "Upload-Offset")
+    start = tus.parse_offset(request.headers.get("Upload-Offset"), "Upload-Offset")
     # request.stream is the socket's body, limited to Content-Length: read in pieces by the
     # service, it is never buffered whole nor written to a temporary file.
     body = RequestBody(request.stream)
     state = uploads.append(
         runtime(),
-        _subject(),
+        current_actor(),
         upload_id,
         start,
         body,
         now(),
-        request_context(),
         content_length=request.content_length,
     )
     return _offset_response(state, 204)
@@ -144,5 +138,5 @@ def append(upload_id: uuid.UUID) -> Response:
 @blueprint.delete("/<uuid:upload_id>")
 def terminate(upload_id: uuid.UUID) -> Response:
     """tus termination: the unfinished upload and everything stored for it are removed."""
-    uploads.terminate(runtime(), _subject(), upload_id, now(), request_context())
+    uploads.terminate(runtime(), current_actor(), upload_id, now())
     return Response(status=204)
