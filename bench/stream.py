@@ -51,16 +51,16 @@ from typing import Any
 from urllib.parse import urlencode
 
 from flask import Flask, send_file
-from sqlalchemy import select
 
+from bench import seeding
 from storage_backends.base import Part
 from tests.support.processes import children_of, free_port, peak_rss_mib, reset_peak_rss, serving
 from tests.support.recording_support import keep_year_open
 from vault import crypto
 from vault.app import build_runtime, initialise_instance
 from vault.cli import SERVE_THREADS, GunicornApplication, gunicorn_options
-from vault.models import Recording, User
-from vault.services import account_admin, accounts, calendar, orders, recordings
+from vault.models import Recording
+from vault.services import account_admin, accounts, calendar, recordings
 from vault.services.actors import Actor
 from vault.services.runtime import Runtime
 from vault.settings import Settings
@@ -200,27 +200,10 @@ def seed(runtime: Runtime, viewers: int, plaintext: Path, sha256: str) -> uuid.U
         )
         recording_id = recording.id
     store_recording(runtime, recording_id, plaintext, sha256)
-    with runtime.sessions() as session, session.begin():
-        director = session.scalars(select(User).where(User.username == "director")).one()
-        retain = session.get(Recording, recording_id)
-        assert retain is not None
-        orders.issue(
-            session,
-            Actor(user_id=director.id),
-            director,
-            {
-                "number": "B-1",
-                "issued_on": today.isoformat(),
-                "purpose": "Streaming benchmark",
-                "grantees": [f"viewer{index:02d}" for index in range(viewers)],
-                "recording_ids": [str(recording_id)],
-                "valid_from": today.isoformat(),
-                "valid_until": min(retain.retain_until, today + timedelta(days=7)).isoformat(),
-            },
-            now,
-            zone,
-            second_factor_session=True,
-        )
+    grantees = [f"viewer{index:02d}" for index in range(viewers)]
+    seeding.issue_order(
+        runtime, "director", grantees, [recording_id], "B-1", "Streaming benchmark", days=7
+    )
     return recording_id
 
 

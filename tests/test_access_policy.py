@@ -12,15 +12,9 @@ import pytest
 from sqlalchemy import select
 
 from tests.support.people import add_person
-from tests.support.recording_support import insert_recording
-from vault.models import (
-    AccessOrder,
-    AccessOrderGrantee,
-    AccessOrderRecording,
-    AuditEvent,
-    Recording,
-    User,
-)
+from tests.support.recording_support import insert_order, insert_recording
+from tests.support.streaming_support import user_id
+from vault.models import AuditEvent, Recording, User
 from vault.services import access
 from vault.services.access import Action, Decision
 from vault.services.actors import Actor
@@ -44,23 +38,18 @@ def write_order(
     valid_from: date,
     valid_until: date,
 ) -> uuid.UUID:
+    director, named = user_id(runtime, "director"), user_id(runtime, grantee)
     with runtime.sessions() as session, session.begin():
-        director = session.scalars(select(User.id).where(User.username == "director")).one()
-        user = session.scalars(select(User.id).where(User.username == grantee)).one()
-        order = AccessOrder(
+        return insert_order(
+            session,
+            runtime.clock(),
+            director,
+            [named],
+            recording_id,
+            valid_from,
+            valid_until,
             number=number,
-            issued_on=valid_from,
-            purpose="Pārbaude",
-            issued_by=director,
-            valid_from=valid_from,
-            valid_until=valid_until,
-            created_at=runtime.clock(),
         )
-        session.add(order)
-        session.flush()
-        session.add(AccessOrderGrantee(order_id=order.id, user_id=user))
-        session.add(AccessOrderRecording(order_id=order.id, recording_id=recording_id))
-        return order.id
 
 
 def decide(

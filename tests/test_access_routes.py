@@ -11,35 +11,33 @@ refusal, or never asked the spy about that recording, decided on its own.
 from __future__ import annotations
 
 import base64
+import inspect
 import re
 import sys
 import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass, field
-from datetime import datetime
 from typing import Any
-from zoneinfo import ZoneInfo
 
 import pytest
 from flask import Flask
 from flask.testing import FlaskClient
-from sqlalchemy import func, select
-from sqlalchemy.orm import Session
 from werkzeug.routing import Rule
 from werkzeug.routing.converters import UUIDConverter
 
+from tests.support.audit_trail import denial_count
 from tests.support.people import add_person, sign_in
 from tests.support.recording_support import insert_recording
 from tests.support.webclient import csrf_token_from
-from vault.models import AuditEvent, Recording
 from vault.services import access
 from vault.services.access import Action, Decision
-from vault.services.actors import Actor
 from vault.services.runtime import Runtime
 
 RECORDING_ARGUMENT = "recording_id"
 # Routes that carry a recording id outside the URL, and how to send it.
 UPLOAD_CREATION = "/api/v1/uploads"
+# The policy's own signature, read before a spy replaces the function.
+DECIDE = inspect.signature(access.decide)
 
 
 @dataclass
@@ -48,16 +46,11 @@ class Spy:
 
     asked: list[tuple[uuid.UUID, Action]] = field(default_factory=list)
 
-    def __call__(
-        self,
-        session: Session,
-        actor: Actor,
-        action: Action,
-        recording: Recording,
-        now: datetime,
-        zone: ZoneInfo,
-    ) -> Decision:
-        self.asked.append((recording.id, action))
+    def __call__(self, *args: Any, **kwargs: Any) -> Decision:
+        # Bound to the real signature: the spy keeps in step with it, whether a caller
+        # passes the arguments by position or by name.
+        question = DECIDE.bind(*args, **kwargs).arguments
+        self.asked.append((question["recording"].id, question["action"]))
         return Decision(False, "refused_by_test_spy")
 
     def saw(self, recording_id: uuid.UUID) -> bool:
@@ -96,21 +89,6 @@ def url_for_rule(rule: Rule, recording_id: uuid.UUID) -> str:
     return built[1]
 
 
-def denials(runtime: Runtime, recording_id: uuid.UUID) -> int:
-    with runtime.sessions() as session:
-        return (
-            session.scalar(
-                select(func.count())
-                .select_from(AuditEvent)
-                .where(
-                    AuditEvent.action == "access:denied",
-                    AuditEvent.recording_id == recording_id,
-                )
-            )
-            or 0
-        )
-
-
 @pytest.fixture
 def owner_browser(app: Flask, runtime: Runtime) -> tuple[FlaskClient, str]:
     owner = add_person(runtime, "owner", "teacher")
@@ -141,7 +119,7 @@ def test_every_route_taking_a_recording_id_goes_through_the_policy(
         spy = install_spy(monkeypatch)
         for rule, method in calls(app):
             recording_id = insert_recording(runtime, "owner", status=status)
-            before = denials(runtime, recording_id)
+            before = denial_count(runtime, recording_id)
             url = url_for_rule(rule, recording_id)
             response = client.open(
                 url,
@@ -154,7 +132,7 @@ def test_every_route_taking_a_recording_id_goes_through_the_policy(
                 wrong.append(f"{where}: answered {response.status_code} although decide refused")
             if not spy.saw(recording_id):
                 wrong.append(f"{where}: never asked the policy about the recording")
-            if denials(runtime, recording_id) <= before:
+            if denial_count(runtime, recording_id) <= before:
                 wrong.append(f"{where}: the refusal left no access:denied audit event")
             checked.append(where)
     print("\n".join(["routes checked against the policy:", *checked]))
@@ -187,4 +165,4 @@ def test_tus_creation_names_its_recording_in_metadata_and_goes_through_the_polic
     )
     assert response.status_code == 403
     assert spy.saw(recording_id)
-    assert denials(runtime, recording_id) == 1
+    assert denial_count(runtime, recording_id) == 1

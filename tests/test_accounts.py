@@ -21,6 +21,7 @@ from flask import Flask
 from flask.testing import FlaskClient
 from sqlalchemy import select, update
 
+from tests.support.audit_trail import audit_actions
 from tests.support.backends import missing_backend
 from tests.support.clock import stepping_clock
 from tests.support.console import Console
@@ -42,21 +43,6 @@ def app_with(settings: Settings, runtime: Runtime, **changes: object) -> Flask:
     """The app under changed settings, on the same database and store."""
     changed = dataclasses.replace(settings, **changes)  # type: ignore[arg-type]
     return create_app(changed, dataclasses.replace(runtime, settings=changed))
-
-
-def audit_actions(runtime: Runtime) -> list[str]:
-    with runtime.sessions() as session:
-        return list(session.scalars(select(AuditEvent.action).order_by(AuditEvent.id)))
-
-
-@pytest.fixture
-def teacher(runtime: Runtime) -> Person:
-    return add_person(runtime, "skolotaja", "teacher", name="Anna Bērziņa")
-
-
-@pytest.fixture
-def director(runtime: Runtime) -> Person:
-    return add_person(runtime, "direktore", "director", name="Ilze Ozola")
 
 
 @pytest.fixture

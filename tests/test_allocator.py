@@ -7,12 +7,11 @@ size afterwards is compared with the size before.
 
 from __future__ import annotations
 
-import subprocess
-import sys
+from tests.support.processes import measure_in_fresh_interpreter
 
 _SCENARIO = """
-import os, sys, threading
-from tests.support.processes import resident_mib
+import os, sys
+from tests.support.processes import resident_mib, run_threads
 from vault import allocator
 
 if sys.argv[1] == "pinned" and not allocator.map_large_blocks():
@@ -28,24 +27,13 @@ def serve_requests():
         del tail
 
 for _ in range(2):
-    threads = [threading.Thread(target=serve_requests) for _ in range(16)]
-    for thread in threads:
-        thread.start()
-    for thread in threads:
-        thread.join()
+    run_threads(serve_requests, 16)
 print(resident_mib(os.getpid()) - before)
 """
 
 
 def _growth_mib(mode: str) -> float:
-    result = subprocess.run(
-        [sys.executable, "-c", _SCENARIO, mode],
-        capture_output=True,
-        text=True,
-        check=True,
-        timeout=60,
-    )
-    return float(result.stdout.strip())
+    return measure_in_fresh_interpreter(_SCENARIO, mode, timeout=60)
 
 
 def test_freed_part_buffers_leave_the_worker() -> None:

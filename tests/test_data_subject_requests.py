@@ -10,8 +10,8 @@ from flask.testing import FlaskClient
 from sqlalchemy import select
 
 from storage_backends.base import ObjectNotFound
-from tests.support.people import Person, add_person, sign_in
-from tests.support.recording_support import keep_year_open, register, sample_media, store_plaintext
+from tests.support.people import Person, add_person, signed_in
+from tests.support.recording_support import available_recording
 from tests.support.webclient import csrf_token_from
 from vault.models import AuditEvent, AuditEventContext, Recording
 from vault.services import account_admin
@@ -24,12 +24,6 @@ def bearer(runtime: Runtime, username: str) -> dict[str, str]:
 
 
 @pytest.fixture
-def teacher(runtime: Runtime) -> Person:
-    keep_year_open(runtime)
-    return add_person(runtime, "skolotaja", "teacher")
-
-
-@pytest.fixture
 def auditor(runtime: Runtime) -> Person:
     return add_person(runtime, "dpo", "auditor")
 
@@ -37,8 +31,7 @@ def auditor(runtime: Runtime) -> Person:
 def test_a_restriction_stops_every_use_until_lifted(
     client: FlaskClient, runtime: Runtime, teacher: Person, auditor: Person
 ) -> None:
-    recording_id = register(runtime, teacher.username)
-    store_plaintext(runtime, recording_id, sample_media(5_000))
+    recording_id = available_recording(runtime, teacher.username, 5_000)
     owner, dpo = bearer(runtime, teacher.username), bearer(runtime, auditor.username)
     url = f"/api/v1/recordings/{recording_id}"
 
@@ -65,8 +58,7 @@ def test_a_restriction_stops_every_use_until_lifted(
 def test_erasure_removes_the_object_and_names_the_request(
     client: FlaskClient, runtime: Runtime, teacher: Person, auditor: Person
 ) -> None:
-    recording_id = register(runtime, teacher.username)
-    store_plaintext(runtime, recording_id, sample_media(5_000))
+    recording_id = available_recording(runtime, teacher.username, 5_000)
     dpo = bearer(runtime, auditor.username)
     url = f"/api/v1/recordings/{recording_id}"
     client.post(f"{url}/restrict", json={"reason": "Pieprasījums 8/2026"}, headers=dpo)
@@ -99,10 +91,8 @@ def test_erasure_removes_the_object_and_names_the_request(
 def test_the_auditor_acts_from_the_recording_page(
     app: Flask, runtime: Runtime, teacher: Person, auditor: Person
 ) -> None:
-    recording_id = register(runtime, teacher.username)
-    store_plaintext(runtime, recording_id, sample_media(5_000))
-    browser = app.test_client()
-    sign_in(browser, auditor)
+    recording_id = available_recording(runtime, teacher.username, 5_000)
+    browser = signed_in(app, auditor)
     page = browser.get(f"/recordings/{recording_id}").get_data(as_text=True)
     title = page.split("<title>", 1)[1].split("</title>", 1)[0]
     assert "<" not in title
@@ -121,8 +111,7 @@ def test_the_request_text_is_kept_apart_from_the_audit_event_and_erasable(
     client: FlaskClient, runtime: Runtime, teacher: Person, auditor: Person
 ) -> None:
     """A request names people ("Jānis Ozols, 7.a, asks ..."); the audit event never holds it."""
-    recording_id = register(runtime, teacher.username)
-    store_plaintext(runtime, recording_id, sample_media(5_000))
+    recording_id = available_recording(runtime, teacher.username, 5_000)
     text = "Jāņa Ozola (7.a) vecāku pieprasījums 12/2026"
     response = client.post(
         f"/api/v1/recordings/{recording_id}/restrict",

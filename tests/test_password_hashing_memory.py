@@ -7,14 +7,12 @@ its size before. Unbounded, that is eight times 64 MiB; bounded, two.
 
 from __future__ import annotations
 
-import subprocess
-import sys
-
+from tests.support.processes import measure_in_fresh_interpreter
 from vault.services.passwords import Passwords
 
 _BURST = """
 import os, threading
-from tests.support.processes import peak_rss_mib, reset_peak_rss
+from tests.support.processes import peak_rss_mib, reset_peak_rss, run_threads
 from vault.services.passwords import Passwords
 
 passwords = Passwords()  # the production cost
@@ -27,11 +25,7 @@ def sign_in():
     start.wait()
     passwords.verify(None, "a wrong password, tried by many")
 
-threads = [threading.Thread(target=sign_in) for _ in range(8)]
-for thread in threads:
-    thread.start()
-for thread in threads:
-    thread.join()
+run_threads(sign_in, 8)
 print(peak_rss_mib(os.getpid()) - before)
 """
 
@@ -39,10 +33,7 @@ ARGON2_MEMORY_MIB = 64
 
 
 def test_simultaneous_password_checks_are_bounded_in_memory() -> None:
-    result = subprocess.run(
-        [sys.executable, "-c", _BURST], capture_output=True, text=True, check=True, timeout=120
-    )
-    growth = float(result.stdout.strip())
+    growth = measure_in_fresh_interpreter(_BURST, timeout=120)
     # Two computations at a time, with room for the threads' own stacks and buffers.
     assert growth < 2.5 * ARGON2_MEMORY_MIB, growth
 

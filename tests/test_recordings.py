@@ -15,10 +15,11 @@ from flask.testing import FlaskClient
 from sqlalchemy import select
 
 from storage_backends.base import ObjectNotFound
+from tests.support.audit_trail import audit_actions
 from tests.support.console import Console
-from tests.support.people import Person, add_person, sign_in
+from tests.support.people import Person, add_person, signed_in
 from tests.support.recording_support import (
-    keep_year_open,
+    available_recording,
     lesson_day,
     register,
     registration,
@@ -27,7 +28,7 @@ from tests.support.recording_support import (
     store_plaintext,
 )
 from tests.support.webclient import csrf_token_from
-from vault.models import AuditEvent, Recording
+from vault.models import Recording
 from vault.services import account_admin, accounts, calendar
 from vault.services.actors import OPERATOR
 from vault.services.errors import IntegrityFailure
@@ -39,25 +40,9 @@ def bearer_for(runtime: Runtime, username: str) -> dict[str, str]:
     return {"Authorization": f"Bearer {token}"}
 
 
-def actions(runtime: Runtime) -> list[str]:
-    with runtime.sessions() as session:
-        return list(session.scalars(select(AuditEvent.action)))
-
-
-@pytest.fixture
-def teacher(runtime: Runtime) -> Person:
-    keep_year_open(runtime)
-    return add_person(runtime, "skolotaja", "teacher", name="Anna Bērziņa")
-
-
 @pytest.fixture
 def other_teacher(runtime: Runtime) -> Person:
     return add_person(runtime, "citaskolotaja", "teacher", name="Līga Zariņa")
-
-
-@pytest.fixture
-def director(runtime: Runtime) -> Person:
-    return add_person(runtime, "direktore", "director", name="Ilze Ozola")
 
 
 # -- registration through the API --------------------------------------------------------------
@@ -81,7 +66,7 @@ def test_a_teacher_registers_a_recording(
         assert body["retain_until"] == calendar.last_day(session, year).isoformat()
         recording = session.get(Recording, __import__("uuid").UUID(body["id"]))
         assert recording is not None and recording.third_party_warning
-    assert "recording:registered" in actions(runtime)
+    assert "recording:registered" in audit_actions(runtime)
     metadata = client.get(
         f"/api/v1/recordings/{body['id']}", headers=bearer_for(runtime, teacher.username)
     ).get_json()
@@ -180,8 +165,7 @@ def test_only_teachers_register(client: FlaskClient, runtime: Runtime) -> None:
 def test_the_registration_form_in_latvian_and_its_errors(
     app: Flask, runtime: Runtime, teacher: Person
 ) -> None:
-    browser = app.test_client()
-    sign_in(browser, teacher)
+    browser = signed_in(app, teacher)
     page = browser.get("/recordings/new").get_data(as_text=True)
     assert "Reģistrēt ierakstu" in page and 'name="third_party_warning"' in page
     token = csrf_token_from(browser, "/recordings/new")
@@ -229,15 +213,14 @@ def test_other_teachers_see_nothing(
     )
     listed = stranger.get("/api/v1/recordings", headers=bearer_for(runtime, other_teacher.username))
     assert listed.get_json()["recordings"] == []
-    browser = app.test_client()
-    sign_in(browser, other_teacher)
+    browser = signed_in(app, other_teacher)
     assert browser.get(f"/recordings/{recording_id}").status_code == 403
     assert browser.get(f"/recordings/{recording_id}/upload").status_code == 403
     register_view = stranger.get(
         f"/api/v1/recordings/{recording_id}", headers=bearer_for(runtime, director.username)
     )
     assert register_view.status_code == 200
-    assert "access:denied" in actions(runtime)
+    assert "access:denied" in audit_actions(runtime)
 
 
 # -- download and early deletion ---------------------------------------------------------------
@@ -263,12 +246,11 @@ def test_the_owner_downloads_an_identical_copy(
             headers=bearer_for(runtime, person.username),
         )
         assert denied.status_code == 403
-    assert "recording:downloaded" in actions(runtime)
+    assert "recording:downloaded" in audit_actions(runtime)
 
 
 def test_a_tampered_object_is_never_served(app: Flask, runtime: Runtime, teacher: Person) -> None:
-    recording_id = register(runtime, teacher.username)
-    store_plaintext(runtime, recording_id, sample_media(50_000), chunk_size=1024)
+    recording_id = available_recording(runtime, teacher.username, 50_000, chunk_size=1024)
     with runtime.sessions() as session:
         recording = session.get(Recording, recording_id)
         assert recording is not None and recording.object_key
@@ -288,8 +270,7 @@ def test_a_tampered_object_is_never_served(app: Flask, runtime: Runtime, teacher
 def test_early_deletion_leaves_a_tombstone_and_a_signed_certificate(
     app: Flask, runtime: Runtime, recvault: Console, teacher: Person, tmp_path: Path
 ) -> None:
-    recording_id = register(runtime, teacher.username)
-    store_plaintext(runtime, recording_id, sample_media(10_000))
+    recording_id = available_recording(runtime, teacher.username, 10_000)
     headers = bearer_for(runtime, teacher.username)
     client = app.test_client()
     assert (
@@ -329,15 +310,14 @@ def test_early_deletion_leaves_a_tombstone_and_a_signed_certificate(
     path.write_text(json.dumps(document), encoding="utf-8")
     forged = recvault("certificate", "verify", str(path))
     assert forged.exit_code != 0 and "INVALID" in forged.output
-    assert "recording:deleted" in actions(runtime)
+    assert "recording:deleted" in audit_actions(runtime)
 
 
 def test_deletion_through_the_page_asks_first(
     app: Flask, runtime: Runtime, teacher: Person
 ) -> None:
     recording_id = register(runtime, teacher.username)
-    browser = app.test_client()
-    sign_in(browser, teacher)
+    browser = signed_in(app, teacher)
     confirm = browser.get(f"/recordings/{recording_id}/delete")
     assert confirm.status_code == 200 and "Dzēst neatgriezeniski" in confirm.get_data(as_text=True)
     token = csrf_token_from(browser, f"/recordings/{recording_id}/delete")
@@ -411,8 +391,7 @@ def test_requests_link_methodological_recordings(
 def test_calendar_set_redates_and_retags(
     runtime: Runtime, recvault: Console, teacher: Person
 ) -> None:
-    recording_id = register(runtime, teacher.username)
-    store_plaintext(runtime, recording_id, sample_media(5_000))
+    recording_id = available_recording(runtime, teacher.username, 5_000)
     year = calendar.school_year_of(lesson_day(runtime))
     _, end = calendar.year_bounds(year)
     new_day = end - timedelta(days=10)
@@ -434,7 +413,7 @@ def test_calendar_set_redates_and_retags(
     assert any(rule.school_year == year and rule.retain_until == new_day for rule in rules.years)
     outside = recvault("calendar", "set", year, "--last-day", "2001-01-01")
     assert outside.exit_code != 0
-    assert "calendar:last_day_set" in actions(runtime)
+    assert "calendar:last_day_set" in audit_actions(runtime)
 
 
 def test_the_default_last_day_is_the_last_weekday_of_may() -> None:
@@ -447,10 +426,8 @@ def test_the_default_last_day_is_the_last_weekday_of_may() -> None:
 def test_a_disabled_teachers_recording_passes_to_the_director(
     app: Flask, runtime: Runtime, teacher: Person, director: Person
 ) -> None:
-    recording_id = register(runtime, teacher.username)
-    store_plaintext(runtime, recording_id, sample_media(4_000))
-    browser = app.test_client()
-    sign_in(browser, director)
+    recording_id = available_recording(runtime, teacher.username, 4_000)
+    browser = signed_in(app, director)
     token = csrf_token_from(browser, f"/recordings/{recording_id}")
     refused = browser.post(
         f"/recordings/{recording_id}/take-responsibility", data={"csrf_token": token}
@@ -476,7 +453,7 @@ def test_a_disabled_teachers_recording_passes_to_the_director(
     with runtime.sessions() as session:
         recording = session.get(Recording, recording_id)
         assert recording is not None and recording.status == "available"
-    assert "recording:responsibility_taken" in actions(runtime)
+    assert "recording:responsibility_taken" in audit_actions(runtime)
     deleted = browser.delete(f"/api/v1/recordings/{recording_id}", headers={"X-CSRF-Token": token})
     assert deleted.status_code == 204
 
@@ -485,8 +462,7 @@ def test_the_admin_sets_the_last_school_day_on_the_calendar_page(
     app: Flask, runtime: Runtime
 ) -> None:
     admin = add_person(runtime, "it-admin", "admin")
-    browser = app.test_client()
-    sign_in(browser, admin)
+    browser = signed_in(app, admin)
     page = browser.get("/admin/calendar")
     assert page.status_code == 200 and "Mācību gada kalendārs" in page.get_data(as_text=True)
     token = csrf_token_from(browser, "/admin/calendar")

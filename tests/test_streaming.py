@@ -361,8 +361,7 @@ def test_closing_the_page_ends_the_view_at_once(
     app: Flask, runtime: Runtime, school: School
 ) -> None:
     viewer = browser(app, school.viewer)
-    body = viewer.start_view(school.recording_id).get_json()
-    played = viewer.client.get(body["stream_url"], headers={"Range": "bytes=0-49"})
+    body, played = viewer.start_watching(school.recording_id, 50)
     assert played.status_code == 206
     assert played.get_data() == school.plaintext[:50]
     assert viewer.post_json(body["end_url"], {"played": [[0, 2]]}).status_code == 204

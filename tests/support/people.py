@@ -1,4 +1,8 @@
-"""Accounts for tests, created through the operator's service, and browser sign-in helpers."""
+"""Accounts for tests, created through the operator's service, and browser sign-in helpers.
+
+Loaded as a plugin by the root conftest: its fixtures are the people many modules meet, and a
+module that needs someone else under the same name defines its own fixture.
+"""
 
 from __future__ import annotations
 
@@ -6,10 +10,13 @@ from dataclasses import dataclass
 from datetime import timedelta
 
 import pyotp
+import pytest
+from flask import Flask
 from flask.testing import FlaskClient
 from werkzeug.test import TestResponse
 
 from tests.support.clock import SteppingClock, stepping_clock
+from tests.support.recording_support import keep_year_open
 from tests.support.webclient import csrf_token_from
 from vault.services import account_admin
 from vault.services.runtime import Runtime
@@ -59,6 +66,18 @@ def add_person(runtime: Runtime, username: str, *roles: str, name: str | None = 
     )
 
 
+@pytest.fixture
+def teacher(runtime: Runtime) -> Person:
+    """A teacher who can register today's lessons."""
+    keep_year_open(runtime)
+    return add_person(runtime, "skolotaja", "teacher", name="Anna Bērziņa")
+
+
+@pytest.fixture
+def director(runtime: Runtime) -> Person:
+    return add_person(runtime, "direktore", "director", name="Ilze Ozola")
+
+
 def sign_in(
     client: FlaskClient,
     person: Person,
@@ -79,3 +98,10 @@ def sign_in(
         },
         environ_base={"REMOTE_ADDR": ip},
     )
+
+
+def signed_in(app: Flask, person: Person) -> FlaskClient:
+    """A fresh browser of the app, through which ``person`` has signed in."""
+    client = app.test_client()
+    sign_in(client, person)
+    return client

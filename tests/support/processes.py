@@ -7,8 +7,10 @@ import os
 import signal
 import socket
 import subprocess
+import sys
+import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
@@ -59,6 +61,28 @@ def resident_mib(pid: int) -> float:
 def peak_rss_mib(pid: int) -> float:
     """The kernel's high-water mark of the process's resident set (VmHWM), in MiB."""
     return _status_mib(pid, "VmHWM")
+
+
+def run_threads(work: Callable[[], None], count: int) -> None:
+    """Run ``work`` on ``count`` threads at once and wait until all of them have finished."""
+    threads = [threading.Thread(target=work) for _ in range(count)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+
+
+def measure_in_fresh_interpreter(script: str, *arguments: str, timeout: float) -> float:
+    """Run ``script`` in a new Python process, whose memory and process-wide settings no
+    earlier test has touched, and return the number it prints."""
+    result = subprocess.run(
+        [sys.executable, "-c", script, *arguments],
+        capture_output=True,
+        text=True,
+        check=True,
+        timeout=timeout,
+    )
+    return float(result.stdout.strip())
 
 
 def stop_group(process: subprocess.Popen[bytes], grace_seconds: float = 30) -> None:

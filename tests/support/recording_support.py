@@ -1,20 +1,23 @@
 """Recordings for tests: valid registrations, and available recordings stored directly.
 
 ``store_plaintext`` encrypts and stores a file the way a finished upload leaves it, so that
-tests of reading, deleting and access do not depend on the upload protocol.
+tests of reading, deleting and access do not depend on the upload protocol. The rows that
+``insert_recording`` and ``insert_order`` write skip the services' checks altogether.
 """
 
 from __future__ import annotations
 
 import hashlib
 import uuid
-from datetime import date, timedelta
+from datetime import date, datetime, timedelta
 from typing import Any
 
 from sqlalchemy import select
+from sqlalchemy.orm import Session
 
+from tests.support.clock import RIGA
 from vault import crypto
-from vault.models import Recording, User
+from vault.models import AccessOrder, AccessOrderGrantee, AccessOrderRecording, Recording, User
 from vault.services import accounts, calendar, recordings
 from vault.services.actors import OPERATOR, Actor
 from vault.services.runtime import Runtime
@@ -116,6 +119,15 @@ def store_plaintext(
         recording.available_at = runtime.clock()
 
 
+def available_recording(
+    runtime: Runtime, owner_username: str, size: int, *, chunk_size: int = 65536
+) -> uuid.UUID:
+    """A registered recording whose finished object holds ``sample_media(size)``."""
+    recording_id = register(runtime, owner_username)
+    store_plaintext(runtime, recording_id, sample_media(size), chunk_size=chunk_size)
+    return recording_id
+
+
 def insert_recording(
     runtime: Runtime,
     owner: str,
@@ -154,3 +166,37 @@ def insert_recording(
         session.add(recording)
         session.flush()
         return recording.id
+
+
+def insert_order(
+    session: Session,
+    now: datetime,
+    director_id: uuid.UUID,
+    grantees: list[uuid.UUID],
+    recording_id: uuid.UUID,
+    start: date,
+    end: date,
+    *,
+    revoked: bool = False,
+    number: str | None = None,
+) -> uuid.UUID:
+    """An order row written directly, not through the service: tests of the policy itself
+    need what the service would never create (an order naming the admin or the auditor),
+    and orders in the past or future."""
+    order = AccessOrder(
+        number=number or f"P-{recording_id.hex[:8]}-{uuid.uuid4().hex[:6]}",
+        issued_on=min(start, now.astimezone(RIGA).date()),
+        purpose="Pārbaude",
+        issued_by=director_id,
+        valid_from=start,
+        valid_until=end,
+        created_at=now,
+        revoked_at=now - timedelta(hours=1) if revoked else None,
+        revoked_by=director_id if revoked else None,
+        revocation_reason="Pārbaude pabeigta" if revoked else None,
+    )
+    session.add(order)
+    session.flush()
+    session.add_all(AccessOrderGrantee(order_id=order.id, user_id=uid) for uid in grantees)
+    session.add(AccessOrderRecording(order_id=order.id, recording_id=recording_id))
+    return order.id

@@ -5,18 +5,18 @@ from __future__ import annotations
 
 import uuid
 from dataclasses import dataclass
-from datetime import timedelta
+from typing import Any
 
 from flask import Flask
 from flask.testing import FlaskClient
 from sqlalchemy import select
 from werkzeug.test import TestResponse
 
-from tests.support.clock import RIGA
+from bench import seeding
 from tests.support.people import Person, add_person, sign_in
 from tests.support.recording_support import register, sample_media, store_plaintext
 from tests.support.webclient import csrf_token_from
-from vault.models import AuditEvent, Recording, User
+from vault.models import AuditEvent, User
 from vault.services import account_admin, accounts, orders
 from vault.services.actors import Actor
 from vault.services.runtime import Runtime
@@ -45,37 +45,8 @@ def issue_order(
     days: int = 14,
 ) -> uuid.UUID:
     """An order issued through the orders service, as the director's page would."""
-    now = runtime.clock()
-    today = now.astimezone(RIGA).date()
-    with runtime.sessions() as session, session.begin():
-        issuer = accounts.find_user(session, director)
-        assert issuer is not None
-        # Never past the retention of what it names (the service refuses that).
-        until = min(
-            [today + timedelta(days=days)]
-            + [
-                r.retain_until
-                for r in session.scalars(select(Recording).where(Recording.id.in_(recording_ids)))
-            ]
-        )
-        order = orders.issue(
-            session,
-            Actor(user_id=issuer.id),
-            issuer,
-            {
-                "number": number,
-                "issued_on": today.isoformat(),
-                "purpose": "Stundas vērošana metodiskajā komisijā",
-                "grantees": grantees,
-                "recording_ids": [str(r) for r in recording_ids],
-                "valid_from": today.isoformat(),
-                "valid_until": until.isoformat(),
-            },
-            now,
-            RIGA,
-            second_factor_session=True,
-        )
-        return order.id
+    purpose = "Stundas vērošana metodiskajā komisijā"
+    return seeding.issue_order(runtime, director, grantees, recording_ids, number, purpose, days)
 
 
 def revoke_order(runtime: Runtime, order_id: uuid.UUID, director: str = "direktore") -> None:
@@ -121,6 +92,9 @@ class Browser:
     def post_json(self, path: str, body: object = None) -> TestResponse:
         return self.client.post(path, json=body, headers=self.csrf)
 
+    def delete(self, path: str) -> TestResponse:
+        return self.client.delete(path, headers=self.csrf)
+
     def start_view(self, recording_id: uuid.UUID) -> TestResponse:
         return self.post_json(f"/api/v1/recordings/{recording_id}/views")
 
@@ -129,6 +103,15 @@ class Browser:
         assert response.status_code == 201, response.get_data(as_text=True)
         url: str = response.get_json()["stream_url"]
         return url
+
+    def start_watching(
+        self, recording_id: uuid.UUID, first_bytes: int
+    ) -> tuple[dict[str, Any], TestResponse]:
+        """Start a view and fetch its first ``first_bytes`` bytes, as the player does: the
+        view's answer (its URLs) and the response to that first fetch."""
+        view: dict[str, Any] = self.start_view(recording_id).get_json()
+        headers = {"Range": f"bytes=0-{first_bytes - 1}"}
+        return view, self.client.get(view["stream_url"], headers=headers)
 
     def sign_out(self) -> None:
         response = self.client.post("/logout", data={"csrf_token": self.csrf["X-CSRF-Token"]})
