@@ -32,6 +32,8 @@ from datetime import UTC, datetime, time, timedelta
 from typing import TYPE_CHECKING, Any, Final, Literal, cast
 
 import boto3
+import botocore.loaders
+import botocore.session
 from botocore.config import Config
 from botocore.exceptions import BotoCoreError, ClientError
 
@@ -139,6 +141,18 @@ def _is_code(exc: ClientError, *codes: str) -> bool:
     return _error_code(exc)[0] in codes
 
 
+# Parsing botocore's service descriptions costs a few hundred milliseconds per session; one
+# loader keeps them for the process. Each store still gets its own session, so credentials
+# are resolved from the environment as it is when the store is opened.
+_SERVICE_MODELS = botocore.loaders.create_loader()
+
+
+def _new_session() -> boto3.session.Session:
+    core = botocore.session.get_session()
+    core.register_component("data_loader", _SERVICE_MODELS)
+    return boto3.session.Session(botocore_session=core)
+
+
 @dataclass(frozen=True)
 class S3Tuning:
     """Timeouts, retries and read windows of an S3 store.
@@ -206,7 +220,7 @@ class S3Store:
             request_checksum_calculation="when_required",
             response_checksum_validation="when_required",
         )
-        session = session or boto3.session.Session()
+        session = session or _new_session()
         self._client: S3Client = session.client(
             "s3", endpoint_url=endpoint_url, region_name=region, config=config
         )

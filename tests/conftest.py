@@ -11,7 +11,7 @@ import os
 import shutil
 import threading
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -21,6 +21,7 @@ from flask import Flask
 from flask.testing import FlaskClient
 from sqlalchemy import Engine, text
 from sqlalchemy.engine import make_url
+from werkzeug.routing import Rule
 
 from storage_backends.base import LifecycleRules
 from tests.support.clock import MachineClock, SteppingClock, TestClock
@@ -134,6 +135,34 @@ def drop_postgres_schema(base_url: str, name: str) -> None:
             connection.execute(text(f'DROP SCHEMA IF EXISTS "{name}" CASCADE'))
     finally:
         admin.dispose()
+
+
+@pytest.fixture(scope="session", autouse=True)
+def url_rules_compiled_once() -> Iterator[None]:
+    """Werkzeug compiles two Python functions for every URL rule of every app it builds, and
+    most tests build an app of their own: the same few dozen rules would be compiled anew for
+    each. A compiled builder depends only on the rule's text, its parsed parts and its
+    defaults (it reads the converters from the rule when called), so each distinct rule is
+    compiled once for the session."""
+    original = Rule._compile_builder
+    compiled: dict[tuple[object, ...], Callable[..., tuple[str, str]]] = {}
+
+    def compile_once(rule: Rule, append_unknown: bool = True) -> Callable[..., tuple[str, str]]:
+        key = (
+            rule.rule,
+            rule.subdomain,
+            rule.host,
+            tuple(rule._trace),
+            repr(sorted((rule.defaults or {}).items())),
+            append_unknown,
+        )
+        if key not in compiled:
+            compiled[key] = original(rule, append_unknown)
+        return compiled[key]
+
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(Rule, "_compile_builder", compile_once)
+        yield
 
 
 @pytest.fixture(scope="session")
