@@ -19,7 +19,7 @@ from typing import TYPE_CHECKING
 import pytest
 from flask import Flask
 from flask.testing import FlaskClient
-from sqlalchemy import Engine, text
+from sqlalchemy import Engine, insert, text
 from sqlalchemy.engine import make_url
 from werkzeug.routing import Rule
 
@@ -29,8 +29,8 @@ from tests.support.console import Console
 from vault import schema
 from vault.app import build_runtime, create_app, create_secret_file
 from vault.db import make_engine
-from vault.models import Base
-from vault.services import keys
+from vault.models import AuditChainHead, Base
+from vault.services import audit_chain, keys
 from vault.services.passwords import PasswordCost, Passwords
 from vault.services.runtime import Runtime
 from vault.settings import Settings, normalise_database_url
@@ -112,9 +112,16 @@ class TestDatabase:
 
 
 def truncate_all(engine: Engine) -> None:
+    """Empty every table, leaving the database as the migrations leave a new one: with the
+    audit chain's head row at its start."""
     tables = ", ".join(f'"{t.name}"' for t in Base.metadata.sorted_tables)
     with engine.begin() as connection:
         connection.execute(text(f"TRUNCATE {tables} RESTART IDENTITY CASCADE"))
+        connection.execute(
+            insert(AuditChainHead).values(
+                id=audit_chain.HEAD_ROW_ID, seq=0, entry_hash=audit_chain.GENESIS_HASH
+            )
+        )
 
 
 def create_postgres_schema(base_url: str, prefix: str) -> tuple[str, str]:

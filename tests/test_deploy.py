@@ -413,8 +413,8 @@ def test_runtime_role_appends_to_the_audit_log_but_cannot_rewrite_it(sandbox: Sa
     with connect(sandbox.url(sandbox.app_role), autocommit=True) as app:
         assert app.execute("SELECT current_user").fetchone() == (sandbox.app_role,)
         row = app.execute(
-            "INSERT INTO audit_events (occurred_at, action, outcome, details) "
-            "VALUES (now(), 'test:appended', 'success', '{}') RETURNING id"
+            "INSERT INTO audit_events (occurred_at, action, outcome, details, seq, entry_hash) "
+            "VALUES (now(), 'test:appended', 'success', '{}', 1, repeat('0', 64)) RETURNING id"
         ).fetchone()
         assert row is not None
         event_id = row[0]

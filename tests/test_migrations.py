@@ -10,13 +10,15 @@ from pathlib import Path
 import pytest
 from alembic.autogenerate import compare_metadata
 from alembic.runtime.migration import MigrationContext
-from sqlalchemy import Engine, inspect, text
+from sqlalchemy import Engine, inspect, select, text
+from sqlalchemy.orm import Session
 
 from tests.conftest import create_postgres_schema, drop_postgres_schema, postgres_base_url
 from tests.support.backends import missing_backend
 from vault import schema
 from vault.db import make_engine
-from vault.models import Base
+from vault.models import AuditEventContext, Base
+from vault.services import audit_chain
 
 
 @pytest.fixture(params=["sqlite", pytest.param("postgresql", marks=pytest.mark.postgres)])
@@ -94,3 +96,29 @@ def test_request_texts_already_in_audit_events_move_to_the_erasable_table(
     loaded = json.loads(details) if isinstance(details, str) else details
     assert loaded == {"request_text_kept_apart": True}
     assert kept == "Ozols"
+
+
+def test_events_written_before_the_chain_are_chained_in_order(empty_engine: Engine) -> None:
+    schema.upgrade(empty_engine, "0010")
+    with empty_engine.begin() as connection:
+        for minute, address in ((1, "192.0.2.1"), (2, None), (3, "192.0.2.3")):
+            event_id = connection.execute(
+                text(
+                    "INSERT INTO audit_events (occurred_at, action, outcome, details) VALUES "
+                    "(:at, 'auth:login_succeeded', 'success', :details) RETURNING id"
+                ),
+                {"at": datetime(2026, 11, 1, 8, minute, tzinfo=UTC), "details": "{}"},
+            ).scalar_one()
+            if address:
+                connection.execute(
+                    text("INSERT INTO audit_event_context (event_id, ip_address) VALUES (:i, :a)"),
+                    {"i": event_id, "a": address},
+                )
+    schema.upgrade(empty_engine)
+    with Session(empty_engine) as session:
+        verdict = audit_chain.verify(session)
+        kept = session.scalars(
+            select(AuditEventContext.ip_address).order_by(AuditEventContext.event_id)
+        ).all()
+    assert verdict.intact and verdict.count == 3
+    assert kept == ["192.0.2.1", "192.0.2.3"]

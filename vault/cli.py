@@ -18,7 +18,7 @@ from gunicorn.app.base import BaseApplication
 
 from vault import allocator
 from vault.app import build_runtime, create_app, initialise_instance
-from vault.services import account_admin, accounts, certificates
+from vault.services import account_admin, accounts, audit_chain, certificates
 from vault.services import calendar as school_calendar
 from vault.services import demo as sample_media
 from vault.services import fsck as storage_check
@@ -355,6 +355,26 @@ def fsck(repair: bool) -> None:
     elif not repair:
         click.echo(f"{len(findings)} problems; run `recvault fsck --repair` to fix them", err=True)
         sys.exit(1)
+
+
+@main.group(help="The audit log: check that its hash chain is intact.")
+def audit() -> None:
+    """Group of audit-log commands."""
+
+
+@audit.command("verify", help="Walk the live hash chain; exit 1 at the first damaged event.")
+def audit_verify() -> None:
+    with _service_runtime() as runtime, runtime.sessions() as session:
+        verdict = audit_chain.verify(session)
+    if verdict.intact:
+        click.echo(f"audit chain intact: {verdict.count} events, head {verdict.head_hash}")
+        return
+    click.echo(
+        f"audit chain damaged at event {verdict.at_seq}: {verdict.damage}; "
+        f"the {verdict.count} events before it verify (their head {verdict.head_hash})",
+        err=True,
+    )
+    sys.exit(1)
 
 
 @main.group(help="Deletion certificates.")

@@ -91,6 +91,22 @@ class AuditEvent(Base):
     recording_id: Mapped[uuid.UUID | None] = mapped_column(index=True)
     object_id: Mapped[str | None] = mapped_column(String(64))
     details: Mapped[dict[str, Any]] = mapped_column(default=dict)
+    # The hash chain (``vault.services.audit_chain``): a gap-free number, separate from the
+    # autoincrement id because a PostgreSQL sequence skips values on rollback; the link to
+    # the previous event; and the commitment to the personal details kept in the side table.
+    seq: Mapped[int] = mapped_column(BigInteger, unique=True)
+    entry_hash: Mapped[str] = mapped_column(String(64))
+    context_commitment: Mapped[str | None] = mapped_column(String(64))
+
+
+class AuditChainHead(Base):
+    """The one row naming the chain's last event: appends lock it to take the next number."""
+
+    __tablename__ = "audit_chain_head"
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    seq: Mapped[int] = mapped_column(BigInteger)
+    entry_hash: Mapped[str] = mapped_column(String(64))
 
 
 class DenialTally(Base):
@@ -120,6 +136,8 @@ class AuditEventContext(Base):
     ip_address: Mapped[str | None] = mapped_column(String(45))
     user_agent: Mapped[str | None] = mapped_column(Text)
     request_text: Mapped[str | None] = mapped_column(Text)
+    # The key of the event's commitment to these details; erased with them.
+    salt: Mapped[str | None] = mapped_column(String(64))
 
 
 class MasterKeyVersion(Base):

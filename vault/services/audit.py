@@ -17,7 +17,8 @@ from sqlalchemy import delete, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
-from vault.models import AuditEvent, AuditEventContext, DenialTally
+from vault.models import AuditEvent, AuditEventContext, DenialTally, utcnow
+from vault.services import audit_chain
 from vault.services.errors import TooManyRequests
 
 if TYPE_CHECKING:  # the actor carries this module's RequestContext
@@ -247,28 +248,39 @@ def flush_denial_tallies(session: Session, before: datetime, *, address: str | N
 
 
 def record(session: Session, event: Event) -> AuditEvent:
+    """Add ``event`` to the chain in the caller's transaction (it commits with the act)."""
     details = dict(event.details)
     if event.request_text is not None:
         details["request_text_kept_apart"] = True
+    context = event.context or RequestContext()
+    user_agent = context.user_agent[:MAX_USER_AGENT_LENGTH] if context.user_agent else None
+    personal = context.ip_address or user_agent or event.request_text is not None
+    salt = audit_chain.new_salt() if personal else None
     row = AuditEvent(
+        occurred_at=utcnow(),
         action=event.action.value,
         outcome=event.outcome.value,
         actor_id=event.actor_id,
         recording_id=event.recording_id,
         object_id=event.object_id,
-        details=details,
+        details=audit_chain.normalised_details(details),
+        context_commitment=(
+            audit_chain.commitment(salt, context.ip_address, user_agent, event.request_text)
+            if salt
+            else None
+        ),
     )
+    audit_chain.append(session, row)
     session.add(row)
     session.flush()
-    context = event.context or RequestContext()
-    if context.ip_address or context.user_agent or event.request_text is not None:
-        user_agent = context.user_agent
+    if salt:
         session.add(
             AuditEventContext(
                 event_id=row.id,
                 ip_address=context.ip_address,
-                user_agent=user_agent[:MAX_USER_AGENT_LENGTH] if user_agent else None,
+                user_agent=user_agent,
                 request_text=event.request_text,
+                salt=salt,
             )
         )
     return row
