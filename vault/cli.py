@@ -18,7 +18,7 @@ from gunicorn.app.base import BaseApplication
 
 from vault import allocator
 from vault.app import build_runtime, create_app, initialise_instance
-from vault.services import account_admin, accounts, audit_chain, certificates
+from vault.services import account_admin, accounts, audit_chain, audit_erasure, certificates
 from vault.services import calendar as school_calendar
 from vault.services import demo as sample_media
 from vault.services import fsck as storage_check
@@ -360,6 +360,21 @@ def fsck(repair: bool) -> None:
 @main.group(help="The audit log: check that its hash chain is intact.")
 def audit() -> None:
     """Group of audit-log commands."""
+
+
+@audit.command(
+    "erase-details",
+    help="Erase the addresses, browsers and request texts recorded for USERNAME's acts "
+    "(GDPR art. 17); the events and their chain stay.",
+)
+@click.argument("username")
+def audit_erase_details(username: str) -> None:
+    with _service_runtime() as runtime:
+        erased = audit_erasure.erase_details_at_console(runtime, username)
+    click.echo(
+        f"erased the request details of {erased.events} events and the addresses of "
+        f"{erased.sign_in_attempts} sign-in attempts"
+    )
 
 
 @audit.command("verify", help="Walk the live hash chain; exit 1 at the first damaged event.")
