@@ -4,13 +4,13 @@ with the stored events found at the right event."""
 from __future__ import annotations
 
 import threading
-import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
 
 import pytest
 from sqlalchemy import Connection, delete, insert, select, update
 
+from tests.support.audit_trail import append_events
 from tests.support.console import Console
 from vault.models import AuditChainHead, AuditEvent, AuditEventContext
 from vault.services import audit, audit_chain
@@ -19,20 +19,6 @@ from vault.services.runtime import Runtime
 
 WRITERS = 4
 EVENTS_PER_WRITER = 25
-
-
-def append(runtime: Runtime, count: int, *, address: str | None = None) -> None:
-    for index in range(count):
-        with runtime.sessions() as session, session.begin():
-            audit.record(
-                session,
-                audit.Event(
-                    audit.AuditAction.SYSTEM_INIT,
-                    actor_id=uuid.uuid4(),
-                    details={"index": index, "played": [[0, 6.5]]},
-                    context=audit.RequestContext(ip_address=address) if address else None,
-                ),
-            )
 
 
 def recorded(runtime: Runtime) -> int:
@@ -58,7 +44,7 @@ def tampering(runtime: Runtime) -> Iterator[Connection]:
 
 
 def test_events_are_numbered_from_one_and_linked(runtime: Runtime, recvault: Console) -> None:
-    append(runtime, 5, address="192.0.2.9")
+    append_events(runtime, 5, address="192.0.2.9")
     with runtime.sessions() as session:
         events = list(session.scalars(select(AuditEvent).order_by(AuditEvent.seq)))
         head = session.get(AuditChainHead, audit_chain.HEAD_ROW_ID)
@@ -73,11 +59,11 @@ def test_events_are_numbered_from_one_and_linked(runtime: Runtime, recvault: Con
 
 
 def test_a_rolled_back_act_leaves_no_gap(runtime: Runtime) -> None:
-    append(runtime, 2)
+    append_events(runtime, 2)
     with runtime.sessions() as session:
         audit.record(session, audit.Event(audit.AuditAction.SYSTEM_INIT))
         session.rollback()
-    append(runtime, 2)
+    append_events(runtime, 2)
     with runtime.sessions() as session:
         numbers = list(session.scalars(select(AuditEvent.seq).order_by(AuditEvent.seq)))
     assert numbers == list(range(1, len(numbers) + 1))
@@ -85,7 +71,7 @@ def test_a_rolled_back_act_leaves_no_gap(runtime: Runtime) -> None:
 
 
 def test_personal_details_enter_the_chain_only_as_a_commitment(runtime: Runtime) -> None:
-    append(runtime, 3, address="203.0.113.77")
+    append_events(runtime, 3, address="203.0.113.77")
     with runtime.sessions() as session:
         event = session.scalars(select(AuditEvent).order_by(AuditEvent.seq.desc())).first()
         assert event is not None
@@ -120,7 +106,7 @@ def test_tampering_is_found_at_the_right_event(
     runtime: Runtime, recvault: Console, change: str, damage: Damage, at: int
 ) -> None:
     base = recorded(runtime)
-    append(runtime, 6)
+    append_events(runtime, 6)
     with runtime.sessions() as session:
         events = {e.seq - base: e for e in session.scalars(select(AuditEvent))}
     with tampering(runtime) as connection:
@@ -168,7 +154,7 @@ def test_concurrent_appends_never_fork_or_skip(runtime: Runtime) -> None:
 
     def writer() -> None:
         try:
-            append(runtime, EVENTS_PER_WRITER)
+            append_events(runtime, EVENTS_PER_WRITER)
         except BaseException as exc:  # reported below, with the test's own assertion
             failures.append(exc)
 
@@ -186,7 +172,7 @@ def test_concurrent_appends_never_fork_or_skip(runtime: Runtime) -> None:
 
 @pytest.mark.postgres
 def test_postgresql_refuses_to_change_or_remove_an_event(runtime: Runtime) -> None:
-    append(runtime, 2)
+    append_events(runtime, 2)
     for statement in (
         update(AuditEvent).where(AuditEvent.seq == 1).values(outcome="denied"),
         delete(AuditEvent).where(AuditEvent.seq == 1),

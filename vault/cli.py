@@ -10,6 +10,7 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import datetime
+from pathlib import Path
 from typing import Any, NoReturn, TextIO
 
 import click
@@ -18,7 +19,15 @@ from gunicorn.app.base import BaseApplication
 
 from vault import allocator
 from vault.app import build_runtime, create_app, initialise_instance
-from vault.services import account_admin, accounts, audit_chain, audit_erasure, certificates
+from vault.services import (
+    account_admin,
+    accounts,
+    audit_chain,
+    audit_checkpoints,
+    audit_erasure,
+    audit_export,
+    certificates,
+)
 from vault.services import calendar as school_calendar
 from vault.services import demo as sample_media
 from vault.services import fsck as storage_check
@@ -340,6 +349,8 @@ def lifecycle_run(dry_run: bool) -> None:
     click.echo(f"{verb} {len(report.stale_uploads)} stale uploads")
     if not dry_run:
         click.echo(f"ended {report.ended_views} lapsed views")
+    if report.checkpoint_tree_size is not None:
+        click.echo(f"signed an audit checkpoint of {report.checkpoint_tree_size} events")
 
 
 @main.command(help="Check that the database and the storage agree; --repair fixes what it finds.")
@@ -378,18 +389,157 @@ def audit_erase_details(username: str) -> None:
 
 
 @audit.command("verify", help="Walk the live hash chain; exit 1 at the first damaged event.")
-def audit_verify() -> None:
+@click.option(
+    "--export",
+    "export_file",
+    type=click.Path(exists=True, dir_okay=False, path_type=Path),
+    default=None,
+    help="Check a JSON Lines export offline instead, against its own manifest.",
+)
+@click.option(
+    "--witness",
+    type=click.File("r", encoding="utf-8"),
+    default=None,
+    help=(
+        "Checkpoints kept outside the server (JSON, as GET /api/v1/audit/checkpoints gives): "
+        "the live log must still hold each of them."
+    ),
+)
+def audit_verify(export_file: Path | None, witness: TextIO | None) -> None:
+    if export_file is not None:
+        _report_export(export_file)
+        return
+    kept = _witnessed_checkpoints(witness) if witness is not None else []
     with _service_runtime() as runtime, runtime.sessions() as session:
         verdict = audit_chain.verify(session)
+        report = audit_checkpoints.verify(session, runtime.keyring, kept)
     if verdict.intact:
         click.echo(f"audit chain intact: {verdict.count} events, head {verdict.head_hash}")
+    else:
+        click.echo(
+            f"audit chain damaged at event {verdict.at_seq}: {verdict.damage}; "
+            f"the {verdict.count} events before it verify (their head {verdict.head_hash})",
+            err=True,
+        )
+    _report_checkpoints(report)
+    if not (verdict.intact and report.intact):
+        sys.exit(1)
+
+
+def _witnessed_checkpoints(file: TextIO) -> list[audit_checkpoints.SignedCheckpoint]:
+    try:
+        return audit_checkpoints.witnessed(json.load(file))
+    except json.JSONDecodeError:
+        raise click.ClickException("the witness file is not JSON") from None
+    except ServiceError as exc:
+        _fail(exc)
+
+
+def _report_checkpoints(report: audit_checkpoints.CheckpointReport) -> None:
+    for found in report.findings:
+        origin = "kept" if found.witnessed else "stored"
+        click.echo(
+            f"audit checkpoint damage at event {found.at_seq}: {found.damage}; the {origin} "
+            f"checkpoint of {found.tree_size} events: {found.detail}",
+            err=True,
+        )
+    if report.fingerprint is None:
+        click.echo("no audit checkpoints yet")
+        return
+    verdict = "all verify" if report.intact else f"{len(report.findings)} findings"
+    click.echo(
+        f"audit checkpoints: {report.stored} stored, {report.witnessed} kept; {verdict}; "
+        f"signing key {report.fingerprint}"
+    )
+    if report.latest is not None:
+        click.echo(
+            f"latest checkpoint: {report.latest.tree_size} events, root {report.latest.root_hash}"
+        )
+
+
+@audit.command(
+    "checkpoint",
+    help="Sign a checkpoint of the audit chain now (the lifecycle run makes one every hour).",
+)
+def audit_checkpoint() -> None:
+    with _service_runtime() as runtime:
+        made = audit_checkpoints.checkpoint_now(runtime, runtime.clock())
+    if made is None:
+        click.echo("no audit events since the last checkpoint; none made")
+        return
+    click.echo(f"audit checkpoint: {made.tree_size} events")
+    click.echo(f"root: {made.root_hash}")
+    click.echo(f"key fingerprint: {made.key_fingerprint}")
+
+
+def _report_export(path: Path) -> None:
+    try:
+        verdict = audit_export.verify_export(path)
+    except ServiceError as exc:
+        _fail(exc)
+    if not verdict.intact:
+        where = f"event {verdict.at_seq}" if verdict.at_seq is not None else "an unknown event"
+        click.echo(
+            f"audit export damaged at {where}: {verdict.damage}; the {verdict.count} events "
+            f"before it verify, of the {verdict.expected} the manifest counts",
+            err=True,
+        )
+        sys.exit(1)
+    if verdict.contiguous:
+        click.echo(
+            f"audit export intact: {verdict.count} consecutive events, every link recomputed; "
+            f"the last is the head the manifest names, {verdict.head_hash}"
+        )
         return
     click.echo(
-        f"audit chain damaged at event {verdict.at_seq}: {verdict.damage}; "
-        f"the {verdict.count} events before it verify (their head {verdict.head_hash})",
-        err=True,
+        f"audit export consistent: {verdict.count} filtered events, as the manifest counts; "
+        "each hashes to itself, matches the filter, comes in order and links to its "
+        "neighbour where that is exported too. The links to events outside the filter "
+        "cannot be checked from the file: they need a proof of inclusion against a "
+        "checkpoint."
     )
-    sys.exit(1)
+
+
+@audit.command(
+    "export",
+    help="Export audit events as JSON Lines (to verify) or CSV (for spreadsheets), with a "
+    "manifest in FILE.manifest.json; audited. Personal request details are never exported.",
+)
+@click.option(
+    "--since",
+    default=None,
+    help="From this day (YYYY-MM-DD, school time zone) or instant (2026-11-18T08:30:00Z).",
+)
+@click.option(
+    "--until",
+    default=None,
+    help="Through this day (YYYY-MM-DD, included) or up to this instant (excluded).",
+)
+@click.option("--actor", default=None, help="The acting account: username or account id.")
+@click.option("--recording", default=None, help="A recording id.")
+@click.option("--action", default=None, help="An audited action, e.g. view:started.")
+@click.option("--outcome", type=click.Choice(["success", "denied", "failure"]), default=None)
+@click.option("--format", "export_format", type=click.Choice(["jsonl", "csv"]), default="jsonl")
+@click.option(
+    "--output", type=click.Path(dir_okay=False, path_type=Path), required=True, help="FILE"
+)
+def audit_export_command(output: Path, export_format: str, **criteria: str | None) -> None:
+    manifest_file = output.with_name(output.name + ".manifest.json")
+    try:
+        with _service_runtime() as runtime, output.open("wb") as target:
+            manifest = audit_export.export_as_operator(
+                runtime, {**criteria, "format": export_format}, target
+            )
+    except BaseException:
+        # A refused or broken-off export must not be left behind looking like one.
+        output.unlink(missing_ok=True)
+        raise
+    manifest_file.write_text(json.dumps(manifest.as_json(), indent=2) + "\n", encoding="utf-8")
+    click.echo(
+        f"exported {manifest.count} events to {output} (seq {manifest.first_seq} to "
+        f"{manifest.last_seq}; head {manifest.head_seq}); manifest in {manifest_file}; "
+        f"recorded as event {manifest.export_seq}"
+    )
 
 
 @main.group(help="Deletion certificates.")

@@ -109,6 +109,31 @@ class AuditChainHead(Base):
     entry_hash: Mapped[str] = mapped_column(String(64))
 
 
+class AuditCheckpoint(Base):
+    """A signed statement of the audit chain's state: the Merkle root (RFC 6962) over the
+    entry hashes of its first ``tree_size`` events, and the last of them.
+
+    ``body`` is the signed statement (canonical JSON) and ``signature`` Ed25519 over it with
+    the audit signing key; an officer who keeps copies outside the server can later show
+    that the log still holds exactly those events.
+    """
+
+    __tablename__ = "audit_checkpoints"
+
+    id: Mapped[int] = mapped_column(BigIntPrimaryKey, primary_key=True, autoincrement=True)
+    tree_size: Mapped[int] = mapped_column(BigInteger, unique=True)
+    root_hash: Mapped[str] = mapped_column(String(64))
+    head_hash: Mapped[str] = mapped_column(String(64))
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+    body: Mapped[str] = mapped_column(Text)
+    signature: Mapped[str] = mapped_column(String(128))
+    key_fingerprint: Mapped[str] = mapped_column(String(64))
+    # The hashes of the tree's maximal perfect subtrees (a JSON list of hex): the next
+    # checkpoint extends them with the newer events instead of rereading the whole log, and
+    # they fold to ``root_hash``, so a tampered list is found.
+    frontier: Mapped[list[str]] = mapped_column(JSON, default=list)
+
+
 class DenialTally(Base):
     """Refusals of unauthenticated requests from one address in one minute (the audit log's
     flood guard, in ``vault.services.audit``). Beyond the first few, which are recorded one

@@ -7,7 +7,8 @@
 --     psql "$URL" -c "SET recvault.app_role = 'vault_app'" -f runtime-grants.sql
 --
 -- The runtime role reads and writes the ordinary tables, but the audit log is append-only
--- for it: on audit_events it has SELECT and INSERT only, never UPDATE, DELETE or TRUNCATE.
+-- for it: on audit_events and audit_checkpoints it has SELECT and INSERT only, never UPDATE,
+-- DELETE or TRUNCATE.
 -- A compromised web process can add events but cannot rewrite or erase history; and since
 -- PostgreSQL ties SELECT ... FOR UPDATE to the UPDATE privilege, it cannot lock those rows
 -- either (the chain's serialisation must not rely on locking audit rows).
@@ -18,7 +19,7 @@ DECLARE
     app_role text := coalesce(nullif(current_setting('recvault.app_role', true), ''), 'vault_app');
     target text := current_schema();
     -- Tables the runtime role may only read and append to.
-    append_only text[] := ARRAY['audit_events'];
+    append_only text[] := ARRAY['audit_events', 'audit_checkpoints'];
     -- Tables only migrations write.
     read_only text[] := ARRAY['alembic_version'];
     table_name text;

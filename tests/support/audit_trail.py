@@ -7,6 +7,7 @@ import uuid
 from sqlalchemy import func, select
 
 from vault.models import AuditEvent
+from vault.services import audit
 from vault.services.runtime import Runtime
 
 
@@ -29,3 +30,19 @@ def denial_count(
         query = query.where(AuditEvent.actor_id == actor_id)
     with runtime.sessions() as session:
         return session.scalar(query) or 0
+
+
+def append_events(runtime: Runtime, count: int, *, address: str | None = None) -> None:
+    """``count`` events, each in a transaction of its own, as separate acts would write them
+    (with a request address when ``address`` is given)."""
+    for index in range(count):
+        with runtime.sessions() as session, session.begin():
+            audit.record(
+                session,
+                audit.Event(
+                    audit.AuditAction.SYSTEM_INIT,
+                    actor_id=uuid.uuid4(),
+                    details={"index": index, "played": [[0, 6.5]]},
+                    context=audit.RequestContext(ip_address=address) if address else None,
+                ),
+            )

@@ -35,6 +35,8 @@ class AuditAction(StrEnum):
     KEYS_MASTER_ROTATED = "keys:master_rotated"
     KEYS_MASTER_DESTROYED = "keys:master_destroyed"
     KEYS_SIGNING_KEY_CREATED = "keys:signing_key_created"
+    AUDIT_EXPORTED = "audit:exported"
+    AUDIT_CHECKPOINT_CREATED = "audit:checkpoint_created"
     AUDIT_DETAILS_ERASED = "audit:details_erased"
     AUTH_LOGIN_SUCCEEDED = "auth:login_succeeded"
     AUTH_LOGIN_FAILED = "auth:login_failed"

@@ -118,8 +118,13 @@ class Damage(StrEnum):
     EDITED = "edited"  # the event no longer hashes to its stored link
     DELETED = "deleted"  # a sequence number is missing
     OUT_OF_ORDER = "reordered"  # a number appears again, or goes backwards
+    INSERTED = "inserted"  # an exported line that the chain never held
     TRUNCATED = "truncated"  # the head counts events that are no longer there
     HEAD_MISMATCH = "head_mismatch"  # the last event is not the one the head names
+    # Found against signed checkpoints (``vault.services.audit_checkpoints``):
+    ROLLED_BACK = "rolled_back"  # the log no longer holds what a kept checkpoint covers
+    BAD_SIGNATURE = "bad_signature"  # a checkpoint not signed by the audit signing key
+    INCONSISTENT_CHECKPOINT = "inconsistent_checkpoint"  # a stored checkpoint disagrees
 
 
 @dataclass(frozen=True)

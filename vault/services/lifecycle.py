@@ -1,6 +1,7 @@
 """The daily lifecycle run (`recvault lifecycle run`), which a scheduler starts hourly:
 abandoned uploads are cleaned, lapsed views are ended and summarised, and the counts of
-refused unauthenticated requests of past minutes become audit events."""
+refused unauthenticated requests of past minutes become audit events, and a signed
+checkpoint of the audit chain is made if anything happened since the last."""
 
 from __future__ import annotations
 
@@ -13,7 +14,7 @@ from sqlalchemy import select
 
 from storage_backends.base import ObjectNotFound, StorageError
 from vault.models import Recording, Upload
-from vault.services import audit, streaming
+from vault.services import audit, audit_checkpoints, streaming
 from vault.services.access import Status
 from vault.services.audit import AuditAction
 from vault.services.errors import Gone, KeysUnavailable, StorageUnavailable
@@ -60,17 +61,29 @@ class DailyReport:
     stale_uploads: list[CleanupItem]
     ended_views: int
     denial_tallies_recorded: int = 0
+    # The checkpoint signed at the end of the run (the number of events it covers), if
+    # anything happened since the last one.
+    checkpoint_tree_size: int | None = None
 
 
 def run(runtime: Runtime, now: datetime, *, dry_run: bool) -> DailyReport:
     cleaned = cleanup_stale_uploads(runtime, now, dry_run=dry_run)
     ended = tallies = 0
+    checkpointed: int | None = None
     if not dry_run:
         with runtime.sessions() as session, session.begin():
             ended = streaming.end_idle_views(session, now, runtime.settings.view_idle_timeout)
         with runtime.sessions() as session, session.begin():
             tallies = audit.flush_denial_tallies(session, audit.denial_minute(now))
-    return DailyReport(stale_uploads=cleaned, ended_views=ended, denial_tallies_recorded=tallies)
+        # Last, so that it covers what this run recorded.
+        checkpoint = audit_checkpoints.checkpoint_now(runtime, now)
+        checkpointed = checkpoint.tree_size if checkpoint is not None else None
+    return DailyReport(
+        stale_uploads=cleaned,
+        ended_views=ended,
+        denial_tallies_recorded=tallies,
+        checkpoint_tree_size=checkpointed,
+    )
 
 
 # -- stale uploads -------------------------------------------------------------------------

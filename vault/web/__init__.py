@@ -10,6 +10,8 @@ from vault.web import (
     account,
     admin,
     api,
+    audit,
+    audit_export,
     auth,
     errors,
     i18n,
@@ -36,6 +38,8 @@ def init_app(app: Flask, runtime: Runtime) -> None:
     app.register_blueprint(account.blueprint)
     app.register_blueprint(admin.blueprint)
     app.register_blueprint(api.blueprint)
+    app.register_blueprint(audit_export.api)
+    audit.init_app(app)
     app.register_blueprint(uploads.blueprint)
     app.register_blueprint(recordings.pages)
     app.register_blueprint(recordings.api)

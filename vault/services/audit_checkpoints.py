@@ -1,0 +1,469 @@
+"""Signed checkpoints of the audit chain, and their verification.
+
+A checkpoint states, under the audit signing key, the Merkle root (RFC 6962, ``vault.merkle``)
+over the entry hashes of the first ``tree_size`` events, the hash of the last of them, and
+the time. The hash chain alone cannot stop whoever controls the database from rewriting
+events and recomputing every link after them; a checkpoint kept outside the server can: the
+rewritten log no longer has its root, and a log rolled back to before it lacks its events.
+
+The lifecycle run makes a checkpoint when there was activity since the last one, and
+``recvault audit checkpoint`` makes one on demand. Each checkpoint extends its predecessor's
+stored frontier with the events since, after checking their links, so it costs what those
+events cost; making one is itself an audit event, recorded after the root is computed, so
+the next checkpoint covers it.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy import select
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.orm import Session
+
+from vault import merkle, signing
+from vault.keyring import Keyring, KeyringError
+from vault.models import AuditChainHead, AuditCheckpoint, AuditEvent
+from vault.services import audit, audit_chain, certificates
+from vault.services.audit import AuditAction
+from vault.services.audit_chain import Damage
+from vault.services.errors import N_, Conflict, KeysUnavailable, NotFound, ValidationFailed
+from vault.services.runtime import Runtime
+
+FORMAT = "recording-vault/audit-checkpoint/v1"
+_BATCH = 5000
+_BODY_FIELDS = ("tree_size", "root_hash", "head_hash", "created_at")
+
+
+class ChainDamaged(Conflict):
+    """The events since the last checkpoint do not verify: nothing is signed over them."""
+
+    message = N_("The audit log is damaged at event %(seq)s; run recvault audit verify.")
+
+
+@dataclass(frozen=True)
+class SignedCheckpoint:
+    """A checkpoint as an officer keeps it: the signed body is what counts."""
+
+    tree_size: int
+    root_hash: str
+    head_hash: str
+    created_at: str
+    signed_body: str
+    signature: str
+    key_fingerprint: str
+
+    def as_json(self) -> dict[str, Any]:
+        return {
+            "tree_size": self.tree_size,
+            "root_hash": self.root_hash,
+            "head_hash": self.head_hash,
+            "created_at": self.created_at,
+            "signed_body": self.signed_body,
+            "signature": self.signature,
+            "key_fingerprint": self.key_fingerprint,
+        }
+
+
+def body_of(tree_size: int, root_hash: str, head_hash: str, created_at: str) -> str:
+    return signing.canonical_json(
+        {
+            "format": FORMAT,
+            "tree_size": tree_size,
+            "root_hash": root_hash,
+            "head_hash": head_hash,
+            "created_at": created_at,
+        }
+    )
+
+
+def stored(checkpoint: AuditCheckpoint) -> SignedCheckpoint:
+    return SignedCheckpoint(
+        tree_size=checkpoint.tree_size,
+        root_hash=checkpoint.root_hash,
+        head_hash=checkpoint.head_hash,
+        created_at=audit_chain.utc_text(checkpoint.created_at),
+        signed_body=checkpoint.body,
+        signature=checkpoint.signature,
+        key_fingerprint=checkpoint.key_fingerprint,
+    )
+
+
+def parsed(item: Any) -> SignedCheckpoint:
+    """A checkpoint from a kept copy, its fields read from the signed body alone (a readable
+    copy beside it proves nothing). Raises ValueError if it is not one."""
+    if not isinstance(item, dict):
+        raise ValueError("not an object")
+    body, signature = item.get("signed_body"), item.get("signature")
+    if not isinstance(body, str) or not isinstance(signature, str):
+        raise ValueError("no signed body or signature")
+    content = json.loads(body)
+    if not isinstance(content, dict) or content.get("format") != FORMAT:
+        raise ValueError("not an audit checkpoint")
+    size, values = content.get("tree_size"), [content.get(name) for name in _BODY_FIELDS[1:]]
+    if not isinstance(size, int) or size < 1 or not all(isinstance(v, str) for v in values):
+        raise ValueError("incomplete checkpoint")
+    root_hash, head_hash, created_at = (str(value) for value in values)
+    fingerprint = item.get("key_fingerprint")
+    return SignedCheckpoint(
+        size,
+        root_hash,
+        head_hash,
+        created_at,
+        body,
+        signature,
+        fingerprint if isinstance(fingerprint, str) else "",
+    )
+
+
+def witnessed(document: Any) -> list[SignedCheckpoint]:
+    """The checkpoints of a kept file: the API's answer, a list of checkpoints, or one."""
+    items: Any = document
+    if isinstance(document, dict):
+        items = document.get("checkpoints", [document])
+    try:
+        if not isinstance(items, list) or not items:
+            raise ValueError("no checkpoints")
+        return [parsed(item) for item in items]
+    except (ValueError, TypeError):
+        raise ValidationFailed(
+            {"witness": [N_("This is not a file of audit checkpoints.")]}
+        ) from None
+
+
+# -- making checkpoints -------------------------------------------------------------------------
+
+
+@contextmanager
+def _keyring_errors() -> Iterator[None]:
+    try:
+        yield
+    except KeyringError as exc:
+        raise KeysUnavailable(str(exc)) from exc
+
+
+def latest(session: Session) -> AuditCheckpoint | None:
+    return session.scalars(
+        select(AuditCheckpoint).order_by(AuditCheckpoint.tree_size.desc()).limit(1)
+    ).first()
+
+
+def _activity_since(session: Session, tree_size: int) -> bool:
+    """Whether any event after ``tree_size`` is more than a checkpoint's own record."""
+    found = session.scalars(
+        select(AuditEvent.seq)
+        .where(
+            AuditEvent.seq > tree_size,
+            AuditEvent.action != AuditAction.AUDIT_CHECKPOINT_CREATED.value,
+        )
+        .limit(1)
+    ).first()
+    return found is not None
+
+
+def _frontier_of(checkpoint: AuditCheckpoint) -> merkle.Frontier:
+    try:
+        frontier = merkle.Frontier(
+            checkpoint.tree_size, [bytes.fromhex(h) for h in checkpoint.frontier]
+        )
+    except (ValueError, TypeError):
+        raise ChainDamaged(seq=checkpoint.tree_size) from None
+    if frontier.root().hex() != checkpoint.root_hash:
+        raise ChainDamaged(seq=checkpoint.tree_size)
+    return frontier
+
+
+def make_checkpoint(session: Session, keyring: Keyring, now: datetime) -> AuditCheckpoint | None:
+    """Sign a checkpoint over every event so far, in the caller's transaction; None when
+    nothing but the last checkpoint's own record happened since it.
+
+    The events since the last checkpoint are checked link by link from its head first:
+    a checkpoint must never vouch for a chain that does not verify. Raises ChainDamaged
+    otherwise.
+    """
+    previous = latest(session)
+    if previous is not None and not _activity_since(session, previous.tree_size):
+        return None
+    # The head row commits with the events it counts, so every event up to it is readable.
+    head_seq, head_hash = session.execute(
+        select(AuditChainHead.seq, AuditChainHead.entry_hash).where(
+            AuditChainHead.id == audit_chain.HEAD_ROW_ID
+        )
+    ).one()
+    if head_seq == 0:
+        return None
+    frontier = _frontier_of(previous) if previous is not None else merkle.Frontier()
+    link = previous.head_hash if previous is not None else audit_chain.GENESIS_HASH
+    events = session.scalars(
+        select(AuditEvent)
+        .where(AuditEvent.seq > frontier.size, AuditEvent.seq <= head_seq)
+        .order_by(AuditEvent.seq)
+        .execution_options(yield_per=_BATCH)
+    )
+    for event in events:
+        expected = frontier.size + 1
+        if event.seq != expected or audit_chain.link(audit_chain.entry_of(event), link) != (
+            event.entry_hash
+        ):
+            raise ChainDamaged(seq=expected)
+        frontier.append(bytes.fromhex(event.entry_hash))
+        link = event.entry_hash
+    if frontier.size != head_seq or link != head_hash:
+        raise ChainDamaged(seq=frontier.size + 1)
+
+    root_hash, created_at = frontier.root().hex(), audit_chain.utc_text(now)
+    body = body_of(head_seq, root_hash, head_hash, created_at)
+    with _keyring_errors():
+        signature, fingerprint = certificates._sign(session, keyring, body)
+    checkpoint = AuditCheckpoint(
+        tree_size=head_seq,
+        root_hash=root_hash,
+        head_hash=head_hash,
+        created_at=now,
+        body=body,
+        signature=signature,
+        key_fingerprint=fingerprint,
+        frontier=[subtree.hex() for subtree in frontier.subtrees],
+    )
+    try:
+        with session.begin_nested():
+            session.add(checkpoint)
+    except IntegrityError:
+        return None  # another run signed the same events a moment ago
+    audit.record(
+        session,
+        audit.Event(
+            AuditAction.AUDIT_CHECKPOINT_CREATED,
+            object_id=str(head_seq),
+            details={"tree_size": head_seq, "root_hash": root_hash, "key_fingerprint": fingerprint},
+        ),
+    )
+    return checkpoint
+
+
+def checkpoint_now(runtime: Runtime, now: datetime) -> SignedCheckpoint | None:
+    """The console task: make a checkpoint if there was activity, and commit it."""
+    with runtime.sessions() as session, session.begin():
+        made = make_checkpoint(session, runtime.keyring, now)
+        return stored(made) if made is not None else None
+
+
+# -- reading them ------------------------------------------------------------------------------
+
+MAX_LISTED = 1000
+
+
+def listed(session: Session, limit: int, before: int | None = None) -> list[SignedCheckpoint]:
+    """Newest first: up to ``limit`` checkpoints, those covering fewer than ``before`` events
+    if given (the next page)."""
+    query = select(AuditCheckpoint).order_by(AuditCheckpoint.tree_size.desc())
+    if before is not None:
+        query = query.where(AuditCheckpoint.tree_size < before)
+    return [stored(row) for row in session.scalars(query.limit(max(1, min(limit, MAX_LISTED))))]
+
+
+def public_identity(session: Session, keyring: Keyring) -> certificates.SigningIdentity:
+    """The audit signing key's public half; it is never created here."""
+    with _keyring_errors():
+        private = keyring.unseal(session, certificates.SIGNING_KEY_NAME)
+    if private is None:
+        raise KeysUnavailable(N_("The signing key is missing; run recvault init."))
+    return certificates.SigningIdentity(signing.public_key_of(private))
+
+
+def _range_root(session: Session, start: int, end: int) -> bytes:
+    """MTH of the entry hashes of events start+1 .. end, streamed."""
+    frontier = merkle.Frontier()
+    hashes = session.scalars(
+        select(AuditEvent.entry_hash)
+        .where(AuditEvent.seq > start, AuditEvent.seq <= end)
+        .order_by(AuditEvent.seq)
+        .execution_options(yield_per=_BATCH)
+    )
+    for entry_hash in hashes:
+        frontier.append(bytes.fromhex(entry_hash))
+    if frontier.size != end - start:
+        raise ChainDamaged(seq=start + frontier.size + 1)
+    return frontier.root()
+
+
+def consistency(session: Session, older: AuditCheckpoint, newer: AuditCheckpoint) -> list[str]:
+    """The RFC 6962 consistency proof from ``older`` to ``newer``, as hex.
+
+    The older tree's part of the proof is its stored frontier; the rest is hashed from the
+    events between the two, each streamed once.
+    """
+    known = dict(_frontier_of(older).blocks())
+    return [
+        (known[span] if span in known else _range_root(session, *span)).hex()
+        for span in merkle.consistency_ranges(older.tree_size, newer.tree_size)
+    ]
+
+
+def consistency_to_latest(session: Session, from_size: int) -> dict[str, Any]:
+    """The proof that the latest checkpoint extends the one of ``from_size`` events."""
+    newest = latest(session)
+    older = session.scalars(
+        select(AuditCheckpoint).where(AuditCheckpoint.tree_size == from_size)
+    ).first()
+    if newest is None or older is None:
+        raise NotFound()
+    return {
+        "from_tree_size": older.tree_size,
+        "to_tree_size": newest.tree_size,
+        "proof": consistency(session, older, newest),
+    }
+
+
+# -- verifying them ----------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Finding:
+    """One checkpoint the log does not bear out; ``at_seq`` is the first event that may be
+    wrong (the first missing one, or the first after the last checkpoint that still holds)."""
+
+    damage: Damage
+    at_seq: int
+    tree_size: int
+    witnessed: bool
+    detail: str
+
+
+@dataclass(frozen=True)
+class CheckpointReport:
+    stored: int
+    witnessed: int
+    fingerprint: str | None
+    latest: SignedCheckpoint | None
+    findings: tuple[Finding, ...] = field(default=())
+
+    @property
+    def intact(self) -> bool:
+        return not self.findings
+
+
+@dataclass(frozen=True)
+class _Claim:
+    checkpoint: SignedCheckpoint
+    witnessed: bool
+    # What is already known to be wrong with it before the log is read.
+    finding: Finding | None = None
+
+
+def _stored_claim(row: AuditCheckpoint, public_key: bytes) -> _Claim:
+    claim = stored(row)
+    try:
+        content = json.loads(row.body)
+    except ValueError:
+        content = None
+    expected = json.loads(
+        body_of(row.tree_size, row.root_hash, row.head_hash, audit_chain.utc_text(row.created_at))
+    )
+    if content != expected:
+        return _Claim(
+            claim,
+            False,
+            Finding(
+                Damage.INCONSISTENT_CHECKPOINT,
+                row.tree_size,
+                row.tree_size,
+                False,
+                "the stored fields differ from the signed body",
+            ),
+        )
+    return _signature_claim(claim, False, public_key)
+
+
+def _signature_claim(claim: SignedCheckpoint, witness: bool, public_key: bytes) -> _Claim:
+    try:
+        signature = bytes.fromhex(claim.signature)
+    except ValueError:
+        signature = b""
+    if signing.verify(public_key, claim.signed_body.encode(), signature):
+        return _Claim(claim, witness)
+    detail = "the signature does not verify under the audit signing key"
+    if claim.key_fingerprint and claim.key_fingerprint != signing.fingerprint(public_key):
+        detail += f" (it names the key {claim.key_fingerprint})"
+    finding = Finding(Damage.BAD_SIGNATURE, claim.tree_size, claim.tree_size, witness, detail)
+    return _Claim(claim, witness, finding)
+
+
+def verify(
+    session: Session, keyring: Keyring, witnesses: Sequence[SignedCheckpoint] = ()
+) -> CheckpointReport:
+    """Check the stored checkpoints and the ones an officer kept against the live log.
+
+    Each must be signed by the audit signing key and name the root and head of the log's
+    first ``tree_size`` events. Every root is recomputed from the one log in a single
+    streamed pass, so when they all hold the successive checkpoints are consistent with
+    each other (what an RFC 6962 consistency proof shows, with its hashes recomputed rather
+    than received). A kept checkpoint the log no longer bears out means the database was
+    rolled back or rewritten; a stored one, that it was changed after it was signed.
+    """
+    rows = list(session.scalars(select(AuditCheckpoint).order_by(AuditCheckpoint.tree_size)))
+    if not rows and not witnesses:
+        return CheckpointReport(0, 0, None, None)
+    public_key = public_identity(session, keyring).public_key
+    claims = [_stored_claim(row, public_key) for row in rows]
+    claims += [_signature_claim(kept, True, public_key) for kept in witnesses]
+    findings = [claim.finding for claim in claims if claim.finding is not None]
+    findings += _against_the_log(session, [claim for claim in claims if claim.finding is None])
+    return CheckpointReport(
+        stored=len(rows),
+        witnessed=len(witnesses),
+        fingerprint=signing.fingerprint(public_key),
+        latest=stored(rows[-1]) if rows else None,
+        findings=tuple(sorted(findings, key=lambda found: (found.at_seq, found.tree_size))),
+    )
+
+
+def _against_the_log(session: Session, claims: list[_Claim]) -> list[Finding]:
+    """Walk the log's entry hashes once, comparing each claim at its size."""
+    claims = sorted(claims, key=lambda claim: claim.checkpoint.tree_size)
+    if not claims:
+        return []
+    findings: list[Finding] = []
+    frontier, last_hash, vouched = merkle.Frontier(), audit_chain.GENESIS_HASH, 0
+    pending = iter(claims)
+    claim: _Claim | None = next(pending)
+    rows = session.execute(
+        select(AuditEvent.seq, AuditEvent.entry_hash)
+        .where(AuditEvent.seq <= claims[-1].checkpoint.tree_size)
+        .order_by(AuditEvent.seq)
+        .execution_options(yield_per=_BATCH)
+    )
+    for seq, entry_hash in rows:
+        if seq != frontier.size + 1:
+            break  # a gap: the chain's own check names it; nothing after it is comparable
+        frontier.append(bytes.fromhex(entry_hash))
+        last_hash = entry_hash
+        while claim is not None and claim.checkpoint.tree_size == frontier.size:
+            kept = claim.checkpoint
+            if kept.root_hash == frontier.root().hex() and kept.head_hash == last_hash:
+                vouched = kept.tree_size
+            else:
+                findings.append(_differs(kept, claim.witnessed, vouched))
+            claim = next(pending, None)
+    while claim is not None:
+        findings.append(_missing(claim.checkpoint, claim.witnessed, frontier.size))
+        claim = next(pending, None)
+    return findings
+
+
+def _differs(kept: SignedCheckpoint, witness: bool, vouched: int) -> Finding:
+    where = f"after event {vouched}" if vouched else "from the first event"
+    detail = f"the first {kept.tree_size} events no longer have this root; the log differs {where}"
+    damage = Damage.ROLLED_BACK if witness else Damage.INCONSISTENT_CHECKPOINT
+    return Finding(damage, vouched + 1, kept.tree_size, witness, detail)
+
+
+def _missing(kept: SignedCheckpoint, witness: bool, held: int) -> Finding:
+    detail = f"it covers {kept.tree_size} events; the log holds only the first {held} of them"
+    damage = Damage.ROLLED_BACK if witness else Damage.INCONSISTENT_CHECKPOINT
+    return Finding(damage, held + 1, kept.tree_size, witness, detail)
