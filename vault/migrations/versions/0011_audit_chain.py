@@ -103,21 +103,20 @@ def _link(entry: dict[str, Any], previous: str) -> str:
     return digest.hexdigest()
 
 
+def _kept_details(connection: sa.Connection) -> list[dict[str, Any]]:
+    """The details kept beside the events, to put back after SQLite rebuilds audit_events
+    (dropping the old table cascades to them)."""
+    query = sa.select(
+        _context.c.event_id, _context.c.ip_address, _context.c.user_agent, _context.c.request_text
+    ).order_by(_context.c.event_id)
+    return [dict(row._mapping) for row in connection.execute(query)]
+
+
 def upgrade() -> None:
     connection = op.get_bind()
     # SQLite rebuilds audit_events below to make the new columns NOT NULL; dropping the old
     # table cascades to the details kept beside the events, so they are put back after.
-    contexts = [
-        dict(row._mapping)
-        for row in connection.execute(
-            sa.select(
-                _context.c.event_id,
-                _context.c.ip_address,
-                _context.c.user_agent,
-                _context.c.request_text,
-            ).order_by(_context.c.event_id)
-        )
-    ]
+    contexts = _kept_details(connection)
     for context in contexts:
         context["salt"] = secrets.token_hex(32)
     by_event = {context["event_id"]: context for context in contexts}
@@ -181,17 +180,7 @@ def downgrade() -> None:
     if connection.dialect.name == "postgresql":
         op.execute("DROP TRIGGER audit_events_append_only ON audit_events")
         op.execute("DROP FUNCTION audit_events_append_only()")
-    kept = [
-        dict(row._mapping)
-        for row in connection.execute(
-            sa.select(
-                _context.c.event_id,
-                _context.c.ip_address,
-                _context.c.user_agent,
-                _context.c.request_text,
-            )
-        )
-    ]
+    kept = _kept_details(connection)
     op.drop_table("audit_chain_head")
     with op.batch_alter_table("audit_events") as batch_op:
         batch_op.drop_constraint(batch_op.f("uq_audit_events_seq"), type_="unique")
