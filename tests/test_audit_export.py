@@ -13,14 +13,15 @@ from typing import Any
 
 import pytest
 from flask import Flask
-from sqlalchemy import event, select
+from sqlalchemy import delete, event, select, text, update
 from sqlalchemy.orm import ORMExecuteState
 
 from tests.support.clock import RIGA
 from tests.support.console import Console
 from tests.support.people import Person, add_person, sign_in, signed_in
 from tests.support.recording_support import register
-from vault.models import AuditChainHead, AuditEvent
+from vault import merkle, signing
+from vault.models import AuditChainHead, AuditCheckpoint, AuditEvent
 from vault.services import audit, audit_chain, audit_checkpoints, audit_export
 from vault.services.actors import OPERATOR
 from vault.services.audit import AuditAction, Outcome, RequestContext
@@ -54,7 +55,7 @@ def head(runtime: Runtime) -> tuple[int, str]:
 def export(runtime: Runtime, **raw: str) -> tuple[Manifest, bytes]:
     with runtime.sessions() as session:
         wanted = audit_export.parse_request(session, raw, runtime.settings.zone)
-        manifest = audit_export.start(session, OPERATOR, wanted)
+        manifest = audit_export.start(session, OPERATOR, wanted, runtime.keyring, runtime.clock())
         return manifest, b"".join(audit_export.lines(session, manifest))
 
 
@@ -103,20 +104,31 @@ def test_the_export_is_itself_an_event_with_its_filter_and_count(runtime: Runtim
         assert row.details["filter"]["outcome"] == "denied"
         assert audit_export.manifest_of(session, manifest.export_seq) == manifest
         assert audit_chain.verify(session).intact
-    assert manifest.export_seq == manifest.head_seq + 1
+    # Between the events exported and the export's own: the checkpoint it is bound to.
+    assert manifest.export_seq == manifest.head_seq + 2
 
 
-def test_the_manifest_carries_the_latest_signed_checkpoint(runtime: Runtime) -> None:
-    assert export(runtime)[0].latest_checkpoint is None
+def test_an_export_is_bound_to_a_checkpoint_signed_as_it_starts(runtime: Runtime) -> None:
     record(runtime)
-    checkpoint = audit_checkpoints.checkpoint_now(runtime, runtime.clock())
-    assert checkpoint is not None
+    earlier = audit_checkpoints.checkpoint_now(runtime, runtime.clock())
+    assert earlier is not None
     record(runtime)
+    record(runtime)
+    head_seq, head_hash = head(runtime)
     manifest, data = export(runtime)
-    assert manifest.latest_checkpoint == checkpoint.as_json()
-    assert jsonl(data)[0]["latest_checkpoint"] == checkpoint.as_json()
+    assert manifest.latest_checkpoint is not None
+    bound = audit_checkpoints.parsed(manifest.latest_checkpoint)
+    assert bound.tree_size == head_seq == manifest.head_seq == manifest.last_seq
+    assert bound.head_hash == head_hash == manifest.head_hash
+    assert bound.tree_size > earlier.tree_size
+    assert jsonl(data)[0]["latest_checkpoint"] == manifest.latest_checkpoint
     with runtime.sessions() as session:
         assert audit_export.manifest_of(session, manifest.export_seq) == manifest
+        assert audit_checkpoints.latest(session) is not None
+    # Nothing happened since but the checkpoint and the export: the same checkpoint serves.
+    again, _ = export(runtime)
+    assert again.latest_checkpoint is not None
+    assert again.latest_checkpoint["tree_size"] == manifest.export_seq
 
 
 def test_csv_has_the_columns_and_every_formula_cell_is_inert(runtime: Runtime) -> None:
@@ -296,7 +308,11 @@ def test_the_service_reads_the_log_in_batches(runtime: Runtime) -> None:
     seen: list[int | None] = []
     with runtime.sessions() as session:
         manifest = audit_export.start(
-            session, OPERATOR, audit_export.ExportRequest(audit_export.AuditFilter())
+            session,
+            OPERATOR,
+            audit_export.ExportRequest(audit_export.AuditFilter()),
+            runtime.keyring,
+            runtime.clock(),
         )
 
         @event.listens_for(session, "do_orm_execute")
@@ -405,7 +421,7 @@ def test_verify_names_the_first_doctored_event_and_its_kind(
     assert f"audit export damaged at event {at}: {damage}" in shown.output
 
 
-def test_a_filtered_export_is_checked_as_far_as_it_can_be(
+def test_a_filtered_export_is_proved_event_by_event_against_its_checkpoint(
     runtime: Runtime, recvault: Console, tmp_path: Path
 ) -> None:
     for outcome in (Outcome.DENIED, Outcome.SUCCESS, Outcome.DENIED, Outcome.DENIED):
@@ -413,13 +429,153 @@ def test_a_filtered_export_is_checked_as_far_as_it_can_be(
     target = tmp_path / "denied.jsonl"
     manifest = console_export(recvault, target, "--outcome", "denied")
     assert manifest["count"] == 3 and manifest["contiguous"] is False
+    _, events = jsonl(target.read_bytes())
+    size = manifest["latest_checkpoint"]["tree_size"]
+    root = bytes.fromhex(manifest["latest_checkpoint"]["root_hash"])
+    for line in events:
+        proof = [bytes.fromhex(node) for node in line["inclusion_proof"]]
+        leaf = bytes.fromhex(line["entry_hash"])
+        assert merkle.verify_inclusion(leaf, line["seq"] - 1, size, proof, root)
     shown = recvault("audit", "verify", "--export", str(target))
     assert shown.exit_code == 0, shown.output
-    assert "3 filtered events" in shown.output and "proof of inclusion" in shown.output
+    assert "3 filtered events" in shown.output and "audit path" in shown.output
     doctor(target, "edit", manifest["last_seq"])
     edited = recvault("audit", "verify", "--export", str(target))
     assert edited.exit_code == 1
     assert f"damaged at event {manifest['last_seq']}: edited" in edited.output
+
+
+def test_a_filtered_event_rewritten_with_a_fresh_hash_fails_its_proof(
+    runtime: Runtime, recvault: Console, tmp_path: Path
+) -> None:
+    for outcome in (Outcome.DENIED, Outcome.SUCCESS, Outcome.DENIED):
+        record(runtime, outcome=outcome, object_id="genuine")
+    target = tmp_path / "denied.jsonl"
+    manifest = console_export(recvault, target, "--outcome", "denied")
+    first_line, *lines = target.read_text(encoding="utf-8").splitlines(keepends=True)
+    # The forger edits an event and recomputes its own hash from the link it states: the
+    # file is then consistent with itself, but the audit path no longer leads to the root.
+    forged = json.loads(lines[0])
+    forged["object_id"] = "forged"
+    entry = {name: forged[name] for name in audit_export.ENTRY_FIELDS}
+    forged["entry_hash"] = audit_chain.link(entry, forged["previous_hash"])
+    lines[0] = audit_chain.canonical(forged) + "\n"
+    target.write_text(first_line + "".join(lines), encoding="utf-8")
+    shown = recvault("audit", "verify", "--export", str(target))
+    assert shown.exit_code == 1
+    assert f"damaged at event {manifest['first_seq']}: edited" in shown.output
+    assert "audit path" in shown.output
+
+
+def public_key_file(runtime: Runtime, target: Path) -> Path:
+    with runtime.sessions() as session:
+        identity = audit_checkpoints.public_identity(session, runtime.keyring)
+    target.write_text(identity.pem, encoding="utf-8")
+    return target
+
+
+def test_with_the_public_key_the_checkpoint_signature_is_checked(
+    runtime: Runtime, recvault: Console, tmp_path: Path
+) -> None:
+    for _ in range(3):
+        record(runtime)
+    target = tmp_path / "audit.jsonl"
+    console_export(recvault, target)
+    key = public_key_file(runtime, tmp_path / "audit-key.pem")
+    shown = recvault("audit", "verify", "--export", str(target), "--public-key", str(key))
+    assert shown.exit_code == 0, shown.output
+    assert "its signature verifies under the public key given" in shown.output
+    unsigned = recvault("audit", "verify", "--export", str(target))
+    assert "NOT checked" in unsigned.output
+    # The saved answer of GET /api/v1/audit/public-key serves as well as the PEM.
+    answer = tmp_path / "public-key.json"
+    answer.write_text(json.dumps({"public_key_pem": key.read_text()}), encoding="utf-8")
+    assert (
+        recvault("audit", "verify", "--export", str(target), "--public-key", str(answer)).exit_code
+        == 0
+    )
+
+
+def test_a_whole_export_rewritten_and_resigned_with_another_key_is_refused(
+    runtime: Runtime, recvault: Console, tmp_path: Path
+) -> None:
+    for _ in range(4):
+        record(runtime, object_id="genuine")
+    target = tmp_path / "audit.jsonl"
+    console_export(recvault, target)
+    key = public_key_file(runtime, tmp_path / "audit-key.pem")
+    first_line, *lines = target.read_text(encoding="utf-8").splitlines(keepends=True)
+    manifest = json.loads(first_line)["manifest"]
+    # Every event rewritten and relinked, the manifest's head and a checkpoint over the new
+    # events made to match, signed with a key the forger holds.
+    previous, frontier, rewritten = audit_chain.GENESIS_HASH, merkle.Frontier(), []
+    for line in lines:
+        event = json.loads(line)
+        event["object_id"] = "forged"
+        entry = {name: event[name] for name in audit_export.ENTRY_FIELDS}
+        event["previous_hash"], event["entry_hash"] = previous, audit_chain.link(entry, previous)
+        previous = event["entry_hash"]
+        frontier.append(bytes.fromhex(previous))
+        rewritten.append(audit_chain.canonical(event) + "\n")
+    checkpoint = manifest["latest_checkpoint"]
+    body = audit_checkpoints.body_of(
+        checkpoint["tree_size"], frontier.root().hex(), previous, checkpoint["created_at"]
+    )
+    forger = signing.new_private_key()
+    manifest["head_hash"] = previous
+    manifest["latest_checkpoint"] = {
+        **checkpoint,
+        "root_hash": frontier.root().hex(),
+        "head_hash": previous,
+        "signed_body": body,
+        "signature": signing.sign(forger, body.encode()).hex(),
+    }
+    target.write_text(
+        audit_chain.canonical({"manifest": manifest}) + "\n" + "".join(rewritten),
+        encoding="utf-8",
+    )
+    # Without the published key the forgery is self-consistent; with it, it is refused.
+    assert recvault("audit", "verify", "--export", str(target)).exit_code == 0
+    shown = recvault("audit", "verify", "--export", str(target), "--public-key", str(key))
+    assert shown.exit_code == 1
+    assert f"damaged at event {checkpoint['tree_size']}: bad_signature" in shown.output
+
+
+def test_an_export_from_a_database_rolled_back_past_a_kept_checkpoint_is_caught(
+    runtime: Runtime, recvault: Console, tmp_path: Path
+) -> None:
+    for _ in range(3):
+        record(runtime)
+    kept = audit_checkpoints.checkpoint_now(runtime, runtime.clock())
+    assert kept is not None
+    witness = tmp_path / "kept.json"
+    witness.write_text(json.dumps({"checkpoints": [kept.as_json()]}), encoding="utf-8")
+    key = public_key_file(runtime, tmp_path / "audit-key.pem")
+    target = tmp_path / "audit.jsonl"
+    console_export(recvault, target)
+    options = ("--public-key", str(key), "--witness", str(witness))
+    honest = recvault("audit", "verify", "--export", str(target), *options)
+    assert honest.exit_code == 0, honest.output
+    assert "1 given, 1 compared" in honest.output
+
+    # The database goes back to before the kept checkpoint's last events, and new ones are
+    # recorded on top; the next export is bound to a fresh, validly signed checkpoint.
+    with runtime.sessions() as session, session.begin():
+        if session.get_bind().dialect.name == "postgresql":
+            session.execute(text("SET LOCAL recvault.audit_purge = 'on'"))
+        session.execute(delete(AuditCheckpoint))
+        session.execute(delete(AuditEvent).where(AuditEvent.seq > kept.tree_size - 2))
+        last = session.scalars(select(AuditEvent).order_by(AuditEvent.seq.desc())).first()
+        assert last is not None
+        session.execute(update(AuditChainHead).values(seq=last.seq, entry_hash=last.entry_hash))
+    for _ in range(5):
+        record(runtime, object_id="after the rollback")
+    rolled_back = tmp_path / "rolled-back.jsonl"
+    console_export(recvault, rolled_back)
+    assert recvault("audit", "verify", "--export", str(rolled_back)).exit_code == 0
+    shown = recvault("audit", "verify", "--export", str(rolled_back), *options)
+    assert shown.exit_code == 1, shown.output
+    assert f"damaged at event {kept.tree_size}: rolled_back" in shown.output
 
 
 def test_only_json_lines_exports_can_be_verified(recvault: Console, tmp_path: Path) -> None:
@@ -427,3 +583,20 @@ def test_only_json_lines_exports_can_be_verified(recvault: Console, tmp_path: Pa
     console_export(recvault, target, "--format", "csv")
     shown = recvault("audit", "verify", "--export", str(target))
     assert shown.exit_code == 1 and "first line is no manifest" in shown.output
+
+
+def test_proofs_are_computed_batch_by_batch(
+    runtime: Runtime, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    for index in range(11):
+        record(runtime, outcome=Outcome.DENIED if index % 3 else Outcome.SUCCESS)
+    monkeypatch.setattr(audit_export, "_PROOF_BATCH", 2)
+    manifest, data = export(runtime, outcome="denied")
+    _, events = jsonl(data)
+    assert len(events) == manifest.count > 2
+    assert manifest.latest_checkpoint is not None
+    size, root = manifest.head_seq, bytes.fromhex(manifest.latest_checkpoint["root_hash"])
+    for line in events:
+        proof = [bytes.fromhex(node) for node in line["inclusion_proof"]]
+        leaf = bytes.fromhex(line["entry_hash"])
+        assert merkle.verify_inclusion(leaf, line["seq"] - 1, size, proof, root)

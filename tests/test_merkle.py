@@ -167,6 +167,24 @@ def test_roots_and_proofs_match_the_rfc_definitions(size: int) -> None:
         assert merkle.verify_consistency(old, size, naive_root(leaves[:old]), top, proof)
 
 
+@pytest.mark.parametrize("size", SIZES)
+def test_one_pass_gives_every_subtree_the_proofs_name(size: int) -> None:
+    leaves = leaves_of(size)
+    wanted = {span for index in range(size) for span in merkle.inclusion_ranges(index, size)}
+    wanted |= {span for old in range(1, size) for span in merkle.consistency_ranges(old, size)}
+    roots = merkle.subtree_roots(iter(leaves), wanted)
+    assert set(roots) == wanted
+    for start, end in wanted:
+        assert roots[(start, end)] == naive_root(leaves[start:end])
+
+
+def test_a_range_that_is_no_subtree_is_refused() -> None:
+    with pytest.raises(ValueError, match="no subtree"):
+        merkle.subtree_roots(iter(leaves_of(7)), {(1, 3)})
+    with pytest.raises(ValueError, match="no subtree"):
+        merkle.subtree_roots(iter(leaves_of(7)), {(4, 9)})
+
+
 @given(st.data())
 @settings(max_examples=300, deadline=None)
 def test_a_changed_proof_root_or_position_fails(data: st.DataObject) -> None:

@@ -17,7 +17,7 @@ import click
 from flask import Flask
 from gunicorn.app.base import BaseApplication
 
-from vault import allocator
+from vault import allocator, signing
 from vault.app import build_runtime, create_app, initialise_instance
 from vault.services import (
     account_admin,
@@ -394,7 +394,16 @@ def audit_erase_details(username: str) -> None:
     "export_file",
     type=click.Path(exists=True, dir_okay=False, path_type=Path),
     default=None,
-    help="Check a JSON Lines export offline instead, against its own manifest.",
+    help="Check a JSON Lines export offline instead, against its manifest and checkpoint.",
+)
+@click.option(
+    "--public-key",
+    type=click.File("r", encoding="utf-8"),
+    default=None,
+    help=(
+        "With --export: the audit public key (PEM, or the saved answer of "
+        "GET /api/v1/audit/public-key) whose fingerprint was published; checks the signatures."
+    ),
 )
 @click.option(
     "--witness",
@@ -402,14 +411,18 @@ def audit_erase_details(username: str) -> None:
     default=None,
     help=(
         "Checkpoints kept outside the server (JSON, as GET /api/v1/audit/checkpoints gives): "
-        "the live log must still hold each of them."
+        "the live log, or the export, must still hold each of them."
     ),
 )
-def audit_verify(export_file: Path | None, witness: TextIO | None) -> None:
-    if export_file is not None:
-        _report_export(export_file)
-        return
+def audit_verify(
+    export_file: Path | None, public_key: TextIO | None, witness: TextIO | None
+) -> None:
     kept = _witnessed_checkpoints(witness) if witness is not None else []
+    if export_file is not None:
+        _report_export(export_file, public_key, kept)
+        return
+    if public_key is not None:
+        raise click.UsageError("--public-key checks an export: give --export FILE too")
     with _service_runtime() as runtime, runtime.sessions() as session:
         verdict = audit_chain.verify(session)
         report = audit_checkpoints.verify(session, runtime.keyring, kept)
@@ -472,16 +485,26 @@ def audit_checkpoint() -> None:
     click.echo(f"key fingerprint: {made.key_fingerprint}")
 
 
-def _report_export(path: Path) -> None:
+def _report_export(
+    path: Path, public_key_file: TextIO | None, kept: list[audit_checkpoints.SignedCheckpoint]
+) -> None:
     try:
-        verdict = audit_export.verify_export(path)
+        public_key = (
+            audit_export.public_key_from_file(public_key_file.read())
+            if public_key_file is not None
+            else None
+        )
+        verdict = audit_export.verify_export(path, public_key, kept)
     except ServiceError as exc:
         _fail(exc)
+    if public_key is not None:
+        click.echo(f"audit public key {signing.fingerprint(public_key)}")
     if not verdict.intact:
         where = f"event {verdict.at_seq}" if verdict.at_seq is not None else "an unknown event"
+        detail = f" ({verdict.detail})" if verdict.detail else ""
         click.echo(
-            f"audit export damaged at {where}: {verdict.damage}; the {verdict.count} events "
-            f"before it verify, of the {verdict.expected} the manifest counts",
+            f"audit export damaged at {where}: {verdict.damage}{detail}; the {verdict.count} "
+            f"events before it verify, of the {verdict.expected} the manifest counts",
             err=True,
         )
         sys.exit(1)
@@ -490,14 +513,37 @@ def _report_export(path: Path) -> None:
             f"audit export intact: {verdict.count} consecutive events, every link recomputed; "
             f"the last is the head the manifest names, {verdict.head_hash}"
         )
+    else:
+        click.echo(
+            f"audit export intact: {verdict.count} filtered events, as the manifest counts; "
+            "each hashes to itself, matches the filter, comes in order, links to its "
+            "neighbour where that is exported too, and is proved by its audit path to be "
+            "in the log under the checkpoint's root"
+        )
+    _report_export_checkpoint(verdict, kept)
+
+
+def _report_export_checkpoint(
+    verdict: audit_export.ExportVerdict, kept: list[audit_checkpoints.SignedCheckpoint]
+) -> None:
+    checkpoint = verdict.checkpoint
+    if checkpoint is None:
+        click.echo("the export names no signed checkpoint: nothing in it is proved")
         return
-    click.echo(
-        f"audit export consistent: {verdict.count} filtered events, as the manifest counts; "
-        "each hashes to itself, matches the filter, comes in order and links to its "
-        "neighbour where that is exported too. The links to events outside the filter "
-        "cannot be checked from the file: they need a proof of inclusion against a "
-        "checkpoint."
+    signature = (
+        "its signature verifies under the public key given"
+        if verdict.signed
+        else "its signature was NOT checked: give --public-key"
     )
+    click.echo(
+        f"checkpoint: {checkpoint.tree_size} events, root {checkpoint.root_hash}, signed "
+        f"{checkpoint.created_at}; {signature}"
+    )
+    if kept:
+        click.echo(
+            f"kept checkpoints: {len(kept)} given, {verdict.compared} compared with the "
+            "export, none contradicted"
+        )
 
 
 @audit.command(

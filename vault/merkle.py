@@ -14,7 +14,7 @@ range at a time; ``inclusion_proof`` and ``consistency_proof`` do it over a list
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Collection, Iterable, Sequence
 
 LEAF_PREFIX = b"\x00"
 NODE_PREFIX = b"\x01"
@@ -146,6 +146,41 @@ def consistency_ranges(old_size: int, new_size: int) -> list[Range]:
     if not complete:
         ranges.append((start, end))
     return ranges[::-1]
+
+
+def subtree_roots(leaves: Iterable[bytes], wanted: Collection[Range]) -> dict[Range, bytes]:
+    """The hashes of the ``wanted`` subtrees of the tree over ``leaves``, in one streamed pass.
+
+    Every range an RFC 6962 proof names is either a perfect subtree, which the carries of the
+    frontier produce as the leaves go by, or a subtree on the tree's right edge, made of the
+    frontier's last blocks; memory is the frontier plus the hashes kept. Raises ValueError
+    for a range that is neither.
+    """
+    pending = set(wanted)
+    found: dict[Range, bytes] = {}
+    # (start, width, hash) of each perfect subtree of the frontier, largest first.
+    blocks: list[tuple[int, int, bytes]] = []
+    size = 0
+    for leaf in leaves:
+        start, width, merged = size, 1, leaf_hash(leaf)
+        size += 1
+        if (start, size) in pending:
+            found[(start, size)] = merged
+        while blocks and blocks[-1][1] == width:
+            start, _, left = blocks.pop()
+            merged, width = node_hash(left, merged), width * 2
+            if (start, start + width) in pending:
+                found[(start, start + width)] = merged
+        blocks.append((start, width, merged))
+    for span in pending - found.keys():
+        tail = [block for block in blocks if block[0] >= span[0]]
+        if span[1] != size or not tail or tail[0][0] != span[0]:
+            raise ValueError(f"{span} is no subtree of a tree of {size} leaves")
+        folded = tail[-1][2]
+        for _, _, subtree in reversed(tail[:-1]):
+            folded = node_hash(subtree, folded)
+        found[span] = folded
+    return found
 
 
 def _subtree(leaves: Sequence[bytes]) -> Callable[[Range], bytes]:

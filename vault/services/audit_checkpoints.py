@@ -36,7 +36,8 @@ from vault.services.errors import N_, Conflict, KeysUnavailable, NotFound, Valid
 from vault.services.runtime import Runtime
 
 FORMAT = "recording-vault/audit-checkpoint/v1"
-_BATCH = 5000
+# Entry hashes read per round trip when a pass walks the log.
+BATCH = 5000
 _BODY_FIELDS = ("tree_size", "root_hash", "head_hash", "created_at")
 
 
@@ -203,7 +204,7 @@ def make_checkpoint(session: Session, keyring: Keyring, now: datetime) -> AuditC
         select(AuditEvent)
         .where(AuditEvent.seq > frontier.size, AuditEvent.seq <= head_seq)
         .order_by(AuditEvent.seq)
-        .execution_options(yield_per=_BATCH)
+        .execution_options(yield_per=BATCH)
     )
     for event in events:
         expected = frontier.size + 1
@@ -283,7 +284,7 @@ def _range_root(session: Session, start: int, end: int) -> bytes:
         select(AuditEvent.entry_hash)
         .where(AuditEvent.seq > start, AuditEvent.seq <= end)
         .order_by(AuditEvent.seq)
-        .execution_options(yield_per=_BATCH)
+        .execution_options(yield_per=BATCH)
     )
     for entry_hash in hashes:
         frontier.append(bytes.fromhex(entry_hash))
@@ -380,12 +381,17 @@ def _stored_claim(row: AuditCheckpoint, public_key: bytes) -> _Claim:
     return _signature_claim(claim, False, public_key)
 
 
-def _signature_claim(claim: SignedCheckpoint, witness: bool, public_key: bytes) -> _Claim:
+def signature_holds(checkpoint: SignedCheckpoint, public_key: bytes) -> bool:
+    """Whether ``public_key`` signed the checkpoint's body."""
     try:
-        signature = bytes.fromhex(claim.signature)
+        signature = bytes.fromhex(checkpoint.signature)
     except ValueError:
-        signature = b""
-    if signing.verify(public_key, claim.signed_body.encode(), signature):
+        return False
+    return signing.verify(public_key, checkpoint.signed_body.encode(), signature)
+
+
+def _signature_claim(claim: SignedCheckpoint, witness: bool, public_key: bytes) -> _Claim:
+    if signature_holds(claim, public_key):
         return _Claim(claim, witness)
     detail = "the signature does not verify under the audit signing key"
     if claim.key_fingerprint and claim.key_fingerprint != signing.fingerprint(public_key):
@@ -436,7 +442,7 @@ def _against_the_log(session: Session, claims: list[_Claim]) -> list[Finding]:
         select(AuditEvent.seq, AuditEvent.entry_hash)
         .where(AuditEvent.seq <= claims[-1].checkpoint.tree_size)
         .order_by(AuditEvent.seq)
-        .execution_options(yield_per=_BATCH)
+        .execution_options(yield_per=BATCH)
     )
     for seq, entry_hash in rows:
         if seq != frontier.size + 1:

@@ -39,8 +39,8 @@ def events() -> Response:
     db = context.db_session()
     raw = {name: request.args.get(name) for name in (*audit_export.FILTER_FIELDS, "format")}
     wanted = audit_export.parse_request(db, raw, context.settings().zone)
-    manifest = audit_export.start(db, current_actor(), wanted)
     runtime = context.runtime()
+    manifest = audit_export.start(db, current_actor(), wanted, runtime.keyring, runtime.clock())
 
     def body() -> Iterator[bytes]:
         # A session of the stream's own, closed when the stream ends or is broken off; the
