@@ -12,8 +12,9 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+import sqlalchemy as sa
 from flask import Flask
-from sqlalchemy import delete, event, select, text, update
+from sqlalchemy import delete, event, select, update
 from sqlalchemy.orm import ORMExecuteState
 
 from tests.support.clock import RIGA
@@ -562,7 +563,7 @@ def test_an_export_from_a_database_rolled_back_past_a_kept_checkpoint_is_caught(
     # recorded on top; the next export is bound to a fresh, validly signed checkpoint.
     with runtime.sessions() as session, session.begin():
         if session.get_bind().dialect.name == "postgresql":
-            session.execute(text("SET LOCAL recvault.audit_purge = 'on'"))
+            session.execute(sa.text("SET LOCAL recvault.audit_purge = 'on'"))
         session.execute(delete(AuditCheckpoint))
         session.execute(delete(AuditEvent).where(AuditEvent.seq > kept.tree_size - 2))
         last = session.scalars(select(AuditEvent).order_by(AuditEvent.seq.desc())).first()

@@ -337,7 +337,11 @@ def lifecycle() -> None:
     """Group of lifecycle commands."""
 
 
-@lifecycle.command("run", help="The daily job: cleans abandoned uploads, ends lapsed views.")
+@lifecycle.command(
+    "run",
+    help="The hourly job: cleans abandoned uploads, ends lapsed views, signs an audit "
+    "checkpoint, purges audit events past VAULT_AUDIT_RETENTION_DAYS.",
+)
 @click.option("--dry-run", is_flag=True, help="Report what would be done; change nothing.")
 def lifecycle_run(dry_run: bool) -> None:
     with _service_runtime() as runtime:
@@ -351,6 +355,12 @@ def lifecycle_run(dry_run: bool) -> None:
         click.echo(f"ended {report.ended_views} lapsed views")
     if report.checkpoint_tree_size is not None:
         click.echo(f"signed an audit checkpoint of {report.checkpoint_tree_size} events")
+    if report.audit_purge is not None:
+        purge = report.audit_purge
+        click.echo(
+            f"purged {purge.removed} audit events past their retention, through event "
+            f"{purge.through_seq} (checkpoint root {purge.checkpoint_root})"
+        )
 
 
 @main.command(help="Check that the database and the storage agree; --repair fixes what it finds.")

@@ -148,19 +148,27 @@ def consistency_ranges(old_size: int, new_size: int) -> list[Range]:
     return ranges[::-1]
 
 
-def subtree_roots(leaves: Iterable[bytes], wanted: Collection[Range]) -> dict[Range, bytes]:
-    """The hashes of the ``wanted`` subtrees of the tree over ``leaves``, in one streamed pass.
+def subtree_roots(
+    leaves: Iterable[bytes], wanted: Collection[Range], after: Frontier | None = None
+) -> dict[Range, bytes]:
+    """The hashes of the ``wanted`` subtrees of the tree over ``leaves``, in one streamed pass;
+    the leaves follow those ``after`` holds, if given.
 
     Every range an RFC 6962 proof names is either a perfect subtree, which the carries of the
     frontier produce as the leaves go by, or a subtree on the tree's right edge, made of the
-    frontier's last blocks; memory is the frontier plus the hashes kept. Raises ValueError
-    for a range that is neither.
+    frontier's last blocks; memory is the frontier plus the hashes kept. A proof of a leaf
+    beyond ``after`` needs of the leaves before it only ranges its blocks make up. Raises
+    ValueError for a range that is none of these.
     """
     pending = set(wanted)
     found: dict[Range, bytes] = {}
     # (start, width, hash) of each perfect subtree of the frontier, largest first.
     blocks: list[tuple[int, int, bytes]] = []
     size = 0
+    if after is not None:
+        blocks = [(begin, end - begin, subtree) for (begin, end), subtree in after.blocks()]
+        size = after.size
+        found = {span: subtree for span, subtree in after.blocks() if span in pending}
     for leaf in leaves:
         start, width, merged = size, 1, leaf_hash(leaf)
         size += 1

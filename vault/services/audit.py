@@ -38,6 +38,7 @@ class AuditAction(StrEnum):
     AUDIT_EXPORTED = "audit:exported"
     AUDIT_CHECKPOINT_CREATED = "audit:checkpoint_created"
     AUDIT_DETAILS_ERASED = "audit:details_erased"
+    AUDIT_PURGED = audit_chain.PURGE_ACTION
     AUTH_LOGIN_SUCCEEDED = "auth:login_succeeded"
     AUTH_LOGIN_FAILED = "auth:login_failed"
     AUTH_LOGIN_LOCKED = "auth:login_locked"

@@ -7,6 +7,10 @@ Editing, deleting or reordering a stored event breaks every hash from that point
 row lock on PostgreSQL and the write lock on SQLite, both held until the act's transaction
 commits, so two acts can never take the same number or link to the same predecessor.
 
+Past ``VAULT_AUDIT_RETENTION_DAYS`` the oldest events are purged (``audit_retention``), always
+up to a signed checkpoint and after recording the purge itself: the chain then begins after
+that checkpoint, whose head hash is the first remaining event's link (``start_of``).
+
 Personal request details (address, user agent, a data subject's free text) stay in the
 erasable side table; the chain holds only an HMAC commitment to them under a per-event salt
 kept beside them, so erasing the details (and the salt) leaves the chain verifiable.
@@ -23,15 +27,18 @@ from datetime import UTC, datetime
 from enum import StrEnum
 from typing import Any
 
-from sqlalchemy import select, update
+from sqlalchemy import func, select, update
 from sqlalchemy.orm import Session
 
-from vault.models import AuditChainHead, AuditEvent
+from vault.models import AuditChainHead, AuditCheckpoint, AuditEvent
 
 DOMAIN = b"recvault-audit-event-v1\n"
 GENESIS_HASH = "0" * 64
 HEAD_ROW_ID = 1
 SALT_BYTES = 32
+# The action of the purge's own event (``audit.AuditAction.AUDIT_PURGED``): the chain's start
+# after a purge is vouched for by it.
+PURGE_ACTION = "audit:purged"
 _VERIFY_BATCH = 5000
 
 
@@ -133,30 +140,72 @@ class Verdict:
     head_hash: str
     damage: Damage | None = None
     at_seq: int | None = None
+    # Events removed by the retention purge before the first one checked.
+    purged: int = 0
 
     @property
     def intact(self) -> bool:
         return self.damage is None
 
 
+@dataclass(frozen=True)
+class Start:
+    """Where the stored chain begins: after ``purged`` events, linking to ``previous_hash``."""
+
+    purged: int
+    previous_hash: str
+
+
+def start_of(session: Session) -> Start | None:
+    """The chain's beginning; None when events are missing from the start and no purge
+    accounts for it.
+
+    A purge stops at a signed checkpoint (the one covering exactly the purged events, whose
+    head hash is the next event's link) and records itself after it, naming that checkpoint;
+    without both, the missing events were deleted.
+    """
+    first = session.scalar(select(func.min(AuditEvent.seq)))
+    if first is None or first == 1:
+        return Start(0, GENESIS_HASH)
+    through = first - 1
+    boundary = session.scalars(
+        select(AuditCheckpoint).where(AuditCheckpoint.tree_size == through)
+    ).first()
+    announced = session.scalars(
+        select(AuditEvent.details).where(
+            AuditEvent.action == PURGE_ACTION, AuditEvent.seq > through
+        )
+    )
+    if boundary is None or not any(d.get("through_seq") == through for d in announced):
+        return None
+    return Start(through, boundary.head_hash)
+
+
 def verify(session: Session) -> Verdict:
-    """Walk the stored chain from its first event and report the first damage found."""
+    """Walk the stored chain from its start and report the first damage found."""
     head = session.get(AuditChainHead, HEAD_ROW_ID)
     head_seq, head_hash = (head.seq, head.entry_hash) if head else (0, GENESIS_HASH)
-    expected, previous, count = 1, GENESIS_HASH, 0
+    start = start_of(session)
+    if start is None:
+        return Verdict(0, GENESIS_HASH, Damage.DELETED, 1)
+    expected, previous, count = start.purged + 1, start.previous_hash, 0
+
+    def verdict(damage: Damage | None = None, at: int | None = None) -> Verdict:
+        return Verdict(count, previous, damage, at, purged=start.purged)
+
     events = session.scalars(
         select(AuditEvent).order_by(AuditEvent.seq).execution_options(yield_per=_VERIFY_BATCH)
     )
     for event in events:
         if event.seq > expected:
-            return Verdict(count, previous, Damage.DELETED, expected)
+            return verdict(Damage.DELETED, expected)
         if event.seq < expected:
-            return Verdict(count, previous, Damage.OUT_OF_ORDER, event.seq)
+            return verdict(Damage.OUT_OF_ORDER, event.seq)
         if link(entry_of(event), previous) != event.entry_hash:
-            return Verdict(count, previous, Damage.EDITED, event.seq)
+            return verdict(Damage.EDITED, event.seq)
         previous, count, expected = event.entry_hash, count + 1, expected + 1
-    if count < head_seq:
-        return Verdict(count, previous, Damage.TRUNCATED, count + 1)
-    if previous != head_hash or count > head_seq:
-        return Verdict(count, previous, Damage.HEAD_MISMATCH, count)
-    return Verdict(count, previous)
+    if start.purged + count < head_seq:
+        return verdict(Damage.TRUNCATED, expected)
+    if previous != head_hash or start.purged + count > head_seq:
+        return verdict(Damage.HEAD_MISMATCH, expected - 1)
+    return verdict()

@@ -179,6 +179,17 @@ def _frontier_of(checkpoint: AuditCheckpoint) -> merkle.Frontier:
     return frontier
 
 
+def frontier_at(session: Session, tree_size: int) -> merkle.Frontier:
+    """The stored frontier of the checkpoint covering exactly ``tree_size`` events, checked
+    against its signed root."""
+    row = session.scalars(
+        select(AuditCheckpoint).where(AuditCheckpoint.tree_size == tree_size)
+    ).first()
+    if row is None:
+        raise ChainDamaged(seq=tree_size)
+    return _frontier_of(row)
+
+
 def make_checkpoint(session: Session, keyring: Keyring, now: datetime) -> AuditCheckpoint | None:
     """Sign a checkpoint over every event so far, in the caller's transaction; None when
     nothing but the last checkpoint's own record happened since it.
@@ -430,25 +441,29 @@ def verify(
 
 
 def _against_the_log(session: Session, claims: list[_Claim]) -> list[Finding]:
-    """Walk the log's entry hashes once, comparing each claim at its size."""
-    claims = sorted(claims, key=lambda claim: claim.checkpoint.tree_size)
+    """Walk the log's entry hashes once, comparing each claim at its size.
+
+    After a retention purge the walk begins at the checkpoint the purge stopped at, from its
+    stored frontier; a checkpoint covering fewer events than were purged can no longer be
+    compared (its signature was checked).
+    """
+    start = audit_chain.start_of(session)
+    purged = start.purged if start is not None else 0
+    claims = sorted(
+        (claim for claim in claims if claim.checkpoint.tree_size >= purged),
+        key=lambda claim: claim.checkpoint.tree_size,
+    )
     if not claims:
         return []
     findings: list[Finding] = []
     frontier, last_hash, vouched = merkle.Frontier(), audit_chain.GENESIS_HASH, 0
+    if start is not None and purged:
+        frontier, last_hash, vouched = frontier_at(session, purged), start.previous_hash, purged
     pending = iter(claims)
     claim: _Claim | None = next(pending)
-    rows = session.execute(
-        select(AuditEvent.seq, AuditEvent.entry_hash)
-        .where(AuditEvent.seq <= claims[-1].checkpoint.tree_size)
-        .order_by(AuditEvent.seq)
-        .execution_options(yield_per=BATCH)
-    )
-    for seq, entry_hash in rows:
-        if seq != frontier.size + 1:
-            break  # a gap: the chain's own check names it; nothing after it is comparable
-        frontier.append(bytes.fromhex(entry_hash))
-        last_hash = entry_hash
+
+    def compare() -> _Claim | None:
+        nonlocal claim, vouched
         while claim is not None and claim.checkpoint.tree_size == frontier.size:
             kept = claim.checkpoint
             if kept.root_hash == frontier.root().hex() and kept.head_hash == last_hash:
@@ -456,6 +471,23 @@ def _against_the_log(session: Session, claims: list[_Claim]) -> list[Finding]:
             else:
                 findings.append(_differs(kept, claim.witnessed, vouched))
             claim = next(pending, None)
+        return claim
+
+    compare()
+    rows = session.execute(
+        select(AuditEvent.seq, AuditEvent.entry_hash)
+        .where(AuditEvent.seq > purged, AuditEvent.seq <= claims[-1].checkpoint.tree_size)
+        .order_by(AuditEvent.seq)
+        .execution_options(yield_per=BATCH)
+    )
+    for seq, entry_hash in rows:
+        if claim is None:
+            break
+        if seq != frontier.size + 1:
+            break  # a gap: the chain's own check names it; nothing after it is comparable
+        frontier.append(bytes.fromhex(entry_hash))
+        last_hash = entry_hash
+        compare()
     while claim is not None:
         findings.append(_missing(claim.checkpoint, claim.witnessed, frontier.size))
         claim = next(pending, None)

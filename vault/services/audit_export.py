@@ -415,6 +415,11 @@ def _proven_events(session: Session, manifest: Manifest) -> Iterator[dict[str, A
     the entry hashes the checkpoint covers computes them all (``merkle.subtree_roots``).
     """
     size = manifest.head_seq
+    # After a retention purge the tree's purged part is known by the frontier of the
+    # checkpoint it stopped at; every proof of a later event needs only that of it.
+    start = audit_chain.start_of(session)
+    purged = start.purged if start is not None else 0
+    boundary = audit_checkpoints.frontier_at(session, purged) if purged else None
     after = 0
     while True:
         batch = list(
@@ -431,11 +436,15 @@ def _proven_events(session: Session, manifest: Manifest) -> Iterator[dict[str, A
         wanted = {span for seq in batch for span in merkle.inclusion_ranges(seq - 1, size)}
         hashes = session.scalars(
             select(AuditEvent.entry_hash)
-            .where(AuditEvent.seq <= size)
+            .where(AuditEvent.seq > purged, AuditEvent.seq <= size)
             .order_by(AuditEvent.seq)
             .execution_options(yield_per=audit_checkpoints.BATCH)
         )
-        roots = merkle.subtree_roots((bytes.fromhex(value) for value in hashes), wanted)
+        roots = merkle.subtree_roots(
+            (bytes.fromhex(value) for value in hashes),
+            wanted,
+            boundary,
+        )
         for event in exported_events(session, manifest, (batch[0], batch[-1])):
             spans = merkle.inclusion_ranges(event["seq"] - 1, size)
             yield {**event, PROOF_FIELD: [roots[span].hex() for span in spans]}

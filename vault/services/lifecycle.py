@@ -1,7 +1,8 @@
 """The daily lifecycle run (`recvault lifecycle run`), which a scheduler starts hourly:
 abandoned uploads are cleaned, lapsed views are ended and summarised, and the counts of
-refused unauthenticated requests of past minutes become audit events, and a signed
-checkpoint of the audit chain is made if anything happened since the last."""
+refused unauthenticated requests of past minutes become audit events, a signed checkpoint of
+the audit chain is made if anything happened since the last, and audit events past their
+retention are purged up to a checkpoint (``audit_retention``)."""
 
 from __future__ import annotations
 
@@ -14,7 +15,7 @@ from sqlalchemy import select
 
 from storage_backends.base import ObjectNotFound, StorageError
 from vault.models import Recording, Upload
-from vault.services import audit, audit_checkpoints, streaming
+from vault.services import audit, audit_checkpoints, audit_retention, streaming
 from vault.services.access import Status
 from vault.services.audit import AuditAction
 from vault.services.errors import Gone, KeysUnavailable, StorageUnavailable
@@ -64,12 +65,15 @@ class DailyReport:
     # The checkpoint signed at the end of the run (the number of events it covers), if
     # anything happened since the last one.
     checkpoint_tree_size: int | None = None
+    # The audit events removed past VAULT_AUDIT_RETENTION_DAYS, if any were.
+    audit_purge: audit_retention.Purge | None = None
 
 
 def run(runtime: Runtime, now: datetime, *, dry_run: bool) -> DailyReport:
     cleaned = cleanup_stale_uploads(runtime, now, dry_run=dry_run)
     ended = tallies = 0
     checkpointed: int | None = None
+    purge: audit_retention.Purge | None = None
     if not dry_run:
         with runtime.sessions() as session, session.begin():
             ended = streaming.end_idle_views(session, now, runtime.settings.view_idle_timeout)
@@ -78,11 +82,16 @@ def run(runtime: Runtime, now: datetime, *, dry_run: bool) -> DailyReport:
         # Last, so that it covers what this run recorded.
         checkpoint = audit_checkpoints.checkpoint_now(runtime, now)
         checkpointed = checkpoint.tree_size if checkpoint is not None else None
+        with runtime.sessions() as session, session.begin():
+            purge = audit_retention.purge_expired(
+                session, now, runtime.settings.audit_retention_days
+            )
     return DailyReport(
         stale_uploads=cleaned,
         ended_views=ended,
         denial_tallies_recorded=tallies,
         checkpoint_tree_size=checkpointed,
+        audit_purge=purge,
     )
 
 
