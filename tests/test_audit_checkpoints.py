@@ -21,7 +21,7 @@ from tests.support.console import Console
 from tests.support.people import Person, add_person, signed_in
 from vault import merkle, signing
 from vault.models import AuditChainHead, AuditCheckpoint, AuditEvent
-from vault.services import account_admin, audit_chain, audit_checkpoints, lifecycle
+from vault.services import account_admin, audit, audit_chain, audit_checkpoints, lifecycle
 from vault.services.audit_chain import Damage
 from vault.services.runtime import Runtime
 
@@ -393,3 +393,54 @@ def test_only_the_auditor_reads_the_checkpoints_and_the_key(
         refused = signed_in(app, other)
         assert refused.get("/api/v1/audit/checkpoints").status_code == 403
         assert refused.get("/api/v1/audit/public-key").status_code == 403
+
+
+def checkpoint_sizes(runtime: Runtime) -> list[int]:
+    with runtime.sessions() as session:
+        query = select(AuditCheckpoint.tree_size).order_by(AuditCheckpoint.tree_size)
+        return list(session.scalars(query))
+
+
+def test_a_checkpoint_is_signed_at_every_thousandth_event_as_it_commits(
+    runtime: Runtime, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(audit_chain, "CHECKPOINT_INTERVAL", 10)
+    start = recorded(runtime)
+    append_events(runtime, 25)
+    multiples = [size for size in range(start + 1, start + 26) if size % 10 == 0]
+    # Each checkpoint is an event too, so later multiples fall a little earlier in the acts.
+    assert checkpoint_sizes(runtime)[: len(multiples)] == multiples
+    assert report(runtime).intact
+
+
+def test_a_later_checkpoint_signs_at_each_multiple_it_passes(
+    runtime: Runtime, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    start = recorded(runtime)
+    append_events(runtime, 25)
+    monkeypatch.setattr(audit_chain, "CHECKPOINT_INTERVAL", 10)
+    head = checkpoint(runtime).tree_size
+    assert head == start + 25
+    multiples = [size for size in range(start + 1, head) if size % 10 == 0]
+    assert checkpoint_sizes(runtime) == [*multiples, head]
+    assert report(runtime).intact
+
+
+def test_a_thousandth_event_that_rolls_back_signs_nothing(
+    runtime: Runtime, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(audit_chain, "CHECKPOINT_INTERVAL", 1)
+    with runtime.sessions() as session:
+        audit.record(session, audit.Event(audit.AuditAction.SYSTEM_INIT))
+        session.rollback()
+    assert checkpoint_sizes(runtime) == []
+    with runtime.sessions() as session, session.begin():
+        committed = audit.record(session, audit.Event(audit.AuditAction.SYSTEM_INIT)).seq
+    # Every size is a multiple of one: the catch-up signs each, up to the committed event.
+    assert checkpoint_sizes(runtime) == list(range(1, committed + 1))
+
+
+def recorded(runtime: Runtime) -> int:
+    with runtime.sessions() as session:
+        head = session.get(AuditChainHead, audit_chain.HEAD_ROW_ID)
+        return head.seq if head is not None else 0

@@ -15,7 +15,7 @@ from storage_backends.url import open_store
 from vault import web
 from vault.db import make_engine, make_session_factory
 from vault.keyring import EnvMasterKeys, FileMasterKeys, Keyring, MasterKeyProvider
-from vault.services import keys
+from vault.services import audit_checkpoints, keys
 from vault.services.passwords import Passwords
 from vault.services.runtime import Clock, Runtime, system_clock
 from vault.services.upload_workers import UploadWorkers
@@ -27,7 +27,7 @@ def build_runtime(
 ) -> Runtime:
     """Everything built from the settings, shared by the web app and the CLI."""
     engine = make_engine(settings.database_url)
-    return Runtime(
+    runtime = Runtime(
         settings=settings,
         engine=engine,
         sessions=make_session_factory(engine),
@@ -37,6 +37,8 @@ def build_runtime(
         clock=clock,
         passwords=passwords or Passwords(),
     )
+    audit_checkpoints.sign_at_intervals(runtime)
+    return runtime
 
 
 def master_key_provider(settings: Settings) -> MasterKeyProvider:

@@ -39,6 +39,12 @@ SALT_BYTES = 32
 # The action of the purge's own event (``audit.AuditAction.AUDIT_PURGED``): the chain's start
 # after a purge is vouched for by it.
 PURGE_ACTION = "audit:purged"
+# A checkpoint is signed at every multiple of this many events, as soon as the transaction
+# that reached it commits (``audit_checkpoints.sign_at_intervals``), besides the lifecycle
+# run's hourly one: a busy day is never left long without a signed state to witness.
+CHECKPOINT_INTERVAL = 1000
+# The session's note that its transaction took the chain to such a multiple.
+CHECKPOINT_DUE = "recvault.audit_checkpoint_due"
 _VERIFY_BATCH = 5000
 
 
@@ -117,6 +123,8 @@ def append(session: Session, event: AuditEvent) -> None:
         .where(AuditChainHead.id == HEAD_ROW_ID)
         .values(entry_hash=event.entry_hash)
     )
+    if seq % CHECKPOINT_INTERVAL == 0:
+        session.info[CHECKPOINT_DUE] = True
 
 
 class Damage(StrEnum):

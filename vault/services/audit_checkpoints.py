@@ -6,22 +6,25 @@ the time. The hash chain alone cannot stop whoever controls the database from re
 events and recomputing every link after them; a checkpoint kept outside the server can: the
 rewritten log no longer has its root, and a log rolled back to before it lacks its events.
 
-The lifecycle run makes a checkpoint when there was activity since the last one, and
-``recvault audit checkpoint`` makes one on demand. Each checkpoint extends its predecessor's
-stored frontier with the events since, after checking their links, so it costs what those
-events cost; making one is itself an audit event, recorded after the root is computed, so
-the next checkpoint covers it.
+A checkpoint is signed at every multiple of ``audit_chain.CHECKPOINT_INTERVAL`` events, as
+soon as the transaction reaching it commits; the lifecycle run makes one when there was
+activity since the last one, and ``recvault audit checkpoint`` makes one on demand. Each
+checkpoint extends its predecessor's stored frontier with the events since, after checking
+their links, so it costs what those events cost; making one is itself an audit event,
+recorded after the root is computed, so the next checkpoint covers it.
 """
 
 from __future__ import annotations
 
 import json
+import logging
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
+from sqlalchemy import event as sqlalchemy_event
 from sqlalchemy import select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
@@ -32,8 +35,17 @@ from vault.models import AuditChainHead, AuditCheckpoint, AuditEvent
 from vault.services import audit, audit_chain, certificates
 from vault.services.audit import AuditAction
 from vault.services.audit_chain import Damage
-from vault.services.errors import N_, Conflict, KeysUnavailable, NotFound, ValidationFailed
+from vault.services.errors import (
+    N_,
+    Conflict,
+    KeysUnavailable,
+    NotFound,
+    ServiceError,
+    ValidationFailed,
+)
 from vault.services.runtime import Runtime
+
+_log = logging.getLogger(__name__)
 
 FORMAT = "recording-vault/audit-checkpoint/v1"
 # Entry hashes read per round trip when a pass walks the log.
@@ -191,8 +203,10 @@ def frontier_at(session: Session, tree_size: int) -> merkle.Frontier:
 
 
 def make_checkpoint(session: Session, keyring: Keyring, now: datetime) -> AuditCheckpoint | None:
-    """Sign a checkpoint over every event so far, in the caller's transaction; None when
-    nothing but the last checkpoint's own record happened since it.
+    """Sign a checkpoint over every event so far, in the caller's transaction, and one at
+    each multiple of ``audit_chain.CHECKPOINT_INTERVAL`` passed since the last checkpoint;
+    the one over every event is returned, None when nothing but the last checkpoint's own
+    record happened since it.
 
     The events since the last checkpoint are checked link by link from its head first:
     a checkpoint must never vouch for a chain that does not verify. Raises ChainDamaged
@@ -217,6 +231,7 @@ def make_checkpoint(session: Session, keyring: Keyring, now: datetime) -> AuditC
         .order_by(AuditEvent.seq)
         .execution_options(yield_per=BATCH)
     )
+    states: list[tuple[int, str, str, list[str]]] = []
     for event in events:
         expected = frontier.size + 1
         if event.seq != expected or audit_chain.link(audit_chain.entry_of(event), link) != (
@@ -225,34 +240,49 @@ def make_checkpoint(session: Session, keyring: Keyring, now: datetime) -> AuditC
             raise ChainDamaged(seq=expected)
         frontier.append(bytes.fromhex(event.entry_hash))
         link = event.entry_hash
+        if event.seq % audit_chain.CHECKPOINT_INTERVAL == 0 or event.seq == head_seq:
+            subtrees = [subtree.hex() for subtree in frontier.subtrees]
+            states.append((event.seq, frontier.root().hex(), link, subtrees))
     if frontier.size != head_seq or link != head_hash:
         raise ChainDamaged(seq=frontier.size + 1)
+    made = [_signed(session, keyring, now, state) for state in states]
+    return made[-1] if made and made[-1] is not None else None
 
-    root_hash, created_at = frontier.root().hex(), audit_chain.utc_text(now)
-    body = body_of(head_seq, root_hash, head_hash, created_at)
+
+def _signed(
+    session: Session, keyring: Keyring, now: datetime, state: tuple[int, str, str, list[str]]
+) -> AuditCheckpoint | None:
+    """Sign and store the checkpoint of one state of the log, and record it; None when
+    another run stored the same one a moment ago."""
+    tree_size, root_hash, head_hash, subtrees = state
+    body = body_of(tree_size, root_hash, head_hash, audit_chain.utc_text(now))
     with _keyring_errors():
         signature, fingerprint = certificates._sign(session, keyring, body)
     checkpoint = AuditCheckpoint(
-        tree_size=head_seq,
+        tree_size=tree_size,
         root_hash=root_hash,
         head_hash=head_hash,
         created_at=now,
         body=body,
         signature=signature,
         key_fingerprint=fingerprint,
-        frontier=[subtree.hex() for subtree in frontier.subtrees],
+        frontier=subtrees,
     )
     try:
         with session.begin_nested():
             session.add(checkpoint)
     except IntegrityError:
-        return None  # another run signed the same events a moment ago
+        return None
     audit.record(
         session,
         audit.Event(
             AuditAction.AUDIT_CHECKPOINT_CREATED,
-            object_id=str(head_seq),
-            details={"tree_size": head_seq, "root_hash": root_hash, "key_fingerprint": fingerprint},
+            object_id=str(tree_size),
+            details={
+                "tree_size": tree_size,
+                "root_hash": root_hash,
+                "key_fingerprint": fingerprint,
+            },
         ),
     )
     return checkpoint
@@ -263,6 +293,33 @@ def checkpoint_now(runtime: Runtime, now: datetime) -> SignedCheckpoint | None:
     with runtime.sessions() as session, session.begin():
         made = make_checkpoint(session, runtime.keyring, now)
         return stored(made) if made is not None else None
+
+
+def sign_at_intervals(runtime: Runtime) -> None:
+    """Sign a checkpoint whenever a transaction of ``runtime``'s sessions that took the
+    chain to a multiple of ``audit_chain.CHECKPOINT_INTERVAL`` has committed.
+
+    The act is already committed and answered for: a checkpoint that cannot be signed now
+    (the keys unavailable, the chain damaged) is logged and left to the lifecycle run,
+    which signs over the same events, or reports the damage, within the hour.
+    """
+
+    # Both events fire for savepoints too, while the transaction holding the events goes on.
+    def committed(session: Session) -> None:
+        if session.get_nested_transaction() is not None:
+            return
+        if session.info.pop(audit_chain.CHECKPOINT_DUE, False):
+            try:
+                checkpoint_now(runtime, runtime.clock())
+            except ServiceError:
+                _log.exception("the audit checkpoint due after a commit was not signed")
+
+    def rolled_back(session: Session) -> None:
+        if session.get_nested_transaction() is None:
+            session.info.pop(audit_chain.CHECKPOINT_DUE, None)
+
+    sqlalchemy_event.listen(runtime.sessions, "after_commit", committed)
+    sqlalchemy_event.listen(runtime.sessions, "after_rollback", rolled_back)
 
 
 # -- reading them ------------------------------------------------------------------------------
