@@ -150,6 +150,6 @@ def test_authorize_audits_each_refusal_with_its_reason(runtime: Runtime) -> None
             session.scalars(select(AuditEvent).where(AuditEvent.action == "access:denied"))
         )
     assert [(e.recording_id, e.details) for e in events] == [
-        (live, {"action": "download", "reason": "download_owner_only"}),
-        (gone, {"action": "download", "reason": "gone"}),
+        (live, {"action": "download", "reason": "download_owner_only", "role": "admin"}),
+        (gone, {"action": "download", "reason": "gone", "role": "teacher"}),
     ]

@@ -80,7 +80,7 @@ def test_erasing_a_persons_details_keeps_the_chain_and_leaves_no_address(
         last = session.scalars(select(AuditEvent).order_by(AuditEvent.seq.desc())).first()
     assert verdict.intact
     assert last is not None and last.action == "audit:details_erased"
-    assert last.details == {"events": 3, "sign_in_attempts": 3}
+    assert last.details == {"events": 3, "sign_in_attempts": 3, "role": "operator"}
 
 
 def test_erasing_an_unknown_account_says_so(runtime: Runtime, recvault: Console) -> None:

@@ -25,10 +25,13 @@ from vault.services.runtime import Runtime
 RETENTION_DAYS = 30
 
 
-def later(days: int = RETENTION_DAYS + 1) -> datetime:
-    """An instant when every event recorded so far is past its retention (events carry the
-    machine's time of writing)."""
-    return datetime.now(UTC) + timedelta(days=days)
+def later(runtime: Runtime, days: int = RETENTION_DAYS + 1) -> datetime:
+    """An instant when every event recorded so far is past its retention, counted from the
+    newest event's own time."""
+    with runtime.sessions() as session:
+        newest = session.scalar(select(func.max(AuditEvent.occurred_at)))
+    assert newest is not None
+    return newest.replace(tzinfo=newest.tzinfo or UTC) + timedelta(days=days)
 
 
 def checkpoint(runtime: Runtime) -> audit_checkpoints.SignedCheckpoint:
@@ -53,9 +56,9 @@ def test_the_purge_stops_at_a_checkpoint_and_the_rest_still_verifies(
     append_events(runtime, 5, address="192.0.2.7")
     boundary = checkpoint(runtime)
     append_events(runtime, 3)
-    assert purge(runtime, datetime.now(UTC)) is None  # nothing is old enough yet
+    assert purge(runtime, later(runtime, 0)) is None  # nothing is old enough yet
 
-    done = purge(runtime, later())
+    done = purge(runtime, later(runtime))
     assert done is not None
     # Every event is past retention, but only ``boundary`` is a checkpoint to stop at.
     assert done.through_seq == boundary.tree_size
@@ -89,7 +92,7 @@ def test_the_purge_stops_at_a_checkpoint_and_the_rest_still_verifies(
 
 def test_without_a_checkpoint_nothing_is_purged(runtime: Runtime) -> None:
     append_events(runtime, 3)
-    assert purge(runtime, later()) is None
+    assert purge(runtime, later(runtime)) is None
     assert first_seq(runtime) == 1
 
 
@@ -126,7 +129,7 @@ def test_the_lifecycle_run_purges_and_says_so(
 ) -> None:
     append_events(runtime, 3)
     made = checkpoint(runtime)
-    clock.set(later(runtime.settings.audit_retention_days + 1))
+    clock.set(later(runtime, runtime.settings.audit_retention_days + 1))
     shown = recvault("lifecycle", "run")
     assert shown.exit_code == 0, shown.output
     assert (
@@ -150,7 +153,7 @@ def test_only_the_purge_function_deletes_and_only_a_recorded_range_to_a_checkpoi
     with runtime.sessions() as session, pytest.raises(DBAPIError, match="not recorded itself"):
         session.execute(statement, {"through": made.tree_size})
     assert first_seq(runtime) == 1
-    assert purge(runtime, later()) is not None
+    assert purge(runtime, later(runtime)) is not None
     assert first_seq(runtime) == made.tree_size + 1
     with runtime.sessions() as session:  # checkpoints are never purged
         assert session.scalar(select(func.count()).select_from(AuditCheckpoint)) == 1

@@ -131,4 +131,4 @@ def test_the_request_text_is_kept_apart_from_the_audit_event_and_erasable(
     with runtime.sessions() as session:
         assert session.scalars(
             select(AuditEvent).where(AuditEvent.action == "recording:restricted")
-        ).one().details == {"request_text_kept_apart": True}
+        ).one().details == {"request_text_kept_apart": True, "role": "auditor"}

@@ -187,7 +187,11 @@ def test_an_order_issued_with_an_api_token_gets_403(
     assert response.status_code == 403
     assert "API token" in response.get_json()["detail"] or response.get_json()["detail"]
     (denial,) = audit_rows(runtime, "access:denied")
-    assert denial.details == {"action": "issue_order", "reason": "no_second_factor_session"}
+    assert denial.details == {
+        "action": "issue_order",
+        "reason": "no_second_factor_session",
+        "role": "director",
+    }
     with runtime.sessions() as session:
         assert session.scalars(select(AccessOrder)).first() is None
 

@@ -69,5 +69,15 @@ class Actor:
     def has_role(self, *roles: str) -> bool:
         return bool(self.roles & set(roles))
 
+    def acting_role(self, needed: str | None) -> str | None:
+        """The role an event records: ``needed`` when the account holds it, else every role
+        it holds ("director+teacher"); "operator" at the console; None for someone not
+        signed in."""
+        if self.user_id is None:
+            return "operator" if self.via is Channel.CONSOLE else None
+        if needed is not None and needed in self.roles:
+            return needed
+        return "+".join(sorted(self.roles)) or None
+
 
 OPERATOR = Actor(user_id=None, via=Channel.CONSOLE)

@@ -84,6 +84,32 @@ class AuditAction(StrEnum):
     ACCESS_DENIED_REPEATED = "access:denied_repeated"
 
 
+# The role an act is performed in, for acts that belong to one role (SPEC §2): an account
+# holding several (a director who also teaches) is recorded in the one the act needs. Other
+# acts record every role the account holds; the console records "operator".
+ACTING_ROLE: dict[AuditAction, str] = {
+    AuditAction.AUDIT_EXPORTED: "auditor",
+    AuditAction.RECORDING_RESTRICTED: "auditor",
+    AuditAction.RECORDING_RESTRICTION_LIFTED: "auditor",
+    AuditAction.RECORDING_ERASED: "auditor",
+    AuditAction.ORDER_ISSUED: "director",
+    AuditAction.ORDER_REVOKED: "director",
+    AuditAction.REQUEST_CREATED: "director",
+    AuditAction.RECORDING_RESPONSIBILITY_TAKEN: "director",
+    AuditAction.ACCOUNT_CREATED: "admin",
+    AuditAction.ACCOUNT_ROLES_CHANGED: "admin",
+    AuditAction.ACCOUNT_DISABLED: "admin",
+    AuditAction.ACCOUNT_ENABLED: "admin",
+    AuditAction.ACCOUNT_LINK_ISSUED: "admin",
+    AuditAction.CALENDAR_LAST_DAY_SET: "admin",
+    AuditAction.RECORDING_REGISTERED: "teacher",
+    AuditAction.UPLOAD_CREATED: "teacher",
+    AuditAction.UPLOAD_COMPLETED: "teacher",
+    AuditAction.UPLOAD_TERMINATED: "teacher",
+    AuditAction.RECORDING_DOWNLOADED: "teacher",
+}
+
+
 class Outcome(StrEnum):
     SUCCESS = "success"
     DENIED = "denied"
@@ -137,14 +163,19 @@ def by(
     details: dict[str, Any] | None = None,
     request_text: str | None = None,
 ) -> Event:
-    """An event of ``actor``'s: their account, and the request's personal details kept apart."""
+    """An event of ``actor``'s: their account, the role they acted in (``details`` may name
+    it, as a view names the order or ownership that allowed it), and the request's personal
+    details kept apart."""
+    described = dict(details or {})
+    if "role" not in described and (role := actor.acting_role(ACTING_ROLE.get(action))):
+        described["role"] = role
     return Event(
         action,
         outcome=outcome,
         actor_id=actor.user_id,
         recording_id=recording_id,
         object_id=object_id,
-        details=details or {},
+        details=described,
         context=actor.context,
         request_text=request_text,
     )

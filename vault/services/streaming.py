@@ -182,6 +182,8 @@ def start_view(
             details={
                 "order_id": str(decision.order.id) if decision.order else None,
                 "order_number": decision.order.number if decision.order else None,
+                # What allowed it: the recording's own teacher, or a person an order names.
+                "role": "owner" if decision.order is None else "designated",
                 "via": "token" if actor.login_session_id is None else "browser",
             },
         ),
