@@ -29,7 +29,7 @@ def later(runtime: Runtime, days: int = RETENTION_DAYS + 1) -> datetime:
     """An instant when every event recorded so far is past its retention, counted from the
     newest event's own time."""
     with runtime.sessions() as session:
-        newest = session.scalar(select(func.max(AuditEvent.occurred_at)))
+        newest: datetime | None = session.scalar(select(func.max(AuditEvent.occurred_at)))
     assert newest is not None
     return newest.replace(tzinfo=newest.tzinfo or UTC) + timedelta(days=days)
 

@@ -307,7 +307,7 @@ class Manifest:
         )
 
 
-def _matching(audit_filter: AuditFilter, head_seq: int) -> Select[Any]:
+def matching(audit_filter: AuditFilter, head_seq: int) -> Select[Any]:
     query = select(AuditEvent).where(AuditEvent.seq <= head_seq)
     if audit_filter.since is not None:
         query = query.where(AuditEvent.occurred_at >= audit_filter.since)
@@ -345,9 +345,9 @@ def start(
         if checkpoint
         else (0, audit_chain.GENESIS_HASH)
     )
-    matching = _matching(wanted.audit_filter, head_seq).subquery()
+    selected = matching(wanted.audit_filter, head_seq).subquery()
     count, first_seq, last_seq = session.execute(
-        select(func.count(), func.min(matching.c.seq), func.max(matching.c.seq))
+        select(func.count(), func.min(selected.c.seq), func.max(selected.c.seq))
     ).one()
     manifest = Manifest(
         wanted.audit_filter,
@@ -391,7 +391,7 @@ def exported_events(
     given), each with the hash it links to, read in batches so that memory stays flat
     however long the log is."""
     previous = aliased(AuditEvent)
-    query = _matching(manifest.audit_filter, manifest.head_seq)
+    query = matching(manifest.audit_filter, manifest.head_seq)
     if seqs is not None:
         query = query.where(AuditEvent.seq >= seqs[0], AuditEvent.seq <= seqs[1])
     rows = session.execute(
@@ -424,7 +424,7 @@ def _proven_events(session: Session, manifest: Manifest) -> Iterator[dict[str, A
     while True:
         batch = list(
             session.scalars(
-                _matching(manifest.audit_filter, size)
+                matching(manifest.audit_filter, size)
                 .with_only_columns(AuditEvent.seq)
                 .where(AuditEvent.seq > after)
                 .order_by(AuditEvent.seq)

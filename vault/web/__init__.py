@@ -11,6 +11,7 @@ from vault.web import (
     admin,
     api,
     audit,
+    audit_console,
     audit_export,
     auth,
     errors,
@@ -40,6 +41,7 @@ def init_app(app: Flask, runtime: Runtime) -> None:
     app.register_blueprint(api.blueprint)
     app.register_blueprint(audit_export.api)
     audit.init_app(app)
+    audit_console.init_app(app)
     app.register_blueprint(uploads.blueprint)
     app.register_blueprint(recordings.pages)
     app.register_blueprint(recordings.api)

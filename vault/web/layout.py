@@ -42,6 +42,7 @@ MENU: tuple[NavItem, ...] = (
     NavItem("orders.register", N_("Register"), frozenset({"director", "auditor"})),
     NavItem("admin.users", N_("Accounts"), frozenset({"admin"})),
     NavItem("admin.school_calendar", N_("Calendar"), frozenset({"admin"})),
+    NavItem("audit_console.search", N_("Audit log"), frozenset({"auditor"})),
     NavItem("account.overview", N_("My account")),
 )
 
