@@ -2,21 +2,16 @@
 
 from __future__ import annotations
 
-import asyncio
 import dataclasses
 import json
 import re
 import uuid
 from collections.abc import Iterator
-from dataclasses import dataclass, field
 from datetime import datetime, timedelta
-from email import message_from_bytes
-from email.message import Message
 
 import pyotp
 import pytest
 import redis
-from aiosmtpd.controller import Controller
 from flask import Flask
 from flask.testing import FlaskClient
 from sqlalchemy import select, update
@@ -25,8 +20,8 @@ from tests.support.audit_trail import audit_actions
 from tests.support.backends import missing_backend
 from tests.support.clock import stepping_clock
 from tests.support.console import Console
+from tests.support.mailbox import Mailbox, smtp_server
 from tests.support.people import PASSWORD, Person, add_person, sign_in
-from tests.support.processes import free_port
 from tests.support.streaming_support import user_id
 from tests.support.webclient import csrf_token_from
 from vault.app import create_app
@@ -341,26 +336,10 @@ def test_sign_in_form_without_csrf_token_gets_400(app: Flask, teacher: Person) -
 # -- invitation and reset links ----------------------------------------------------------------
 
 
-@dataclass
-class Mailbox:
-    messages: list[Message] = field(default_factory=list)
-
-    async def handle_DATA(self, server: object, session: object, envelope: object) -> str:
-        self.messages.append(message_from_bytes(envelope.content))  # type: ignore[attr-defined]
-        return "250 Message accepted"
-
-
 @pytest.fixture
 def mailbox() -> Iterator[tuple[Mailbox, int]]:
-    box = Mailbox()
-    port = free_port()
-    controller = Controller(box, hostname="127.0.0.1", port=port)
-    controller.start()
-    try:
-        yield box, port
-    finally:
-        controller.stop()
-        asyncio.set_event_loop(None)
+    with smtp_server() as served:
+        yield served
 
 
 @pytest.fixture

@@ -15,7 +15,7 @@ from storage_backends.url import open_store
 from vault import web
 from vault.db import make_engine, make_session_factory
 from vault.keyring import EnvMasterKeys, FileMasterKeys, Keyring, MasterKeyProvider
-from vault.services import audit_checkpoints, keys
+from vault.services import audit_witness, keys
 from vault.services.passwords import Passwords
 from vault.services.runtime import Clock, Runtime, system_clock
 from vault.services.upload_workers import UploadWorkers
@@ -37,7 +37,7 @@ def build_runtime(
         clock=clock,
         passwords=passwords or Passwords(),
     )
-    audit_checkpoints.sign_at_intervals(runtime)
+    audit_witness.attach(runtime)
     return runtime
 
 
@@ -122,6 +122,7 @@ def initialise_instance(settings: Settings) -> InitReport:
         if signing_key_created:
             created.append("audit signing key")
         runtime.store.ensure_ready(keys.storage_rules(runtime))
+        audit_witness.prepare(settings)
     finally:
         runtime.engine.dispose()
     return InitReport(str(settings.instance_dir), tuple(created), revision, fingerprint)

@@ -49,6 +49,9 @@ class Settings:
     ratelimit_storage_url: str | None = field(default=None, repr=False)
     tombstone_days: int = 365
     audit_retention_days: int = 3 * 365
+    # A store apart from the recordings' (a bucket with S3 Object Lock) where every signed
+    # audit checkpoint is also written, to stay out of reach of whoever controls the server.
+    audit_witness_url: str | None = field(default=None, repr=False)
     # How many reverse proxies in front of the app set X-Forwarded-For; the client address
     # feeds lockout and rate limits, so trusting a spoofable header would let one attacker
     # pose as many.
@@ -121,6 +124,7 @@ class Settings:
             ratelimit_storage_url=get("RATELIMIT_STORAGE_URL"),
             tombstone_days=get_int("TOMBSTONE_DAYS", cls.tombstone_days, 0),
             audit_retention_days=get_int("AUDIT_RETENTION_DAYS", cls.audit_retention_days, 1),
+            audit_witness_url=get("AUDIT_WITNESS_URL"),
             proxy_count=get_int("PROXY_COUNT", cls.proxy_count, 0, 5),
             view_idle_timeout_seconds=get_int(
                 "VIEW_IDLE_TIMEOUT", cls.view_idle_timeout_seconds, 1, 24 * 3600

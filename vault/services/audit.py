@@ -37,6 +37,7 @@ class AuditAction(StrEnum):
     KEYS_SIGNING_KEY_CREATED = "keys:signing_key_created"
     AUDIT_EXPORTED = "audit:exported"
     AUDIT_CHECKPOINT_CREATED = "audit:checkpoint_created"
+    AUDIT_CHECKPOINT_WITNESSED = "audit:checkpoint_witnessed"
     AUDIT_DETAILS_ERASED = "audit:details_erased"
     AUDIT_PURGED = audit_chain.PURGE_ACTION
     AUTH_LOGIN_SUCCEEDED = "auth:login_succeeded"

@@ -7,7 +7,8 @@ events and recomputing every link after them; a checkpoint kept outside the serv
 rewritten log no longer has its root, and a log rolled back to before it lacks its events.
 
 A checkpoint is signed at every multiple of ``audit_chain.CHECKPOINT_INTERVAL`` events, as
-soon as the transaction reaching it commits; the lifecycle run makes one when there was
+soon as the transaction reaching it commits (``audit_witness``, which also sends each signed
+checkpoint to the witnesses outside the server); the lifecycle run makes one when there was
 activity since the last one, and ``recvault audit checkpoint`` makes one on demand. Each
 checkpoint extends its predecessor's stored frontier with the events since, after checking
 their links, so it costs what those events cost; making one is itself an audit event,
@@ -17,14 +18,12 @@ recorded after the root is computed, so the next checkpoint covers it.
 from __future__ import annotations
 
 import json
-import logging
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import event as sqlalchemy_event
 from sqlalchemy import select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
@@ -35,19 +34,18 @@ from vault.models import AuditChainHead, AuditCheckpoint, AuditEvent
 from vault.services import audit, audit_chain, certificates
 from vault.services.audit import AuditAction
 from vault.services.audit_chain import Damage
-from vault.services.errors import (
-    N_,
-    Conflict,
-    KeysUnavailable,
-    NotFound,
-    ServiceError,
-    ValidationFailed,
-)
+from vault.services.errors import N_, Conflict, KeysUnavailable, NotFound, ValidationFailed
 from vault.services.runtime import Runtime
 
-_log = logging.getLogger(__name__)
-
 FORMAT = "recording-vault/audit-checkpoint/v1"
+# The session's list of the checkpoints its transaction signed: once it commits, they are
+# sent to the witnesses (``audit_witness``).
+SIGNED_IN_SESSION = "recvault.audit_checkpoints_signed"
+# Events about checkpoints themselves: a checkpoint is not signed for them alone.
+_OWN_ACTIONS = (
+    AuditAction.AUDIT_CHECKPOINT_CREATED.value,
+    AuditAction.AUDIT_CHECKPOINT_WITNESSED.value,
+)
 # Entry hashes read per round trip when a pass walks the log.
 BATCH = 5000
 _BODY_FIELDS = ("tree_size", "root_hash", "head_hash", "created_at")
@@ -167,12 +165,13 @@ def latest(session: Session) -> AuditCheckpoint | None:
 
 
 def _activity_since(session: Session, tree_size: int) -> bool:
-    """Whether any event after ``tree_size`` is more than a checkpoint's own record."""
+    """Whether any event after ``tree_size`` is more than a checkpoint's own record or
+    witnessing."""
     found = session.scalars(
         select(AuditEvent.seq)
         .where(
             AuditEvent.seq > tree_size,
-            AuditEvent.action != AuditAction.AUDIT_CHECKPOINT_CREATED.value,
+            AuditEvent.action.not_in(_OWN_ACTIONS),
         )
         .limit(1)
     ).first()
@@ -273,6 +272,7 @@ def _signed(
             session.add(checkpoint)
     except IntegrityError:
         return None
+    session.info.setdefault(SIGNED_IN_SESSION, []).append(stored(checkpoint))
     audit.record(
         session,
         audit.Event(
@@ -293,33 +293,6 @@ def checkpoint_now(runtime: Runtime, now: datetime) -> SignedCheckpoint | None:
     with runtime.sessions() as session, session.begin():
         made = make_checkpoint(session, runtime.keyring, now)
         return stored(made) if made is not None else None
-
-
-def sign_at_intervals(runtime: Runtime) -> None:
-    """Sign a checkpoint whenever a transaction of ``runtime``'s sessions that took the
-    chain to a multiple of ``audit_chain.CHECKPOINT_INTERVAL`` has committed.
-
-    The act is already committed and answered for: a checkpoint that cannot be signed now
-    (the keys unavailable, the chain damaged) is logged and left to the lifecycle run,
-    which signs over the same events, or reports the damage, within the hour.
-    """
-
-    # Both events fire for savepoints too, while the transaction holding the events goes on.
-    def committed(session: Session) -> None:
-        if session.get_nested_transaction() is not None:
-            return
-        if session.info.pop(audit_chain.CHECKPOINT_DUE, False):
-            try:
-                checkpoint_now(runtime, runtime.clock())
-            except ServiceError:
-                _log.exception("the audit checkpoint due after a commit was not signed")
-
-    def rolled_back(session: Session) -> None:
-        if session.get_nested_transaction() is None:
-            session.info.pop(audit_chain.CHECKPOINT_DUE, None)
-
-    sqlalchemy_event.listen(runtime.sessions, "after_commit", committed)
-    sqlalchemy_event.listen(runtime.sessions, "after_rollback", rolled_back)
 
 
 # -- reading them ------------------------------------------------------------------------------
