@@ -3,16 +3,18 @@
 from __future__ import annotations
 
 import base64
-from datetime import timedelta
+from datetime import datetime, timedelta
 
+import pytest
 from flask.testing import FlaskClient
 from sqlalchemy import select, update
 
+from storage_backends.base import PendingWrite, StoreUnavailable
 from tests.support.console import Console
 from tests.support.people import add_person
 from tests.support.recording_support import MP4_HEADER, register
 from vault.models import AuditEvent, Recording, Upload
-from vault.services import account_admin
+from vault.services import account_admin, lifecycle
 from vault.services.runtime import Runtime
 
 
@@ -60,3 +62,44 @@ def test_a_stale_upload_is_cleaned_and_its_recording_fails(
         assert recording is not None and recording.status == "failed"
         actions = set(session.scalars(select(AuditEvent.action)))
     assert "upload:expired" in actions
+
+
+def lifecycle_steps(runtime: Runtime) -> list[tuple[str, str]]:
+    with runtime.sessions() as session:
+        rows = session.scalars(
+            select(AuditEvent).where(AuditEvent.action == "lifecycle:step").order_by(AuditEvent.seq)
+        )
+        return [(row.object_id or "", row.outcome) for row in rows]
+
+
+def test_each_step_of_the_run_is_an_event(runtime: Runtime, recvault: Console) -> None:
+    shown = recvault("lifecycle", "run")
+    assert shown.exit_code == 0, shown.output
+    assert lifecycle_steps(runtime) == [
+        ("stale_uploads", "success"),
+        ("idle_views", "success"),
+        ("denial_tallies", "success"),
+        ("audit_checkpoint", "success"),
+        ("audit_purge", "success"),
+    ]
+    # A run in which nothing happened but the run itself signs no checkpoint of its own.
+    again = recvault("lifecycle", "run")
+    assert "signed an audit checkpoint" not in again.output
+    assert recvault("lifecycle", "run", "--dry-run").exit_code == 0
+    assert len(lifecycle_steps(runtime)) == 10
+
+
+def test_a_failing_step_is_recorded_and_the_others_still_run(
+    runtime: Runtime, recvault: Console, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    def unreachable(older_than: datetime) -> list[PendingWrite]:
+        raise StoreUnavailable("the bucket cannot be reached")
+
+    add_person(runtime, "skolotaja", "teacher")  # something for a checkpoint to cover
+    monkeypatch.setattr(runtime.store, "list_stale_multipart", unreachable)
+    report = lifecycle.run(runtime, runtime.clock(), dry_run=False)
+    assert [failure.step for failure in report.failures] == [lifecycle.Step.STALE_UPLOADS]
+    assert report.checkpoint_tree_size is not None
+    steps = dict(lifecycle_steps(runtime))
+    assert steps["stale_uploads"] == "failure"
+    assert steps["audit_checkpoint"] == "success"

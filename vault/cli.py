@@ -361,6 +361,10 @@ def lifecycle_run(dry_run: bool) -> None:
             f"purged {purge.removed} audit events past their retention, through event "
             f"{purge.through_seq} (checkpoint root {purge.checkpoint_root})"
         )
+    for failure in report.failures:
+        click.echo(f"step {failure.step.value} failed: {failure.error}", err=True)
+    if report.failures:
+        sys.exit(1)
 
 
 @main.command(help="Check that the database and the storage agree; --repair fixes what it finds.")

@@ -83,6 +83,7 @@ class AuditAction(StrEnum):
     UPLOAD_EXPIRED = "upload:expired"
     UPLOAD_ORPHAN_ABORTED = "upload:orphan_aborted"
     ACCESS_DENIED_REPEATED = "access:denied_repeated"
+    LIFECYCLE_STEP = "lifecycle:step"
 
 
 # The role an act is performed in, for acts that belong to one role (SPEC §2): an account

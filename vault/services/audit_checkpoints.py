@@ -41,10 +41,13 @@ FORMAT = "recording-vault/audit-checkpoint/v1"
 # The session's list of the checkpoints its transaction signed: once it commits, they are
 # sent to the witnesses (``audit_witness``).
 SIGNED_IN_SESSION = "recvault.audit_checkpoints_signed"
-# Events about checkpoints themselves: a checkpoint is not signed for them alone.
-_OWN_ACTIONS = (
+# Housekeeping: events about checkpoints themselves and the lifecycle run's record of its
+# steps. A checkpoint is not signed for them alone (an idle school would otherwise get one,
+# and the officer an e-mail, every hour); the next one covers them.
+_HOUSEKEEPING_ACTIONS = (
     AuditAction.AUDIT_CHECKPOINT_CREATED.value,
     AuditAction.AUDIT_CHECKPOINT_WITNESSED.value,
+    AuditAction.LIFECYCLE_STEP.value,
 )
 # Entry hashes read per round trip when a pass walks the log.
 BATCH = 5000
@@ -165,13 +168,12 @@ def latest(session: Session) -> AuditCheckpoint | None:
 
 
 def _activity_since(session: Session, tree_size: int) -> bool:
-    """Whether any event after ``tree_size`` is more than a checkpoint's own record or
-    witnessing."""
+    """Whether any event after ``tree_size`` is more than housekeeping."""
     found = session.scalars(
         select(AuditEvent.seq)
         .where(
             AuditEvent.seq > tree_size,
-            AuditEvent.action.not_in(_OWN_ACTIONS),
+            AuditEvent.action.not_in(_HOUSEKEEPING_ACTIONS),
         )
         .limit(1)
     ).first()

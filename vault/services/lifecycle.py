@@ -2,23 +2,27 @@
 abandoned uploads are cleaned, lapsed views are ended and summarised, and the counts of
 refused unauthenticated requests of past minutes become audit events, a signed checkpoint of
 the audit chain is made if anything happened since the last, and audit events past their
-retention are purged up to a checkpoint (``audit_retention``)."""
+retention are purged up to a checkpoint (``audit_retention``). Each step is recorded as a
+``lifecycle:step`` event with what it did, or that it failed."""
 
 from __future__ import annotations
 
 import uuid
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from enum import StrEnum
+from typing import Any, TypeVar
 
 from sqlalchemy import select
+from sqlalchemy.orm import Session
 
 from storage_backends.base import ObjectNotFound, StorageError
 from vault.models import Recording, Upload
 from vault.services import audit, audit_checkpoints, audit_retention, streaming
 from vault.services.access import Status
-from vault.services.audit import AuditAction
-from vault.services.errors import Gone, KeysUnavailable, StorageUnavailable
+from vault.services.audit import AuditAction, Outcome
+from vault.services.errors import Gone, KeysUnavailable, ServiceError, StorageUnavailable
 from vault.services.runtime import Runtime
 from vault.services.upload_records import (
     OBJECT_PREFIX,
@@ -57,6 +61,22 @@ class CleanupItem:
     recording_id: uuid.UUID | None = None
 
 
+class Step(StrEnum):
+    """The steps of a run, in order; each is recorded as a ``lifecycle:step`` event."""
+
+    STALE_UPLOADS = "stale_uploads"
+    IDLE_VIEWS = "idle_views"
+    DENIAL_TALLIES = "denial_tallies"
+    AUDIT_CHECKPOINT = "audit_checkpoint"
+    AUDIT_PURGE = "audit_purge"
+
+
+@dataclass(frozen=True)
+class StepFailure:
+    step: Step
+    error: str
+
+
 @dataclass(frozen=True)
 class DailyReport:
     stale_uploads: list[CleanupItem]
@@ -67,31 +87,98 @@ class DailyReport:
     checkpoint_tree_size: int | None = None
     # The audit events removed past VAULT_AUDIT_RETENTION_DAYS, if any were.
     audit_purge: audit_retention.Purge | None = None
+    # Steps that could not be done this time; the others ran, and the next run tries again.
+    failures: tuple[StepFailure, ...] = ()
+
+
+_Result = TypeVar("_Result")
+
+
+class _Steps:
+    """Runs each step on its own: one that fails (storage or keys unavailable) is recorded
+    and the others still run, so a store that is down does not stop the audit checkpoint."""
+
+    def __init__(self, runtime: Runtime) -> None:
+        self.runtime = runtime
+        self.failures: list[StepFailure] = []
+
+    def run(
+        self,
+        step: Step,
+        work: Callable[[], _Result],
+        summary: Callable[[_Result], dict[str, Any]],
+    ) -> _Result | None:
+        try:
+            result = work()
+        except ServiceError as exc:
+            self.failures.append(StepFailure(step, str(exc)))
+            self._record(step, Outcome.FAILURE, {"error": type(exc).__name__})
+            return None
+        self._record(step, Outcome.SUCCESS, summary(result))
+        return result
+
+    def _record(self, step: Step, outcome: Outcome, details: dict[str, Any]) -> None:
+        with self.runtime.sessions() as session, session.begin():
+            audit.record(
+                session,
+                audit.Event(
+                    AuditAction.LIFECYCLE_STEP,
+                    outcome=outcome,
+                    object_id=step.value,
+                    details={"step": step.value, **details},
+                ),
+            )
 
 
 def run(runtime: Runtime, now: datetime, *, dry_run: bool) -> DailyReport:
-    cleaned = cleanup_stale_uploads(runtime, now, dry_run=dry_run)
-    ended = tallies = 0
-    checkpointed: int | None = None
-    purge: audit_retention.Purge | None = None
-    if not dry_run:
-        with runtime.sessions() as session, session.begin():
-            ended = streaming.end_idle_views(session, now, runtime.settings.view_idle_timeout)
-        with runtime.sessions() as session, session.begin():
-            tallies = audit.flush_denial_tallies(session, audit.denial_minute(now))
-        # Last, so that it covers what this run recorded.
-        checkpoint = audit_checkpoints.checkpoint_now(runtime, now)
-        checkpointed = checkpoint.tree_size if checkpoint is not None else None
-        with runtime.sessions() as session, session.begin():
-            purge = audit_retention.purge_expired(
-                session, now, runtime.settings.audit_retention_days
-            )
+    """The hourly run; each step audited. ``dry_run`` only reports the stale uploads."""
+    if dry_run:
+        return DailyReport(cleanup_stale_uploads(runtime, now, dry_run=True), 0)
+    steps = _Steps(runtime)
+    settings = runtime.settings
+
+    def in_transaction(work: Callable[[Session], _Result]) -> Callable[[], _Result]:
+        def done() -> _Result:
+            with runtime.sessions() as session, session.begin():
+                return work(session)
+
+        return done
+
+    cleaned = steps.run(
+        Step.STALE_UPLOADS,
+        lambda: cleanup_stale_uploads(runtime, now),
+        lambda items: {"cleaned": len(items)},
+    )
+    ended = steps.run(
+        Step.IDLE_VIEWS,
+        in_transaction(lambda s: streaming.end_idle_views(s, now, settings.view_idle_timeout)),
+        lambda count: {"ended": count},
+    )
+    tallies = steps.run(
+        Step.DENIAL_TALLIES,
+        in_transaction(lambda s: audit.flush_denial_tallies(s, audit.denial_minute(now))),
+        lambda count: {"recorded": count},
+    )
+    # After the steps that record acts, so that it covers them.
+    checkpoint = steps.run(
+        Step.AUDIT_CHECKPOINT,
+        lambda: audit_checkpoints.checkpoint_now(runtime, now),
+        lambda made: {"tree_size": made.tree_size if made is not None else None},
+    )
+    purge = steps.run(
+        Step.AUDIT_PURGE,
+        in_transaction(
+            lambda s: audit_retention.purge_expired(s, now, settings.audit_retention_days)
+        ),
+        lambda done: {"through_seq": done.through_seq if done is not None else None},
+    )
     return DailyReport(
-        stale_uploads=cleaned,
-        ended_views=ended,
-        denial_tallies_recorded=tallies,
-        checkpoint_tree_size=checkpointed,
+        stale_uploads=cleaned or [],
+        ended_views=ended or 0,
+        denial_tallies_recorded=tallies or 0,
+        checkpoint_tree_size=checkpoint.tree_size if checkpoint is not None else None,
         audit_purge=purge,
+        failures=tuple(steps.failures),
     )
 
 
