@@ -13,11 +13,13 @@ from pathlib import Path
 import pytest
 from sqlalchemy import delete, select, update
 
+from tests.conftest import storage_kind
 from tests.support.audit_trail import append_events
 from tests.support.clock import SteppingClock
 from tests.support.console import Console
 from tests.support.mailbox import Mailbox, smtp_server
 from tests.support.processes import free_port
+from tests.support.seaweed import SeaweedServer
 from vault.app import build_runtime
 from vault.models import AuditChainHead, AuditCheckpoint, AuditEvent
 from vault.services import audit_chain, audit_checkpoints, audit_witness
@@ -33,8 +35,17 @@ def mailbox() -> Iterator[tuple[Mailbox, int]]:
         yield served
 
 
+@pytest.fixture
+def witness_url(tmp_path: Path, request: pytest.FixtureRequest) -> str:
+    """A store apart from the recordings': a second bucket on the S3 pass."""
+    if storage_kind() == "s3":
+        server: SeaweedServer = request.getfixturevalue("s3_env")
+        return server.new_bucket()
+    return (tmp_path / "witness").as_uri()
+
+
 def witnessed_runtime(
-    runtime: Runtime, clock: SteppingClock, tmp_path: Path, smtp_port: int
+    runtime: Runtime, clock: SteppingClock, witness_url: str, smtp_port: int
 ) -> Iterator[Runtime]:
     changed = dataclasses.replace(
         runtime.settings,
@@ -42,10 +53,10 @@ def witnessed_runtime(
         mail_from="vault@skola.example.lv",
         dpo_contact=DPO,
         school_name="Rīgas 1. vidusskola",
-        audit_witness_url=(tmp_path / "witness").as_uri(),
+        audit_witness_url=witness_url,
     )
-    audit_witness.prepare(changed)
     witnessed = build_runtime(changed, clock, runtime.passwords)
+    audit_witness.prepare(witnessed)
     try:
         yield witnessed
     finally:
@@ -55,9 +66,9 @@ def witnessed_runtime(
 
 @pytest.fixture
 def witnessed(
-    runtime: Runtime, clock: SteppingClock, tmp_path: Path, mailbox: tuple[Mailbox, int]
+    runtime: Runtime, clock: SteppingClock, witness_url: str, mailbox: tuple[Mailbox, int]
 ) -> Iterator[Runtime]:
-    yield from witnessed_runtime(runtime, clock, tmp_path, mailbox[1])
+    yield from witnessed_runtime(runtime, clock, witness_url, mailbox[1])
 
 
 def witness_events(runtime: Runtime) -> list[tuple[str, str]]:
@@ -94,13 +105,11 @@ def test_each_checkpoint_is_mailed_to_the_officer_and_stored_apart(
     assert f"checkpoint, {made.tree_size}" in subject and "Rīgas 1. vidusskola" in subject
     kept = kept_from_mail(box, tmp_path / "kept.json")
     assert kept == made.as_json()
-    stored = tmp_path / "witness"
-    copies = [
-        path
-        for path in stored.rglob("*")
-        if path.is_file() and made.root_hash in path.read_text(errors="ignore")
-    ]
-    assert copies, "the witness store holds no copy"
+    store = witnessed.witness_store
+    assert store is not None
+    (key,) = store.iter_keys(audit_witness.WITNESS_PREFIX)
+    assert key == audit_witness.witness_key(made)
+    assert json.loads(b"".join(store.read_range(key))) == made.as_json()
     assert witness_events(witnessed) == [("mail", "success"), ("store", "success")]
     # Witnessing is not activity of its own: no checkpoint is signed for it.
     assert audit_checkpoints.checkpoint_now(witnessed, witnessed.clock()) is None
@@ -142,9 +151,9 @@ def test_a_thousandth_event_sends_its_checkpoint_to_the_witnesses(
 
 
 def test_a_mail_server_that_is_down_is_recorded_and_harms_nothing(
-    runtime: Runtime, clock: SteppingClock, tmp_path: Path
+    runtime: Runtime, clock: SteppingClock, witness_url: str
 ) -> None:
-    for unreachable in witnessed_runtime(runtime, clock, tmp_path, free_port()):
+    for unreachable in witnessed_runtime(runtime, clock, witness_url, free_port()):
         append_events(unreachable, 2)
         made = audit_checkpoints.checkpoint_now(unreachable, unreachable.clock())
         assert made is not None

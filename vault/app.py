@@ -36,6 +36,9 @@ def build_runtime(
         upload_workers=UploadWorkers(),
         clock=clock,
         passwords=passwords or Passwords(),
+        witness_store=(
+            open_store(settings.audit_witness_url) if settings.audit_witness_url else None
+        ),
     )
     audit_witness.attach(runtime)
     return runtime
@@ -122,7 +125,7 @@ def initialise_instance(settings: Settings) -> InitReport:
         if signing_key_created:
             created.append("audit signing key")
         runtime.store.ensure_ready(keys.storage_rules(runtime))
-        audit_witness.prepare(settings)
+        audit_witness.prepare(runtime)
     finally:
         runtime.engine.dispose()
     return InitReport(str(settings.instance_dir), tuple(created), revision, fingerprint)

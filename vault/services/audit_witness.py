@@ -23,8 +23,7 @@ from enum import StrEnum
 from sqlalchemy import event as sqlalchemy_event
 from sqlalchemy.orm import Session
 
-from storage_backends.base import BlobStore, LifecycleRules, StorageError
-from storage_backends.url import open_store
+from storage_backends.base import LifecycleRules, StorageError
 from vault.services import audit, audit_chain, audit_checkpoints
 from vault.services.audit import AuditAction, Outcome
 from vault.services.audit_checkpoints import SignedCheckpoint
@@ -51,24 +50,15 @@ def witness_key(checkpoint: SignedCheckpoint) -> str:
     return f"{WITNESS_PREFIX}{checkpoint.tree_size:012d}-{checkpoint.root_hash[:16]}.json"
 
 
-def open_witness_store(settings: Settings) -> BlobStore | None:
-    if not settings.audit_witness_url:
-        return None
-    try:
-        return open_store(settings.audit_witness_url)
-    except ValueError as exc:
-        raise StorageUnavailable(f"VAULT_AUDIT_WITNESS_URL: {exc}") from exc
-
-
-def prepare(settings: Settings) -> None:
+def prepare(runtime: Runtime) -> None:
     """`recvault init`: a local witness directory is created; a bucket must exist already,
     made with Object Lock by the operator (docs/operations.md), since a lock can only be
     turned on when a bucket is created."""
-    store = open_witness_store(settings)
+    store, url = runtime.witness_store, runtime.settings.audit_witness_url or ""
     if store is None:
         return
     try:
-        if settings.audit_witness_url and settings.audit_witness_url.startswith("file:"):
+        if url.startswith("file:"):
             # Only the lock keeps these objects; no rule may expire them.
             store.ensure_ready(
                 LifecycleRules(abort_incomplete_after_days=None, noncurrent_version_days=None)
@@ -143,11 +133,7 @@ def send(runtime: Runtime, checkpoints: list[SignedCheckpoint]) -> None:
         if settings.smtp_url and address
         else None
     )
-    try:
-        store = open_witness_store(settings)
-    except StorageUnavailable as exc:
-        _log.error("the audit witness store cannot be opened: %s", exc)
-        store = None
+    store = runtime.witness_store
     for checkpoint in checkpoints:
         if mailer is not None and address is not None:
             error = ""

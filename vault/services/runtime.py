@@ -39,3 +39,5 @@ class Runtime:
     upload_workers: UploadWorkers
     clock: Clock = system_clock
     passwords: Passwords = field(default_factory=Passwords)
+    # Where every signed audit checkpoint is also written (VAULT_AUDIT_WITNESS_URL), if set.
+    witness_store: BlobStore | None = None
