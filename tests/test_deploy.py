@@ -21,6 +21,7 @@ import uuid
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass
+from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
@@ -28,6 +29,7 @@ import psycopg
 import pytest
 import yaml
 from psycopg import errors, sql
+from sqlalchemy import select
 from sqlalchemy.engine import make_url
 
 from storage_backends.base import LifecycleRules
@@ -38,7 +40,10 @@ from tests.support.clock import MachineClock
 from tests.support.processes import free_port, stop_group
 from tests.support.seaweed import SeaweedServer
 from vault import schema
-from vault.db import make_engine
+from vault.app import build_runtime
+from vault.db import make_engine, make_session_factory
+from vault.models import AuditEvent
+from vault.services import audit, audit_chain, lifecycle
 from vault.settings import Settings, setting_names
 
 # The store dates what it keeps by the machine's clock (file times, S3's Initiated), and
@@ -54,6 +59,7 @@ LOCK_FILE = ROOT / "requirements.lock"
 DEPLOY = ROOT / "deploy"
 RUNTIME_GRANTS = DEPLOY / "postgres" / "runtime-grants.sql"
 ROLES_SQL = DEPLOY / "postgres" / "initdb" / "roles.psql"
+ROLES_SCRIPT = DEPLOY / "postgres" / "initdb" / "10-roles.sh"
 
 # Where the image puts things, and where the native runs put them instead.
 IMAGE_DEPLOY_DIR = "/app/deploy"
@@ -221,15 +227,19 @@ def test_database_roles_and_the_keys_volume() -> None:
         return match.group(1)
 
     assert database_user("app") == "vault_app"
-    assert database_user("init") == database_user("scheduler") == "vault_owner"
+    assert database_user("init") == "vault_owner"
+    assert database_user("scheduler") == "vault_scheduler"
     assert environment_of(services["init"])["DB_APP_ROLE"] == "vault_app"
+    assert environment_of(services["init"])["DB_SCHEDULER_ROLE"] == "vault_scheduler"
     roles = ROLES_SQL.read_text(encoding="utf-8")
     assert "CREATE ROLE vault_owner" in roles
     assert "CREATE ROLE vault_app" in roles
-    # The web app holds neither the owner's password nor the MinIO root key.
-    app_text = yaml.safe_dump(services["app"])
-    for secret in ("DB_OWNER_PASSWORD", "MINIO_ROOT", "POSTGRES_PASSWORD"):
-        assert secret not in app_text
+    assert "CREATE ROLE vault_scheduler" in roles
+    # Neither the web app nor the scheduler holds the owner's password or the MinIO root key.
+    for service in ("app", "scheduler"):
+        service_text = yaml.safe_dump(services[service])
+        for secret in ("DB_OWNER_PASSWORD", "MINIO_ROOT", "POSTGRES_PASSWORD"):
+            assert secret not in service_text, f"{service} receives {secret}"
 
     def keys_mount(service: str) -> str:
         for volume in services[service].get("volumes", []):
@@ -247,6 +257,29 @@ def test_database_roles_and_the_keys_volume() -> None:
     }
     assert keys_volume in load_compose()["volumes"]
     assert keys_volume not in data_volumes
+
+
+def test_the_scheduler_role_is_made_like_the_web_apps() -> None:
+    """roles.psql makes vault_scheduler as it makes vault_app (a login that inherits nothing
+    and may connect), and 10-roles.sh gets its password from compose as it gets vault_app's."""
+    roles = ROLES_SQL.read_text(encoding="utf-8")
+
+    def created(role: str) -> str:
+        match = re.search(rf"^CREATE ROLE {role} (.*) PASSWORD :'(\w+)';$", roles, re.MULTILINE)
+        assert match, f"roles.psql does not create {role}"
+        return match.group(1)
+
+    assert created("vault_scheduler") == created("vault_app") == "LOGIN NOINHERIT"
+    for role in ("vault_app", "vault_scheduler"):
+        assert f'GRANT CONNECT ON DATABASE :"db" TO {role};' in roles
+    assert ":'scheduler_password'" in roles
+    script = ROLES_SCRIPT.read_text(encoding="utf-8")
+    assert '--set=scheduler_password="$DB_SCHEDULER_PASSWORD"' in script
+    assert '[ -z "${DB_SCHEDULER_PASSWORD:-}" ]' in script
+    postgres = environment_of(compose_services()["postgres"])
+    assert "DB_SCHEDULER_PASSWORD" in postgres
+    scheduler_url = environment_of(compose_services()["scheduler"])["VAULT_DATABASE_URL"]
+    assert "${DB_SCHEDULER_PASSWORD:?" in scheduler_url
 
 
 def test_dockerfile_installs_only_hashed_requirements() -> None:
@@ -319,7 +352,8 @@ def test_lock_pins_every_requirement_with_hashes() -> None:
 
 @dataclass(frozen=True)
 class Sandbox:
-    """A fresh schema owned by a fresh owner role, and a fresh runtime role.
+    """A fresh schema owned by a fresh owner role, and fresh runtime roles for the web app and
+    the scheduler, made as deploy/postgres/initdb/roles.psql makes theirs.
 
     The test connects as the superuser of VAULT_TEST_DATABASE_URL and acts as a role through
     the ``role`` startup option, so no passwords or pg_hba entries are needed.
@@ -329,6 +363,7 @@ class Sandbox:
     schema: str
     owner: str
     app_role: str
+    scheduler_role: str
 
     def url(self, role: str) -> str:
         options = f"-csearch_path={self.schema} -crole={role}"
@@ -362,13 +397,15 @@ def sandbox() -> Iterator[Sandbox]:
         missing_backend(f"PostgreSQL of VAULT_TEST_DATABASE_URL does not answer: {exc}")
     suffix = uuid.uuid4().hex[:10]
     owner, app_role = f"vault_owner_t{suffix}", f"vault_app_t{suffix}"
+    scheduler_role = f"vault_scheduler_t{suffix}"
     schema_name: str | None = None
     try:
         with connect(base_url, autocommit=True) as admin:
             admin.execute(sql.SQL("CREATE ROLE {} NOLOGIN").format(sql.Identifier(owner)))
-            admin.execute(
-                sql.SQL("CREATE ROLE {} NOLOGIN NOINHERIT").format(sql.Identifier(app_role))
-            )
+            for runtime_role in (app_role, scheduler_role):
+                admin.execute(
+                    sql.SQL("CREATE ROLE {} NOLOGIN NOINHERIT").format(sql.Identifier(runtime_role))
+                )
         schema_name, _ = create_postgres_schema(base_url, "vault_deploy")
         with connect(base_url, autocommit=True) as admin:
             admin.execute(
@@ -376,12 +413,12 @@ def sandbox() -> Iterator[Sandbox]:
                     sql.Identifier(schema_name), sql.Identifier(owner)
                 )
             )
-        yield Sandbox(base_url, schema_name, owner, app_role)
+        yield Sandbox(base_url, schema_name, owner, app_role, scheduler_role)
     finally:
         if schema_name is not None:
             drop_postgres_schema(base_url, schema_name)
         with connect(base_url, autocommit=True) as admin:
-            for role in (app_role, owner):
+            for role in (app_role, scheduler_role, owner):
                 exists = admin.execute(
                     "SELECT 1 FROM pg_roles WHERE rolname = %s", (role,)
                 ).fetchone()
@@ -394,6 +431,9 @@ def apply_runtime_grants(sandbox: Sandbox) -> None:
     """What deploy/run_sql.py does for deploy/init.sh, as the owner."""
     with connect(sandbox.owner_url) as connection:
         connection.execute("SELECT set_config('recvault.app_role', %s, true)", (sandbox.app_role,))
+        connection.execute(
+            "SELECT set_config('recvault.scheduler_role', %s, true)", (sandbox.scheduler_role,)
+        )
         connection.execute(RUNTIME_GRANTS.read_bytes())
 
 
@@ -454,7 +494,104 @@ def test_runtime_role_appends_to_the_audit_log_but_cannot_rewrite_it(sandbox: Sa
 
 
 @pytest.mark.postgres
+@pytest.mark.parametrize("which", ["app_role", "scheduler_role"])
 def test_runtime_grants_refuse_a_runtime_role_that_can_act_as_the_owner(
+    sandbox: Sandbox, which: str
+) -> None:
+    engine = make_engine(sandbox.owner_url)
+    try:
+        schema.upgrade(engine)
+    finally:
+        engine.dispose()
+    runtime_role = getattr(sandbox, which)
+    with connect(sandbox.base_url, autocommit=True) as admin:
+        admin.execute(
+            sql.SQL("GRANT {} TO {}").format(
+                sql.Identifier(sandbox.owner), sql.Identifier(runtime_role)
+            )
+        )
+    with pytest.raises(errors.RaiseException, match="must not be, or act as, the owner"):
+        apply_runtime_grants(sandbox)
+    # Refused as a whole: the other role was not granted anything either.
+    with connect(sandbox.owner_url) as connection:
+        granted = connection.execute(
+            "SELECT count(*) FROM information_schema.role_table_grants "
+            "WHERE grantee IN (%s, %s) AND table_schema = %s",
+            (sandbox.app_role, sandbox.scheduler_role, sandbox.schema),
+        ).fetchone()
+    assert granted == (0,)
+
+
+@pytest.mark.postgres
+def test_runtime_grants_name_a_missing_scheduler_role(sandbox: Sandbox) -> None:
+    """A database made before the scheduler had a role of its own: init stops and says why,
+    rather than leaving the scheduler to fail on every connection."""
+    engine = make_engine(sandbox.owner_url)
+    try:
+        schema.upgrade(engine)
+    finally:
+        engine.dispose()
+    missing = f"vault_scheduler_missing_{uuid.uuid4().hex[:8]}"
+    with connect(sandbox.owner_url) as connection:
+        connection.execute("SELECT set_config('recvault.app_role', %s, true)", (sandbox.app_role,))
+        connection.execute("SELECT set_config('recvault.scheduler_role', %s, true)", (missing,))
+        with pytest.raises(errors.RaiseException, match=f"runtime role {missing} does not exist"):
+            connection.execute(RUNTIME_GRANTS.read_bytes())
+
+
+# -- who may rewrite the audit log: nobody --------------------------------------------------
+
+
+def append_through_the_service(url: str, label: str) -> None:
+    """Two events chained by the real ``audit.record`` over a connection as the role of
+    ``url``, each committed on its own as an act commits its event: one with a request's
+    personal details (kept in the erasable side table), one without."""
+    engine = make_engine(url)
+    try:
+        sessions = make_session_factory(engine)
+        for context in (audit.RequestContext("192.0.2.7", "Mozilla/5.0"), None):
+            with sessions() as session, session.begin():
+                audit.record(
+                    session,
+                    audit.Event(
+                        audit.AuditAction.ACCESS_DENIED,
+                        outcome=audit.Outcome.DENIED,
+                        details={"reason": "rights_test", "role": label},
+                        context=context,
+                    ),
+                )
+    finally:
+        engine.dispose()
+
+
+def refusal(url: str, statement: str, *, announce_purge: bool = False) -> str:
+    """Run ``statement`` as the role of ``url`` in a transaction of its own; it must be
+    refused with insufficient_privilege. Returns PostgreSQL's message."""
+    with connect(url) as connection:
+        if announce_purge:
+            connection.execute("SELECT set_config('recvault.audit_purge', 'on', true)")
+        with pytest.raises(errors.InsufficientPrivilege) as refused:
+            connection.execute(statement.encode())
+        connection.rollback()
+    return str(refused.value)
+
+
+# What a role that wanted to hide an act would try, on the log and on its signed checkpoints.
+REWRITES = [
+    "UPDATE audit_events SET action = 'test:rewritten'",
+    "UPDATE audit_events SET details = '{}' WHERE seq = 1",
+    "DELETE FROM audit_events",
+    "DELETE FROM audit_events WHERE seq = (SELECT max(seq) FROM audit_events)",
+    "TRUNCATE audit_events CASCADE",
+    "SELECT id FROM audit_events FOR UPDATE",
+    "UPDATE audit_checkpoints SET tree_size = 0",
+    "DELETE FROM audit_checkpoints",
+    "TRUNCATE audit_checkpoints",
+]
+
+
+@pytest.mark.postgres
+def test_audit_events_are_append_only_for_the_web_app_and_the_scheduler_and_the_owner(
     sandbox: Sandbox,
 ) -> None:
     engine = make_engine(sandbox.owner_url)
@@ -462,14 +599,107 @@ def test_runtime_grants_refuse_a_runtime_role_that_can_act_as_the_owner(
         schema.upgrade(engine)
     finally:
         engine.dispose()
-    with connect(sandbox.base_url, autocommit=True) as admin:
-        admin.execute(
-            sql.SQL("GRANT {} TO {}").format(
-                sql.Identifier(sandbox.owner), sql.Identifier(sandbox.app_role)
-            )
+    apply_runtime_grants(sandbox)
+
+    for runtime_role in (sandbox.app_role, sandbox.scheduler_role):
+        url = sandbox.url(runtime_role)
+        with connect(url) as connection:
+            assert connection.execute("SELECT current_user").fetchone() == (runtime_role,)
+        # Appending is what both roles are for.
+        append_through_the_service(url, runtime_role)
+        for statement in REWRITES:
+            message = refusal(url, statement)
+            assert "permission denied" in message, (runtime_role, statement, message)
+        # Announcing the retention purge opens the trigger, never the table: the purge is
+        # the owner's function, not a runtime role's DELETE.
+        message = refusal(url, "DELETE FROM audit_events", announce_purge=True)
+        assert "permission denied" in message, (runtime_role, message)
+
+    # The owner holds every privilege on its table, and still the trigger refuses.
+    for statement, operation in [
+        ("UPDATE audit_events SET action = 'test:rewritten'", "UPDATE"),
+        ("UPDATE audit_events SET context_commitment = NULL WHERE seq = 1", "UPDATE"),
+        ("DELETE FROM audit_events WHERE seq = 4", "DELETE"),
+        ("DELETE FROM audit_events", "DELETE"),
+    ]:
+        message = refusal(sandbox.owner_url, statement)
+        assert f"audit events are never changed or removed ({operation})" in message, message
+    # The purge's setting admits a removal only, never a rewrite.
+    message = refusal(
+        sandbox.owner_url, "UPDATE audit_events SET outcome = 'success'", announce_purge=True
+    )
+    assert "never changed or removed (UPDATE)" in message, message
+    # TRUNCATE fires no row trigger: a statement trigger refuses it, even with the setting.
+    for statement in ("TRUNCATE audit_events CASCADE", "TRUNCATE audit_checkpoints"):
+        message = refusal(sandbox.owner_url, statement, announce_purge=True)
+        assert "never changed or removed (TRUNCATE)" in message, (statement, message)
+    with connect(sandbox.owner_url, autocommit=True) as owner:
+        owner.execute(FORGED_CHECKPOINT.encode())  # a row for the row triggers to guard
+    for statement, operation in [
+        ("UPDATE audit_checkpoints SET tree_size = 0", "UPDATE"),
+        ("DELETE FROM audit_checkpoints", "DELETE"),
+    ]:
+        message = refusal(sandbox.owner_url, statement)
+        assert f"audit checkpoints are never changed or removed ({operation})" in message
+
+    engine = make_engine(sandbox.owner_url)
+    try:
+        with make_session_factory(engine)() as session:
+            verdict = audit_chain.verify(session)
+            roles = [
+                event.details["role"]
+                for event in session.scalars(select(AuditEvent).order_by(AuditEvent.seq))
+            ]
+    finally:
+        engine.dispose()
+    assert verdict.intact, verdict
+    assert verdict.count == 4
+    assert roles == [sandbox.app_role] * 2 + [sandbox.scheduler_role] * 2
+
+
+FORGED_CHECKPOINT = (
+    "INSERT INTO audit_checkpoints (tree_size, root_hash, head_hash, created_at, body, "
+    "signature, key_fingerprint, frontier) VALUES "
+    "(2, repeat('0', 64), repeat('0', 64), now(), '{}', 'forged', 'forged', '[]')"
+)
+FORGED_PURGE = (
+    "INSERT INTO audit_events (occurred_at, action, outcome, details, seq, entry_hash) "
+    "VALUES (now(), 'audit:purged', 'success', '{\"through_seq\": 2}', 1000, repeat('0', 64))"
+)
+
+
+@pytest.mark.postgres
+def test_only_the_scheduler_may_call_the_retention_purge(sandbox: Sandbox) -> None:
+    """The purge runs with the owner's rights. The web app may append a purge event and a
+    checkpoint of its own making, so were it allowed to call the purge it could erase the
+    log up to them: it is refused, and only the scheduler, which runs the purge, may call."""
+    engine = make_engine(sandbox.owner_url)
+    try:
+        schema.upgrade(engine)
+    finally:
+        engine.dispose()
+    apply_runtime_grants(sandbox)
+    append_through_the_service(sandbox.url(sandbox.app_role), sandbox.app_role)
+    with connect(sandbox.url(sandbox.app_role), autocommit=True) as app:
+        app.execute(FORGED_CHECKPOINT)
+        app.execute(FORGED_PURGE)
+        with pytest.raises(errors.InsufficientPrivilege, match="function audit_purge"):
+            app.execute("SELECT audit_purge(2)")
+        kept = app.execute("SELECT count(*) FROM audit_events WHERE seq <= 2").fetchone()
+    assert kept == (2,)
+    # The scheduler gets past the privilege check: the function itself judges the range.
+    with (
+        connect(sandbox.url(sandbox.scheduler_role), autocommit=True) as scheduler,
+        pytest.raises(errors.RaiseException, match="no checkpoint covers exactly 1 "),
+    ):
+        scheduler.execute("SELECT audit_purge(1)")
+    with connect(sandbox.owner_url) as connection:
+        connection.execute("SELECT set_config('recvault.app_role', %s, true)", (sandbox.app_role,))
+        connection.execute(
+            "SELECT set_config('recvault.scheduler_role', %s, true)", (sandbox.app_role,)
         )
-    with pytest.raises(errors.RaiseException, match="must not be, or act as, the owner"):
-        apply_runtime_grants(sandbox)
+        with pytest.raises(errors.RaiseException, match="must not be the web app's role"):
+            connection.execute(RUNTIME_GRANTS.read_bytes())
 
 
 # -- the init service, natively ------------------------------------------------------------
@@ -526,6 +756,7 @@ def init_environment(
             "VAULT_DATABASE_URL": sandbox.owner_url,
             "VAULT_STORAGE_URL": server.url(bucket),
             "DB_APP_ROLE": sandbox.app_role,
+            "DB_SCHEDULER_ROLE": sandbox.scheduler_role,
             "INIT_DONE_FILE": str(state_dir / "init.done"),
             **server.env(),
         },
@@ -550,9 +781,10 @@ def snapshot(sandbox: Sandbox, server: SeaweedServer, bucket: str, state_dir: Pa
             ).fetchall(),
             "events": connection.execute("SELECT count(*) FROM audit_events").fetchall(),
             "grants": connection.execute(
-                "SELECT table_name, privilege_type FROM information_schema.role_table_grants "
-                "WHERE grantee = %s AND table_schema = %s ORDER BY 1, 2",
-                (sandbox.app_role, sandbox.schema),
+                "SELECT grantee, table_name, privilege_type "
+                "FROM information_schema.role_table_grants "
+                "WHERE grantee IN (%s, %s) AND table_schema = %s ORDER BY 1, 2, 3",
+                (sandbox.app_role, sandbox.scheduler_role, sandbox.schema),
             ).fetchall(),
         }
     rules = server.client().get_bucket_lifecycle_configuration(Bucket=bucket)["Rules"]
@@ -584,13 +816,14 @@ def test_init_service_prepares_database_bucket_and_roles_and_is_idempotent(
     assert len(list(keys_dir.glob("master-*.key"))) == 1
     assert (keys_dir / "secret_key").stat().st_mode & 0o777 == 0o600
     with connect(sandbox.owner_url) as connection:
-        privileges = connection.execute(
-            "SELECT has_table_privilege(%s, 'audit_events', 'INSERT'), "
-            "has_table_privilege(%s, 'audit_events', 'UPDATE'), "
-            "has_table_privilege(%s, 'sealed_secrets', 'UPDATE')",
-            (sandbox.app_role,) * 3,
-        ).fetchone()
-    assert privileges == (True, False, True)
+        for runtime_role in (sandbox.app_role, sandbox.scheduler_role):
+            privileges = connection.execute(
+                "SELECT has_table_privilege(%s, 'audit_events', 'INSERT'), "
+                "has_table_privilege(%s, 'audit_events', 'UPDATE'), "
+                "has_table_privilege(%s, 'sealed_secrets', 'UPDATE')",
+                (runtime_role,) * 3,
+            ).fetchone()
+            assert privileges == (True, False, True), runtime_role
 
     before = snapshot(sandbox, s3_env, bucket, state_dir)
     second = run_service_command("init", environment, state_dir)
@@ -748,7 +981,9 @@ def test_scheduler_runs_the_real_lifecycle_job_after_init(
         "scheduler",
         state_dir,
         {
-            "VAULT_DATABASE_URL": sandbox.owner_url,
+            # The scheduler's own role, with the runtime grants init gave it: the whole job
+            # (clean-up, ending views, the signed checkpoint) needs nothing more.
+            "VAULT_DATABASE_URL": sandbox.url(sandbox.scheduler_role),
             "VAULT_STORAGE_URL": s3_env.url(bucket),
             "SCHEDULER_STATE_FILE": str(state_dir / "last-success"),
             **s3_env.env(),
@@ -757,3 +992,46 @@ def test_scheduler_runs_the_real_lifecycle_job_after_init(
     ran = run_service_command("scheduler", environment, state_dir, "--once")
     assert ran.returncode == 0, ran.stdout + ran.stderr
     assert healthcheck("scheduler", environment, state_dir) == 0
+
+
+@pytest.mark.postgres
+@pytest.mark.s3
+def test_the_scheduler_role_purges_expired_audit_events_through_the_function(
+    sandbox: Sandbox, s3_env: SeaweedServer, tmp_path: Path
+) -> None:
+    """The lifecycle job, as the scheduler's role, removes the events past the retention
+    period: its grants are enough for the purge, which goes through the owner's function."""
+    bucket = s3_env.new_bucket_name()
+    state_dir = tmp_path / "state"
+    prepared = run_service_command(
+        "init", init_environment(sandbox, s3_env, bucket, state_dir), state_dir
+    )
+    assert prepared.returncode == 0, prepared.stdout + prepared.stderr
+    environment = service_environment(
+        "scheduler",
+        state_dir,
+        {
+            "VAULT_DATABASE_URL": sandbox.url(sandbox.scheduler_role),
+            "VAULT_STORAGE_URL": s3_env.url(bucket),
+            "VAULT_AUDIT_RETENTION_DAYS": "1",
+            **s3_env.env(),
+        },
+    )
+    runtime = build_runtime(Settings.from_env(environment), machine_clock)
+    try:
+        # Two days on, every event init recorded is past the one-day retention.
+        report = lifecycle.run(runtime, machine_clock() + timedelta(days=2), dry_run=False)
+    finally:
+        runtime.upload_workers.shutdown()
+        runtime.engine.dispose()
+    assert report.failures == ()
+    assert report.audit_purge is not None and report.audit_purge.removed > 0
+    verified = subprocess.run(
+        ["recvault", "audit", "verify"],
+        env=environment,
+        capture_output=True,
+        text=True,
+        timeout=SCRIPT_TIMEOUT,
+        check=False,
+    )
+    assert verified.returncode == 0, verified.stdout + verified.stderr

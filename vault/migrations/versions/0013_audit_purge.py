@@ -1,6 +1,8 @@
 """The retention purge of the audit log, on PostgreSQL one function that alone may delete
 events: only a whole range from the first event up to a signed checkpoint, and only when
-the purge has recorded itself in the chain first.
+the purge has recorded itself in the chain first. Also on PostgreSQL: TRUNCATE of the events
+is refused (the row triggers of revision 0011 never see it), and the checkpoints are never
+changed, removed or truncated.
 
 The function runs with its owner's rights (SECURITY DEFINER), so neither the web app's role
 nor the scheduler's needs DELETE on the events; the append-only trigger lets its deletes
@@ -54,11 +56,39 @@ $$
 """
 
 
+_CHECKPOINTS_KEPT_FUNCTION = """
+CREATE FUNCTION audit_checkpoints_kept() RETURNS trigger LANGUAGE plpgsql AS $$
+BEGIN
+    RAISE EXCEPTION 'audit checkpoints are never changed or removed (%)', TG_OP
+        USING ERRCODE = 'insufficient_privilege';
+END
+$$
+"""
+
+_TRIGGERS = (
+    # A statement trigger: TRUNCATE fires no row trigger. The function of revision 0011
+    # lets through only a DELETE during the purge, so it refuses this.
+    "CREATE TRIGGER audit_events_no_truncate BEFORE TRUNCATE ON audit_events "
+    "FOR EACH STATEMENT EXECUTE FUNCTION audit_events_append_only()",
+    "CREATE TRIGGER audit_checkpoints_kept BEFORE UPDATE OR DELETE ON audit_checkpoints "
+    "FOR EACH ROW EXECUTE FUNCTION audit_checkpoints_kept()",
+    "CREATE TRIGGER audit_checkpoints_no_truncate BEFORE TRUNCATE ON audit_checkpoints "
+    "FOR EACH STATEMENT EXECUTE FUNCTION audit_checkpoints_kept()",
+)
+
+
 def upgrade() -> None:
     if op.get_bind().dialect.name == "postgresql":
         op.execute(_PURGE_FUNCTION)
+        op.execute(_CHECKPOINTS_KEPT_FUNCTION)
+        for statement in _TRIGGERS:
+            op.execute(statement)
 
 
 def downgrade() -> None:
     if op.get_bind().dialect.name == "postgresql":
+        op.execute("DROP TRIGGER audit_checkpoints_no_truncate ON audit_checkpoints")
+        op.execute("DROP TRIGGER audit_checkpoints_kept ON audit_checkpoints")
+        op.execute("DROP TRIGGER audit_events_no_truncate ON audit_events")
+        op.execute("DROP FUNCTION audit_checkpoints_kept()")
         op.execute("DROP FUNCTION audit_purge(bigint)")
