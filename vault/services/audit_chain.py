@@ -110,7 +110,10 @@ def append(session: Session, event: AuditEvent) -> None:
     The head row's UPDATE comes first: it is what serialises concurrent appends, and a
     rolled-back act rolls its number back with it, so the sequence has no gaps.
     """
-    seq, previous = session.execute(
+    # Core statements on the session's connection: the ORM's bulk UPDATE path would cost
+    # more than the statement itself, and every instant here is spent holding the lock.
+    connection = session.connection()
+    seq, previous = connection.execute(
         update(AuditChainHead)
         .where(AuditChainHead.id == HEAD_ROW_ID)
         .values(seq=AuditChainHead.seq + 1)
@@ -118,7 +121,7 @@ def append(session: Session, event: AuditEvent) -> None:
     ).one()
     event.seq = seq
     event.entry_hash = link(entry_of(event), previous)
-    session.execute(
+    connection.execute(
         update(AuditChainHead)
         .where(AuditChainHead.id == HEAD_ROW_ID)
         .values(entry_hash=event.entry_hash)
