@@ -19,7 +19,7 @@ import time
 import tomllib
 import uuid
 from collections.abc import Iterator, Mapping
-from contextlib import contextmanager
+from contextlib import contextmanager, suppress
 from dataclasses import dataclass
 from datetime import timedelta
 from pathlib import Path
@@ -28,6 +28,7 @@ from typing import Any
 import psycopg
 import pytest
 import yaml
+from botocore.exceptions import ClientError
 from psycopg import errors, sql
 from sqlalchemy import select
 from sqlalchemy.engine import make_url
@@ -744,6 +745,15 @@ def run_service_command(
     )
 
 
+def witness_url(server: SeaweedServer, bucket: str) -> str:
+    """The audit witness bucket that minio-setup makes beside ``bucket`` (made here: init
+    checks it and never makes it, since only a bucket's creation can turn its lock on)."""
+    name = f"{bucket}-witness"
+    with suppress(ClientError):  # made already, for an earlier service of the same test
+        server.client().create_bucket(Bucket=name)
+    return server.url(name)
+
+
 def init_environment(
     sandbox: Sandbox, server: SeaweedServer, bucket: str, state_dir: Path
 ) -> dict[str, str]:
@@ -755,6 +765,7 @@ def init_environment(
         {
             "VAULT_DATABASE_URL": sandbox.owner_url,
             "VAULT_STORAGE_URL": server.url(bucket),
+            "VAULT_AUDIT_WITNESS_URL": witness_url(server, bucket),
             "DB_APP_ROLE": sandbox.app_role,
             "DB_SCHEDULER_ROLE": sandbox.scheduler_role,
             "INIT_DONE_FILE": str(state_dir / "init.done"),
@@ -849,6 +860,7 @@ def test_app_service_serves_as_the_runtime_role_and_passes_its_healthcheck(
         {
             "VAULT_DATABASE_URL": sandbox.url(sandbox.app_role),
             "VAULT_STORAGE_URL": s3_env.url(bucket),
+            "VAULT_AUDIT_WITNESS_URL": witness_url(s3_env, bucket),
             # No Redis here: the rate-limit counters stay in the process.
             "VAULT_RATELIMIT_STORAGE_URL": "",
             **s3_env.env(),
@@ -985,6 +997,7 @@ def test_scheduler_runs_the_real_lifecycle_job_after_init(
             # (clean-up, ending views, the signed checkpoint) needs nothing more.
             "VAULT_DATABASE_URL": sandbox.url(sandbox.scheduler_role),
             "VAULT_STORAGE_URL": s3_env.url(bucket),
+            "VAULT_AUDIT_WITNESS_URL": witness_url(s3_env, bucket),
             "SCHEDULER_STATE_FILE": str(state_dir / "last-success"),
             **s3_env.env(),
         },
@@ -1013,6 +1026,7 @@ def test_the_scheduler_role_purges_expired_audit_events_through_the_function(
         {
             "VAULT_DATABASE_URL": sandbox.url(sandbox.scheduler_role),
             "VAULT_STORAGE_URL": s3_env.url(bucket),
+            "VAULT_AUDIT_WITNESS_URL": witness_url(s3_env, bucket),
             "VAULT_AUDIT_RETENTION_DAYS": "1",
             **s3_env.env(),
         },
