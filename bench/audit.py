@@ -96,18 +96,6 @@ from vault.services.runtime import Runtime
 from vault.settings import Settings, normalise_database_url
 
 DEFAULT_POSTGRES_URL = "postgresql://postgres@127.0.0.1:5432/test"
-COPY_COLUMNS = (
-    "occurred_at",
-    "action",
-    "outcome",
-    "actor_id",
-    "recording_id",
-    "object_id",
-    "details",
-    "seq",
-    "entry_hash",
-    "context_commitment",
-)
 SQLITE_BATCH = 10_000
 # Events each writer appends before the clock starts (connections, statement caches).
 WARM_UP_EVENTS = 20
@@ -551,7 +539,7 @@ def _copy(engine: Engine, rows: Iterator[Row]) -> None:
     raw = engine.raw_connection()
     try:
         connection = cast(Any, raw.driver_connection)
-        columns = ", ".join(COPY_COLUMNS)
+        columns = ", ".join(audit.EVENT_COLUMNS)
         with (
             connection.cursor() as cursor,
             cursor.copy(f"COPY audit_events ({columns}) FROM STDIN") as copy,
@@ -572,7 +560,7 @@ def _insert_batches(engine: Engine, rows: Iterator[Row]) -> None:
         batch.clear()
 
     for row in rows:
-        values: dict[str, Any] = dict(zip(COPY_COLUMNS, row, strict=True))
+        values: dict[str, Any] = dict(zip(audit.EVENT_COLUMNS, row, strict=True))
         values["details"] = json.loads(row[6])
         batch.append(values)
         if len(batch) >= SQLITE_BATCH:

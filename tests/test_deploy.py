@@ -774,6 +774,36 @@ def init_environment(
     )
 
 
+def service_after_init(
+    service: str,
+    role: str,
+    sandbox: Sandbox,
+    server: SeaweedServer,
+    tmp_path: Path,
+    extra: dict[str, str],
+) -> tuple[dict[str, str], Path]:
+    """Run the init service on a fresh bucket, then give ``service`` its environment as
+    ``role``, with ``extra`` settings: what compose does before starting it."""
+    bucket = server.new_bucket_name()
+    state_dir = tmp_path / "state"
+    prepared = run_service_command(
+        "init", init_environment(sandbox, server, bucket, state_dir), state_dir
+    )
+    assert prepared.returncode == 0, prepared.stdout + prepared.stderr
+    environment = service_environment(
+        service,
+        state_dir,
+        {
+            "VAULT_DATABASE_URL": sandbox.url(role),
+            "VAULT_STORAGE_URL": server.url(bucket),
+            "VAULT_AUDIT_WITNESS_URL": witness_url(server, bucket),
+            **extra,
+            **server.env(),
+        },
+    )
+    return environment, state_dir
+
+
 def snapshot(sandbox: Sandbox, server: SeaweedServer, bucket: str, state_dir: Path) -> object:
     """Everything init may touch: files, database rows and privileges, bucket rules."""
     files = {
@@ -848,23 +878,14 @@ def test_init_service_prepares_database_bucket_and_roles_and_is_idempotent(
 def test_app_service_serves_as_the_runtime_role_and_passes_its_healthcheck(
     sandbox: Sandbox, s3_env: SeaweedServer, tmp_path: Path
 ) -> None:
-    bucket = s3_env.new_bucket_name()
-    state_dir = tmp_path / "state"
-    prepared = run_service_command(
-        "init", init_environment(sandbox, s3_env, bucket, state_dir), state_dir
-    )
-    assert prepared.returncode == 0, prepared.stdout + prepared.stderr
-    environment = service_environment(
+    environment, state_dir = service_after_init(
         "app",
-        state_dir,
-        {
-            "VAULT_DATABASE_URL": sandbox.url(sandbox.app_role),
-            "VAULT_STORAGE_URL": s3_env.url(bucket),
-            "VAULT_AUDIT_WITNESS_URL": witness_url(s3_env, bucket),
-            # No Redis here: the rate-limit counters stay in the process.
-            "VAULT_RATELIMIT_STORAGE_URL": "",
-            **s3_env.env(),
-        },
+        sandbox.app_role,
+        sandbox,
+        s3_env,
+        tmp_path,
+        # No Redis here: the rate-limit counters stay in the process.
+        {"VAULT_RATELIMIT_STORAGE_URL": ""},
     )
     port = free_port()
     command = service_command("app", state_dir)
@@ -984,23 +1005,16 @@ def test_scheduler_loop_repeats_keeps_going_after_a_failure_and_stops_on_sigterm
 def test_scheduler_runs_the_real_lifecycle_job_after_init(
     sandbox: Sandbox, s3_env: SeaweedServer, tmp_path: Path
 ) -> None:
-    bucket = s3_env.new_bucket_name()
-    state_dir = tmp_path / "state"
-    init = init_environment(sandbox, s3_env, bucket, state_dir)
-    prepared = run_service_command("init", init, state_dir)
-    assert prepared.returncode == 0, prepared.stdout + prepared.stderr
-    environment = service_environment(
+    # The scheduler's own role, with the runtime grants init gave it: the whole job
+    # (clean-up, ending views, the signed checkpoint) needs nothing more.
+    state_file = tmp_path / "state" / "last-success"
+    environment, state_dir = service_after_init(
         "scheduler",
-        state_dir,
-        {
-            # The scheduler's own role, with the runtime grants init gave it: the whole job
-            # (clean-up, ending views, the signed checkpoint) needs nothing more.
-            "VAULT_DATABASE_URL": sandbox.url(sandbox.scheduler_role),
-            "VAULT_STORAGE_URL": s3_env.url(bucket),
-            "VAULT_AUDIT_WITNESS_URL": witness_url(s3_env, bucket),
-            "SCHEDULER_STATE_FILE": str(state_dir / "last-success"),
-            **s3_env.env(),
-        },
+        sandbox.scheduler_role,
+        sandbox,
+        s3_env,
+        tmp_path,
+        {"SCHEDULER_STATE_FILE": str(state_file)},
     )
     ran = run_service_command("scheduler", environment, state_dir, "--once")
     assert ran.returncode == 0, ran.stdout + ran.stderr
@@ -1014,22 +1028,13 @@ def test_the_scheduler_role_purges_expired_audit_events_through_the_function(
 ) -> None:
     """The lifecycle job, as the scheduler's role, removes the events past the retention
     period: its grants are enough for the purge, which goes through the owner's function."""
-    bucket = s3_env.new_bucket_name()
-    state_dir = tmp_path / "state"
-    prepared = run_service_command(
-        "init", init_environment(sandbox, s3_env, bucket, state_dir), state_dir
-    )
-    assert prepared.returncode == 0, prepared.stdout + prepared.stderr
-    environment = service_environment(
+    environment, _ = service_after_init(
         "scheduler",
-        state_dir,
-        {
-            "VAULT_DATABASE_URL": sandbox.url(sandbox.scheduler_role),
-            "VAULT_STORAGE_URL": s3_env.url(bucket),
-            "VAULT_AUDIT_WITNESS_URL": witness_url(s3_env, bucket),
-            "VAULT_AUDIT_RETENTION_DAYS": "1",
-            **s3_env.env(),
-        },
+        sandbox.scheduler_role,
+        sandbox,
+        s3_env,
+        tmp_path,
+        {"VAULT_AUDIT_RETENTION_DAYS": "1"},
     )
     runtime = build_runtime(Settings.from_env(environment), machine_clock)
     try:

@@ -140,7 +140,8 @@ class Event:
     request_text: str | None = None
 
 
-_EVENT_COLUMNS = (
+# The stored columns of an event, as ``record`` writes them.
+EVENT_COLUMNS = (
     "occurred_at",
     "action",
     "outcome",
@@ -328,7 +329,7 @@ def record(session: Session, event: Event) -> AuditEvent:
     connection = session.connection()
     row.id = connection.execute(
         insert(AuditEvent)
-        .values({column: getattr(row, column) for column in _EVENT_COLUMNS})
+        .values({column: getattr(row, column) for column in EVENT_COLUMNS})
         .returning(AuditEvent.id)
     ).scalar_one()
     if salt:
