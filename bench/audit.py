@@ -29,8 +29,9 @@ P7 verify  Seconds for ``audit_chain.verify`` over --events events (default 1,00
            instance (``recvault init``'s steps) is continued with synthetic events of the
            same kinds, spread over the last 30 days, whose links are computed in Python with
            ``audit_chain.link`` over the entry ``audit_chain.entry_of`` reads back, written
-           with COPY (``details`` as SQLAlchemy's JSON type writes it), the chain head set,
-           and the table vacuumed and analysed as autovacuum would after a bulk load. The
+           with COPY (``details`` in canonical form, as the engine writes JSON columns), the
+           chain head set, and the table vacuumed and analysed as autovacuum would after a
+           bulk load. The
            details kept beside the events are not seeded: verification and export never
            read them (as after an erasure). Seeding is not timed. The best of
            --verify-rounds rounds counts; the same verification of a SQLite file seeded
@@ -88,7 +89,7 @@ from sqlalchemy import Engine, func, insert, select, text, update
 from sqlalchemy.engine import make_url
 
 from vault.app import build_runtime, initialise_instance
-from vault.db import make_engine
+from vault.db import canonical_json, make_engine
 from vault.models import AuditChainHead, AuditEvent
 from vault.services import audit, audit_chain, audit_checkpoints
 from vault.services.audit import AuditAction, Event, Outcome, RequestContext
@@ -473,7 +474,7 @@ def chained_rows(first_seq: int, previous: str, count: int, period: Period) -> I
             act.actor_id,
             act.recording_id,
             act.object_id,
-            json.dumps(act.details),  # as SQLAlchemy's JSON type writes it
+            canonical_json(act.details),  # as the engine writes JSON columns
             seq,
             previous,
             commitment,
@@ -539,7 +540,7 @@ def _copy(engine: Engine, rows: Iterator[Row]) -> None:
     raw = engine.raw_connection()
     try:
         connection = cast(Any, raw.driver_connection)
-        columns = ", ".join(audit.EVENT_COLUMNS)
+        columns = ", ".join(audit_chain.EVENT_COLUMNS)
         with (
             connection.cursor() as cursor,
             cursor.copy(f"COPY audit_events ({columns}) FROM STDIN") as copy,
@@ -560,7 +561,7 @@ def _insert_batches(engine: Engine, rows: Iterator[Row]) -> None:
         batch.clear()
 
     for row in rows:
-        values: dict[str, Any] = dict(zip(audit.EVENT_COLUMNS, row, strict=True))
+        values: dict[str, Any] = dict(zip(audit_chain.EVENT_COLUMNS, row, strict=True))
         values["details"] = json.loads(row[6])
         batch.append(values)
         if len(batch) >= SQLITE_BATCH:
@@ -580,6 +581,8 @@ def timed_verify(runtime: Runtime, expected: int) -> float:
         seconds = time.perf_counter() - started
     if not verdict.intact or verdict.count != expected:
         raise SystemExit(f"P7 FAILED: the seeded chain does not verify: {verdict}")
+    if verdict.rehashed:
+        raise SystemExit(f"P7 FAILED: {verdict.rehashed} events did not verify as stored")
     return seconds
 
 

@@ -4,8 +4,10 @@ with the stored events found at the right event."""
 from __future__ import annotations
 
 import threading
+import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
+from datetime import UTC, datetime
 
 import pytest
 from sqlalchemy import Connection, delete, insert, select, update
@@ -90,6 +92,76 @@ def test_personal_details_enter_the_chain_only_as_a_commitment(runtime: Runtime)
     assert verdict(runtime).intact
 
 
+# Stored events whose every column takes an unusual value: what the database renders as their
+# canonical line must be, byte for byte, what the chain's definition hashes.
+UNUSUAL_EVENTS = [
+    {
+        "occurred_at": datetime(2026, 11, 18, 8, 30, tzinfo=UTC),  # whole seconds
+        "action": "auth:login_succeeded",
+        "outcome": "success",
+        "actor_id": uuid.UUID("0f1e2d3c-4b5a-6978-8796-a5b4c3d2e1f0"),
+        "recording_id": None,
+        "object_id": None,
+        "details": {},
+        "context_commitment": None,
+    },
+    {
+        "occurred_at": datetime(2026, 3, 29, 0, 59, 59, 1, tzinfo=UTC),
+        "action": "view:ended",
+        "outcome": "denied",
+        "actor_id": None,
+        "recording_id": uuid.UUID("fedcba98-7654-3210-0123-456789abcdef"),
+        "object_id": 'quote " back\\slash \t tab',
+        "details": {
+            "title": 'Ģeogrāfija: "kartes"\n\u0001\u007f ✓ 𝄞',
+            "played": [[0, 6.5], [12.3, 30.1]],
+            "zero": 0,
+            "big": 2**53 + 1,
+            "nested": {"b": [True, False, None], "a": -1},
+        },
+        "context_commitment": "ab" * 32,
+    },
+]
+
+
+def test_the_stored_line_of_any_event_is_its_canonical_entry(runtime: Runtime) -> None:
+    """Verification hashes the line the database renders; it must be the definition's."""
+    with tampering(runtime) as connection:
+        for offset, event in enumerate(UNUSUAL_EVENTS):
+            connection.execute(
+                insert(AuditEvent).values(seq=10_000 + offset, entry_hash="0" * 64, **event)
+            )
+    with runtime.sessions() as session:
+        lines = {
+            entry.seq: entry.line
+            for entry in audit_chain.stored_chain(session, after=9_999).entries
+        }
+        events = session.scalars(select(AuditEvent).where(AuditEvent.seq >= 10_000))
+        expected = {e.seq: audit_chain.canonical(audit_chain.entry_of(e)) for e in events}
+    assert lines == expected and len(lines) == len(UNUSUAL_EVENTS)
+
+
+def test_events_written_by_the_app_verify_as_stored(runtime: Runtime) -> None:
+    append_events(runtime, 5, address="192.0.2.9")
+    result = verdict(runtime)
+    assert result.intact and result.rehashed == 0
+
+
+def test_an_event_stored_in_another_form_still_verifies_by_the_definition(
+    runtime: Runtime,
+) -> None:
+    """Details stored before they were written canonically hash by their content."""
+    append_events(runtime, 3)
+    last = recorded(runtime)
+    with tampering(runtime) as connection:
+        connection.exec_driver_sql(
+            'UPDATE audit_events SET details = \'{"played": [[0, 6.5]], "index": 2}\''
+            f" WHERE seq = {last}"
+        )
+    result = verdict(runtime)
+    assert result.intact and result.rehashed == 1
+
+
 # Each case: what is done to the six events appended (numbered 1 to 6 among them), and the
 # damage reported, at the position among them.
 @pytest.mark.parametrize(
@@ -168,6 +240,35 @@ def test_concurrent_appends_never_fork_or_skip(runtime: Runtime) -> None:
         numbers = list(session.scalars(select(AuditEvent.seq).order_by(AuditEvent.seq)))
     assert numbers == list(range(1, base + WRITERS * EVENTS_PER_WRITER + 1))
     assert verdict(runtime).intact
+
+
+def test_verifying_while_acts_append_finds_nothing_wrong(runtime: Runtime) -> None:
+    """The head and the events are read as of one instant: an event appended after the
+    head was read is not taken for one the head never counted."""
+    appending = threading.Event()
+    done = threading.Event()
+    failures: list[BaseException] = []
+
+    def writer() -> None:
+        try:
+            while not done.is_set():
+                append_events(runtime, 1)
+                appending.set()
+        except BaseException as exc:  # reported below, with the test's own assertion
+            failures.append(exc)
+            appending.set()
+
+    thread = threading.Thread(target=writer)
+    thread.start()
+    try:
+        appending.wait(timeout=30)
+        verdicts = [verdict(runtime) for _ in range(20)]
+    finally:
+        done.set()
+        thread.join()
+    assert failures == []
+    assert [v.damage for v in verdicts if not v.intact] == []
+    assert verdicts[-1].count > verdicts[0].count
 
 
 @pytest.mark.postgres

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from typing import Any
 
 from sqlalchemy import Engine, create_engine, event
@@ -13,7 +14,23 @@ from sqlalchemy.orm import Session, sessionmaker
 SQLITE_BUSY_TIMEOUT_MS = 15_000
 
 
+def canonical_json(value: Any) -> str:
+    """Sorted keys, no insignificant white space, UTF-8 as is.
+
+    Integers are written exactly. The only fractional numbers in audit events are a player's
+    reported seconds (tenths), written in their shortest round-trip form; NaN and the
+    infinities have no JSON form and are refused.
+    """
+    return json.dumps(
+        value, sort_keys=True, separators=(",", ":"), ensure_ascii=False, allow_nan=False
+    )
+
+
 def make_engine(database_url: str | URL, **engine_options: Any) -> Engine:
+    # JSON columns are stored in canonical form: the audit chain hashes an event's details in
+    # that form, so verification can hash the stored text as it is instead of parsing and
+    # re-serialising every event (``audit_chain.stored_chain``).
+    engine_options.setdefault("json_serializer", canonical_json)
     url = make_url(database_url)
     if url.get_backend_name() == "sqlite":
         engine = create_engine(

@@ -13,11 +13,11 @@ from datetime import datetime
 from enum import StrEnum
 from typing import TYPE_CHECKING, Any, TypeVar
 
-from sqlalchemy import delete, insert, select, update
+from sqlalchemy import delete, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
-from vault.models import AuditEvent, AuditEventContext, DenialTally, utcnow
+from vault.models import AuditEvent, DenialTally, utcnow
 from vault.services import audit_chain
 from vault.services.errors import TooManyRequests
 
@@ -139,20 +139,6 @@ class Event:
     # the erasable side table, and the event records only that it exists.
     request_text: str | None = None
 
-
-# The stored columns of an event, as ``record`` writes them.
-EVENT_COLUMNS = (
-    "occurred_at",
-    "action",
-    "outcome",
-    "actor_id",
-    "recording_id",
-    "object_id",
-    "details",
-    "seq",
-    "entry_hash",
-    "context_commitment",
-)
 
 # User agents are attacker-chosen; keep the stored copy bounded.
 MAX_USER_AGENT_LENGTH = 512
@@ -321,25 +307,12 @@ def record(session: Session, event: Event) -> AuditEvent:
             else None
         ),
     )
-    audit_chain.append(session, row)
-    # Written with Core statements on the session's connection, not through the ORM's unit
-    # of work: the chain's head stays locked from ``append`` until the act commits, so every
-    # instant spent here delays every other act's event. ``row`` is returned as a record of
-    # what was written; it is not part of the session.
-    connection = session.connection()
-    row.id = connection.execute(
-        insert(AuditEvent)
-        .values({column: getattr(row, column) for column in EVENT_COLUMNS})
-        .returning(AuditEvent.id)
-    ).scalar_one()
-    if salt:
-        connection.execute(
-            insert(AuditEventContext).values(
-                event_id=row.id,
-                ip_address=context.ip_address,
-                user_agent=user_agent,
-                request_text=event.request_text,
-                salt=salt,
-            )
-        )
+    kept = (
+        audit_chain.KeptDetails(context.ip_address, user_agent, event.request_text, salt)
+        if salt
+        else None
+    )
+    # ``row`` is written with Core statements, not through the session's unit of work
+    # (``audit_chain.append``); it is returned as a record of what was written.
+    audit_chain.append(session, row, kept)
     return row

@@ -226,24 +226,19 @@ def make_checkpoint(session: Session, keyring: Keyring, now: datetime) -> AuditC
         return None
     frontier = _frontier_of(previous) if previous is not None else merkle.Frontier()
     link = previous.head_hash if previous is not None else audit_chain.GENESIS_HASH
-    events = session.scalars(
-        select(AuditEvent)
-        .where(AuditEvent.seq > frontier.size, AuditEvent.seq <= head_seq)
-        .order_by(AuditEvent.seq)
-        .execution_options(yield_per=BATCH)
-    )
     states: list[tuple[int, str, str, list[str]]] = []
-    for event in events:
+    chain = audit_chain.stored_chain(session, after=frontier.size, through=head_seq)
+    for entry in chain.entries:
         expected = frontier.size + 1
-        if event.seq != expected or audit_chain.link(audit_chain.entry_of(event), link) != (
-            event.entry_hash
+        if entry.seq != expected or audit_chain.links_to(session, entry, link) is (
+            audit_chain.Linked.NOT
         ):
             raise ChainDamaged(seq=expected)
-        frontier.append(bytes.fromhex(event.entry_hash))
-        link = event.entry_hash
-        if event.seq % audit_chain.CHECKPOINT_INTERVAL == 0 or event.seq == head_seq:
+        frontier.append(bytes.fromhex(entry.entry_hash))
+        link = entry.entry_hash
+        if entry.seq % audit_chain.CHECKPOINT_INTERVAL == 0 or entry.seq == head_seq:
             subtrees = [subtree.hex() for subtree in frontier.subtrees]
-            states.append((event.seq, frontier.root().hex(), link, subtrees))
+            states.append((entry.seq, frontier.root().hex(), link, subtrees))
     if frontier.size != head_seq or link != head_hash:
         raise ChainDamaged(seq=frontier.size + 1)
     made = [_signed(session, keyring, now, state) for state in states]
