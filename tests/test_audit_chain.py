@@ -145,6 +145,13 @@ def test_events_written_by_the_app_verify_as_stored(runtime: Runtime) -> None:
     append_events(runtime, 5, address="192.0.2.9")
     result = verdict(runtime)
     assert result.intact and result.rehashed == 0
+    with runtime.sessions() as session:
+        every = audit_chain.stored_chain(session)
+        beyond = audit_chain.stored_chain(session, after=every.head_seq)
+        assert len(list(every.entries)) == every.head_seq == result.count
+        # No event in the range: the head still comes, read by itself.
+        assert (beyond.head_seq, beyond.head_hash) == (every.head_seq, every.head_hash)
+        assert list(beyond.entries) == []
 
 
 def test_an_event_stored_in_another_form_still_verifies_by_the_definition(

@@ -23,7 +23,7 @@ import hmac
 import itertools
 import json
 import secrets
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -171,31 +171,46 @@ class StoredChain:
 
 
 def _chain_sql(dialect: str, after: int | None, through: int | None) -> str:
+    # The head comes in the same statement, as subqueries evaluated once, so that the events
+    # keep coming in the order of their index as they are rendered: a join would make the
+    # database render and sort every event before sending the first.
     line = _LINE_SQL.get(dialect, "NULL")
-    bounds = "".join(
-        f" AND seq {operator} {int(bound)}"
+    head = f"FROM audit_chain_head WHERE id = {HEAD_ROW_ID}"
+    bounds = " AND ".join(
+        f"seq {operator} {int(bound)}"
         for operator, bound in ((">", after), ("<=", through))
         if bound is not None
     )
     return (
-        f"SELECT id, seq, entry_hash, {line}, head_seq, head_hash"  # noqa: S608 - numbers only
-        " FROM (SELECT seq AS head_seq, entry_hash AS head_hash FROM audit_chain_head"
-        f" WHERE id = {HEAD_ROW_ID}) AS head"
-        f" LEFT JOIN audit_events ON TRUE{bounds} ORDER BY seq"
+        f"SELECT id, seq, entry_hash, {line},"  # noqa: S608 - numbers only
+        f" (SELECT seq {head}) AS head_seq, (SELECT entry_hash {head}) AS head_hash"
+        f" FROM audit_events{f' WHERE {bounds}' if bounds else ''} ORDER BY seq"
     )
 
 
-def _chain_of(rows: Iterator[Any]) -> StoredChain:
+_HEAD = select(AuditChainHead.seq, AuditChainHead.entry_hash).where(
+    AuditChainHead.id == HEAD_ROW_ID
+)
+
+
+def _head_of(result: Any) -> tuple[int, str] | None:
+    row = result.first()
+    return (row[0], row[1]) if row is not None else None
+
+
+def _chain_of(rows: Iterator[Any], head: Callable[[], tuple[int, str] | None]) -> StoredChain:
     first = next(rows, None)
     if first is None:
-        return StoredChain(0, GENESIS_HASH, iter(()))
-
-    def entries() -> Iterator[StoredEntry]:
-        for row in itertools.chain([first], rows):
-            if row[0] is not None:  # the head's row alone: no event in the range
-                yield StoredEntry(row[0], row[1], row[2], row[3])
-
-    return StoredChain(first[4], first[5], entries())
+        # No event in the range, so no row to carry the head: it is read by itself (a log
+        # holds events from its initialisation on, so this is an empty range, not a race).
+        seq, entry_hash = head() or (0, GENESIS_HASH)
+        return StoredChain(seq, entry_hash, iter(()))
+    entries = (
+        StoredEntry(row[0], row[1], row[2], row[3]) for row in itertools.chain([first], rows)
+    )
+    if first[4] is None:
+        return StoredChain(0, GENESIS_HASH, entries)
+    return StoredChain(first[4], first[5], entries)
 
 
 def stored_chain(
@@ -205,7 +220,8 @@ def stored_chain(
     chain order, as the session's transaction sees them, read in batches so that memory
     stays flat however long the log is."""
     statement = text(_chain_sql(session.get_bind().dialect.name, after, through))
-    return _chain_of(iter(session.execute(statement, execution_options={"yield_per": _BATCH})))
+    rows = session.execute(statement, execution_options={"yield_per": _BATCH})
+    return _chain_of(iter(rows), lambda: _head_of(session.execute(_HEAD)))
 
 
 @contextmanager
@@ -226,7 +242,7 @@ def committed_chain(connection: Connection) -> Iterator[StoredChain]:
     else:  # SQLite steps through the result as it is read
         rows = iter(cursor.execute(sql))
     try:
-        yield _chain_of(rows)
+        yield _chain_of(rows, lambda: _head_of(connection.execute(_HEAD)))
     finally:
         # A verification that stops at the first damage leaves the stream unfinished:
         # closing it makes the driver end the query, so the connection can be reused.
