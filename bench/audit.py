@@ -31,9 +31,8 @@ P7 verify  Seconds for ``audit_chain.verify`` over --events events (default 1,00
            ``audit_chain.link`` over the entry ``audit_chain.entry_of`` reads back, written
            with COPY (``details`` in canonical form, as the engine writes JSON columns), the
            chain head set, and the table vacuumed and analysed as autovacuum would after a
-           bulk load. The
-           details kept beside the events are not seeded: verification and export never
-           read them (as after an erasure). Seeding is not timed. The best of
+           bulk load. The details kept beside the events are not seeded: verification and
+           export never read them (as after an erasure). Seeding is not timed. The best of
            --verify-rounds rounds counts; the same verification of a SQLite file seeded
            alike is printed beside it (--no-sqlite skips it). --profile prints where one
            PostgreSQL round's time goes (cProfile).

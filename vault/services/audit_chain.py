@@ -109,7 +109,7 @@ def _sqlite_uuid_text(column: str) -> str:
 
 # The canonical line of every stored event, built by the database from its columns: the
 # verifier then only hashes text, where building objects, parsing ``details`` and re-encoding
-# them took four fifths of the time. The line equals ``canonical(entry_of(event))`` whenever
+# them took most of the time. The line equals ``canonical(entry_of(event))`` whenever
 # the stored ``details`` are in canonical form, as every engine writes them (``make_engine``).
 # Where it is not (events stored before that, or a database escaping a character another way),
 # the hash will not match and the event is hashed again by the definition (``links_to``), so
@@ -228,10 +228,10 @@ def stored_chain(
 def committed_chain(connection: Connection) -> Iterator[StoredChain]:
     """The whole stored chain as committed, streamed from the database driver itself.
 
-    SQLAlchemy's rows cost as much as the database's work: the driver's rows are taken as
-    they are. On PostgreSQL they stream in chunks while the server renders the next ones,
-    so its work and the hashing overlap; the connection is busy until the stream ends, so
-    it is one of its own, never the session's.
+    The driver's rows are taken as they come, without SQLAlchemy's result processing. On
+    PostgreSQL they stream in chunks while the server renders the next ones, so its work and
+    the hashing overlap; the connection is busy until the stream ends, so it is one of its
+    own, never the session's.
     """
     driver = connection.connection.driver_connection
     sql = _chain_sql(connection.dialect.name, None, None)
