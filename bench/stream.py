@@ -470,7 +470,7 @@ def run(args: argparse.Namespace, root: Path) -> int:
             assert stored is not None and stored.object_key is not None
             object_key = stored.object_key
     finally:
-        runtime.engine.dispose()
+        runtime.close()
     print(f"prepared in {time.perf_counter() - started:.1f} s")
 
     app_port, file_port = free_port(), free_port()

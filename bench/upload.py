@@ -294,7 +294,7 @@ def main(argv: list[str] | None = None) -> int:
             token = account_admin.issue_token(runtime, "bench", "bench", "1d", datetime.now(UTC))
             recordings = [register(runtime, "bench") for _ in range(args.rounds + 2)]
         finally:
-            runtime.engine.dispose()
+            runtime.close()
 
         p3_file = root / "p3.mp4"
         make_file(p3_file, args.size_mib * MIB)

@@ -240,8 +240,7 @@ def runtime(settings: Settings, clock: SteppingClock) -> Iterator[Runtime]:
     keys.initialise_master_key(runtime)
     keys.initialise_signing_key(runtime)
     yield runtime
-    runtime.upload_workers.shutdown()
-    runtime.engine.dispose()
+    runtime.close()
 
 
 @pytest.fixture

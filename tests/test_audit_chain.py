@@ -141,6 +141,50 @@ def test_the_stored_line_of_any_event_is_its_canonical_entry(runtime: Runtime) -
     assert lines == expected and len(lines) == len(UNUSUAL_EVENTS)
 
 
+def test_every_appended_event_is_linked_as_the_definition_says(runtime: Runtime) -> None:
+    """On PostgreSQL the database links the events (``audit_link``) after the act commits;
+    every link must be the one an auditor recomputes offline from an export's entries."""
+    for event in UNUSUAL_EVENTS:
+        with runtime.sessions() as session, session.begin():
+            audit_chain.append(session, AuditEvent(**event), kept=None)
+    with runtime.sessions() as session:
+        events = list(session.scalars(select(AuditEvent).order_by(AuditEvent.seq)))
+    assert [e.action for e in events[-2:]] == [e["action"] for e in UNUSUAL_EVENTS]
+    previous: str | None = audit_chain.GENESIS_HASH
+    for stored in events:
+        assert previous is not None
+        assert stored.entry_hash == audit_chain.link(audit_chain.entry_of(stored), previous)
+        previous = stored.entry_hash
+    result = verdict(runtime)
+    assert result.intact and result.count == len(events) and result.rehashed == 0
+
+
+@pytest.mark.postgres
+def test_an_event_left_unlinked_is_counted_and_the_lifecycle_run_links_it(
+    runtime: Runtime, recvault: Console
+) -> None:
+    """A process that ends between an act's commit and the linking after it leaves its
+    event committed but unlinked (only possible on PostgreSQL, which links after commit)."""
+    append_events(runtime, 2)
+    linked = recorded(runtime)
+    with tampering(runtime) as connection:
+        connection.execute(insert(AuditEvent).values(**UNUSUAL_EVENTS[0]))
+    result = verdict(runtime)
+    assert result.intact and result.count == linked and result.unlinked == 1
+    checked = recvault("audit", "verify")
+    assert checked.exit_code == 0, checked.output
+    assert "1 events committed but not linked into the chain yet" in checked.output
+    ran = recvault("lifecycle", "run")
+    assert ran.exit_code == 0, ran.output
+    result = verdict(runtime)
+    assert result.intact and result.unlinked == 0
+    with runtime.sessions() as session:
+        late = session.scalars(
+            select(AuditEvent).where(AuditEvent.action == UNUSUAL_EVENTS[0]["action"])
+        ).one()
+    assert late.seq == linked + 1  # the run's own events come after it
+
+
 def test_events_written_by_the_app_verify_as_stored(runtime: Runtime) -> None:
     append_events(runtime, 5, address="192.0.2.9")
     result = verdict(runtime)
@@ -187,7 +231,7 @@ def test_tampering_is_found_at_the_right_event(
     base = recorded(runtime)
     append_events(runtime, 6)
     with runtime.sessions() as session:
-        events = {e.seq - base: e for e in session.scalars(select(AuditEvent))}
+        events = {audit_chain.number_of(e) - base: e for e in session.scalars(select(AuditEvent))}
     with tampering(runtime) as connection:
         if change == "edit":
             connection.execute(
@@ -207,7 +251,9 @@ def test_tampering_is_found_at_the_right_event(
         else:
             # A forged last event, correctly linked, whose append never reached the head.
             last = events[6]
-            forged = {**audit_chain.entry_of(last), "seq": last.seq + 1, "object_id": "forged"}
+            after_last = audit_chain.number_of(last) + 1
+            assert last.entry_hash is not None
+            forged = {**audit_chain.entry_of(last), "seq": after_last, "object_id": "forged"}
             connection.execute(
                 insert(AuditEvent).values(
                     occurred_at=last.occurred_at,
@@ -215,7 +261,7 @@ def test_tampering_is_found_at_the_right_event(
                     outcome=last.outcome,
                     object_id="forged",
                     details=last.details,
-                    seq=last.seq + 1,
+                    seq=after_last,
                     entry_hash=audit_chain.link(forged, last.entry_hash),
                     actor_id=last.actor_id,
                 )

@@ -21,12 +21,12 @@ from flask.testing import FlaskClient
 from sqlalchemy import event, select
 from werkzeug.test import TestResponse
 
-from tests.support.audit_trail import append_events
+from tests.support.audit_trail import append_events, record
 from tests.support.clock import RIGA
 from tests.support.people import add_person, sign_in, signed_in
 from tests.support.streaming_support import School, browser, denials, make_school, user_id
 from vault.models import AuditEvent
-from vault.services import audit, audit_checkpoints, audit_search
+from vault.services import audit_chain, audit_checkpoints, audit_search
 from vault.services.audit import AuditAction, Outcome, RequestContext
 from vault.services.audit_export import AuditFilter
 from vault.services.errors import KeysUnavailable
@@ -66,12 +66,7 @@ def logged(runtime: Runtime, wanted: Callable[[AuditEvent], bool]) -> list[int]:
     """The numbers of the events that ``wanted`` picks, newest first, read from the log."""
     with runtime.sessions() as session:
         rows = session.scalars(select(AuditEvent).order_by(AuditEvent.seq.desc()))
-        return [row.seq for row in rows if wanted(row)]
-
-
-def record(runtime: Runtime, action: AuditAction, **fields: Any) -> int:
-    with runtime.sessions() as session, session.begin():
-        return audit.record(session, audit.Event(action, **fields)).seq
+        return [audit_chain.number_of(row) for row in rows if wanted(row)]
 
 
 def actions_of(runtime: Runtime, seqs: list[int]) -> set[str]:

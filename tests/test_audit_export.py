@@ -17,13 +17,14 @@ from flask import Flask
 from sqlalchemy import delete, event, select, update
 from sqlalchemy.orm import ORMExecuteState
 
+from tests.support.audit_trail import record
 from tests.support.clock import RIGA
 from tests.support.console import Console
 from tests.support.people import Person, add_person, sign_in, signed_in
 from tests.support.recording_support import register
 from vault import merkle, signing
 from vault.models import AuditChainHead, AuditCheckpoint, AuditEvent
-from vault.services import audit, audit_chain, audit_checkpoints, audit_export
+from vault.services import audit_chain, audit_checkpoints, audit_export
 from vault.services.actors import OPERATOR
 from vault.services.audit import AuditAction, Outcome, RequestContext
 from vault.services.audit_export import COLUMNS, Manifest
@@ -35,15 +36,6 @@ USER_AGENT = "Mozilla/5.0 (X11; Linux) ExportProbe/1.0"
 REQUEST_TEXT = "Lūdzu dzēst manu ierakstu"
 FORMULA = '=HYPERLINK("http://x","y")'
 DANGEROUS = [FORMULA, "+1+1", "-2", "@SUM(A1)", "\tcmd", "\rcmd"]
-
-
-def record(
-    runtime: Runtime,
-    action: AuditAction = AuditAction.SYSTEM_INIT,
-    **fields: Any,
-) -> int:
-    with runtime.sessions() as session, session.begin():
-        return audit.record(session, audit.Event(action, **fields)).seq
 
 
 def head(runtime: Runtime) -> tuple[int, str]:

@@ -92,7 +92,7 @@ def events_after(runtime: Runtime, seq: int) -> list[Recorded]:
         )
         return [
             Recorded(
-                row.seq,
+                audit_chain.number_of(row),
                 row.action,
                 row.outcome,
                 row.actor_id,

@@ -545,8 +545,8 @@ def test_runtime_grants_name_a_missing_scheduler_role(sandbox: Sandbox) -> None:
 
 def append_through_the_service(url: str, label: str) -> None:
     """Two events chained by the real ``audit.record`` over a connection as the role of
-    ``url``, each committed on its own as an act commits its event: one with a request's
-    personal details (kept in the erasable side table), one without."""
+    ``url``, each committed on its own as an act commits its event and then linked: one with
+    a request's personal details (kept in the erasable side table), one without."""
     engine = make_engine(url)
     try:
         sessions = make_session_factory(engine)
@@ -561,16 +561,23 @@ def append_through_the_service(url: str, label: str) -> None:
                         context=context,
                     ),
                 )
+            audit_chain.link_committed(engine)
     finally:
         engine.dispose()
 
 
-def refusal(url: str, statement: str, *, announce_purge: bool = False) -> str:
-    """Run ``statement`` as the role of ``url`` in a transaction of its own; it must be
-    refused with insufficient_privilege. Returns PostgreSQL's message."""
+# The transaction-local settings by which the owner's functions open the append-only trigger.
+PURGING = "recvault.audit_purge"
+LINKING = "recvault.audit_link"
+
+
+def refusal(url: str, statement: str, *, opening: str | None = None) -> str:
+    """Run ``statement`` as the role of ``url`` in a transaction of its own (with the
+    trigger's setting ``opening`` on, if given); it must be refused with
+    insufficient_privilege. Returns PostgreSQL's message."""
     with connect(url) as connection:
-        if announce_purge:
-            connection.execute("SELECT set_config('recvault.audit_purge', 'on', true)")
+        if opening is not None:
+            connection.execute("SELECT set_config(%s, 'on', true)", (opening,))
         with pytest.raises(errors.InsufficientPrivilege) as refused:
             connection.execute(statement.encode())
         connection.rollback()
@@ -581,6 +588,9 @@ def refusal(url: str, statement: str, *, announce_purge: bool = False) -> str:
 REWRITES = [
     "UPDATE audit_events SET action = 'test:rewritten'",
     "UPDATE audit_events SET details = '{}' WHERE seq = 1",
+    # A link of the role's own making, or a head moved: only audit_link() writes them.
+    "UPDATE audit_events SET seq = 99, entry_hash = repeat('0', 64) WHERE seq IS NULL",
+    "UPDATE audit_chain_head SET seq = 0, entry_hash = repeat('0', 64)",
     "DELETE FROM audit_events",
     "DELETE FROM audit_events WHERE seq = (SELECT max(seq) FROM audit_events)",
     "TRUNCATE audit_events CASCADE",
@@ -613,7 +623,7 @@ def test_audit_events_are_append_only_for_the_web_app_and_the_scheduler_and_the_
             assert "permission denied" in message, (runtime_role, statement, message)
         # Announcing the retention purge opens the trigger, never the table: the purge is
         # the owner's function, not a runtime role's DELETE.
-        message = refusal(url, "DELETE FROM audit_events", announce_purge=True)
+        message = refusal(url, "DELETE FROM audit_events", opening=PURGING)
         assert "permission denied" in message, (runtime_role, message)
 
     # The owner holds every privilege on its table, and still the trigger refuses.
@@ -627,12 +637,12 @@ def test_audit_events_are_append_only_for_the_web_app_and_the_scheduler_and_the_
         assert f"audit events are never changed or removed ({operation})" in message, message
     # The purge's setting admits a removal only, never a rewrite.
     message = refusal(
-        sandbox.owner_url, "UPDATE audit_events SET outcome = 'success'", announce_purge=True
+        sandbox.owner_url, "UPDATE audit_events SET outcome = 'success'", opening=PURGING
     )
     assert "never changed or removed (UPDATE)" in message, message
     # TRUNCATE fires no row trigger: a statement trigger refuses it, even with the setting.
     for statement in ("TRUNCATE audit_events CASCADE", "TRUNCATE audit_checkpoints"):
-        message = refusal(sandbox.owner_url, statement, announce_purge=True)
+        message = refusal(sandbox.owner_url, statement, opening=PURGING)
         assert "never changed or removed (TRUNCATE)" in message, (statement, message)
     with connect(sandbox.owner_url, autocommit=True) as owner:
         owner.execute(FORGED_CHECKPOINT.encode())  # a row for the row triggers to guard
@@ -656,6 +666,51 @@ def test_audit_events_are_append_only_for_the_web_app_and_the_scheduler_and_the_
     assert verdict.intact, verdict
     assert verdict.count == 4
     assert roles == [sandbox.app_role] * 2 + [sandbox.scheduler_role] * 2
+
+
+UNLINKED_EVENT = (
+    "INSERT INTO audit_events (occurred_at, action, outcome, details) "
+    "VALUES (now(), 'test:unlinked', 'success', '{}')"
+)
+
+
+@pytest.mark.postgres
+def test_an_event_is_linked_once_by_the_linking_function_and_nothing_else_changes(
+    sandbox: Sandbox,
+) -> None:
+    engine = make_engine(sandbox.owner_url)
+    try:
+        schema.upgrade(engine)
+    finally:
+        engine.dispose()
+    apply_runtime_grants(sandbox)
+    app_url = sandbox.url(sandbox.app_role)
+    with connect(app_url, autocommit=True) as app:
+        app.execute(UNLINKED_EVENT)  # as an act commits its event: no number, no link yet
+    # With the linking setting on, even the owner may not change anything else of an event
+    # while linking it.
+    message = refusal(
+        sandbox.owner_url,
+        "UPDATE audit_events SET seq = 1, entry_hash = repeat('0', 64), "
+        "action = 'test:rewritten' WHERE seq IS NULL",
+        opening=LINKING,
+    )
+    assert "never changed or removed (UPDATE)" in message, message
+    for runtime_role in (sandbox.app_role, sandbox.scheduler_role):
+        with connect(sandbox.url(runtime_role), autocommit=True) as linker:
+            linked = linker.execute("SELECT linked_after, linked_through FROM audit_link()")
+            # The first call links the event; the second finds nothing left to link.
+            assert linked.fetchone() == ((0, 1) if runtime_role == sandbox.app_role else (1, 1))
+    # A linked event is never linked again, not even by the owner with the setting on.
+    message = refusal(sandbox.owner_url, "UPDATE audit_events SET seq = 2", opening=LINKING)
+    assert "never changed or removed (UPDATE)" in message, message
+    engine = make_engine(sandbox.owner_url)
+    try:
+        with make_session_factory(engine)() as session:
+            verdict = audit_chain.verify(session)
+    finally:
+        engine.dispose()
+    assert verdict.intact and verdict.count == 1 and verdict.rehashed == 0, verdict
 
 
 FORGED_CHECKPOINT = (

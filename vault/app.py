@@ -15,7 +15,7 @@ from storage_backends.url import open_store
 from vault import web
 from vault.db import make_engine, make_session_factory
 from vault.keyring import EnvMasterKeys, FileMasterKeys, Keyring, MasterKeyProvider
-from vault.services import audit_witness, keys
+from vault.services import audit_chain, audit_witness, keys
 from vault.services.passwords import Passwords
 from vault.services.runtime import Clock, Runtime, system_clock
 from vault.services.upload_workers import UploadWorkers
@@ -34,6 +34,7 @@ def build_runtime(
         store=open_store(settings.storage_url),
         keyring=Keyring(master_key_provider(settings)),
         upload_workers=UploadWorkers(),
+        audit_linker=audit_chain.Linker(engine),
         clock=clock,
         passwords=passwords or Passwords(),
         witness_store=(
@@ -127,7 +128,7 @@ def initialise_instance(settings: Settings) -> InitReport:
         runtime.store.ensure_ready(keys.storage_rules(runtime))
         audit_witness.prepare(runtime)
     finally:
-        runtime.engine.dispose()
+        runtime.close()
     return InitReport(str(settings.instance_dir), tuple(created), revision, fingerprint)
 
 

@@ -128,8 +128,7 @@ def _service_runtime() -> Iterator[Runtime]:
     except ServiceError as exc:
         _fail(exc)
     finally:
-        runtime.upload_workers.shutdown()
-        runtime.engine.dispose()
+        runtime.close()
 
 
 def _generated_password() -> str:
@@ -189,7 +188,7 @@ def user_list() -> None:
                 roles = ",".join(sorted(account.roles))
                 click.echo(f"{account.username}\t{roles}\t{status}\t{account.full_name}")
     finally:
-        runtime.engine.dispose()
+        runtime.close()
 
 
 @user.command("disable", help="Disable an account and end its sessions and tokens.")
@@ -326,7 +325,7 @@ def calendar_show() -> None:
         with runtime.sessions() as session:
             entries = school_calendar.known_years(session)
     finally:
-        runtime.engine.dispose()
+        runtime.close()
     for entry in entries:
         origin = "set" if entry.configured else "default"
         click.echo(f"{entry.school_year}\t{entry.last_day.isoformat()}\t{origin}")
@@ -447,6 +446,12 @@ def audit_verify(
             f"audit chain damaged at event {verdict.at_seq}: {verdict.damage}; "
             f"the {verdict.count} events before it verify (their head {verdict.head_hash})",
             err=True,
+        )
+    if verdict.unlinked:
+        # Normal for an instant after an act; lasting, it means linking failed after commits.
+        click.echo(
+            f"{verdict.unlinked} events committed but not linked into the chain yet "
+            "(`recvault lifecycle run` links them)"
         )
     _report_checkpoints(report)
     if not (verdict.intact and report.intact):
@@ -624,7 +629,7 @@ def certificate_verify(file: TextIO, fingerprint: str | None) -> None:
         try:
             fingerprint, _ = key_service.initialise_signing_key(runtime)
         finally:
-            runtime.engine.dispose()
+            runtime.close()
     try:
         result = certificates.verify_document(document, fingerprint)
     except ServiceError as exc:
@@ -655,6 +660,7 @@ class GunicornApplication(BaseApplication):  # type: ignore[misc]  # gunicorn sh
 # Streams and uploads hold a thread for as long as they last, so a worker needs many
 # threads; with gthread the worker's liveness is independent of request length, and
 # the timeout only has to cover a stuck worker.
+SERVE_WORKERS = 2
 SERVE_THREADS = 32
 SERVE_TIMEOUT_SECONDS = 120
 # The access log leaves out query strings: they may carry signed tokens.
@@ -681,7 +687,7 @@ def gunicorn_options(bind: str, workers: int, threads: int) -> dict[str, Any]:
 @main.command(help="Run the app under gunicorn (gthread workers).")
 @click.option("--host", default="127.0.0.1", show_default=True)
 @click.option("--port", default=5000, show_default=True, type=click.IntRange(1, 65535))
-@click.option("--workers", default=2, show_default=True, type=click.IntRange(1, 64))
+@click.option("--workers", default=SERVE_WORKERS, show_default=True, type=click.IntRange(1, 64))
 @click.option("--threads", default=SERVE_THREADS, show_default=True, type=click.IntRange(1, 256))
 def serve(host: str, port: int, workers: int, threads: int) -> None:
     settings = _settings()

@@ -16,12 +16,14 @@ from sqlalchemy import (
     DateTime,
     Float,
     ForeignKey,
+    Index,
     Integer,
     LargeBinary,
     MetaData,
     String,
     Text,
     UniqueConstraint,
+    text,
 )
 from sqlalchemy.engine import Dialect
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship
@@ -82,6 +84,16 @@ class AuditEvent(Base):
     """
 
     __tablename__ = "audit_events"
+    # The linker's search (``audit_chain.link_committed``): only the few events not yet
+    # linked are ever in this index.
+    __table_args__ = (
+        Index(
+            "ix_audit_events_unlinked",
+            "id",
+            postgresql_where=text("seq IS NULL"),
+            sqlite_where=text("seq IS NULL"),
+        ),
+    )
 
     id: Mapped[int] = mapped_column(BigIntPrimaryKey, primary_key=True, autoincrement=True)
     occurred_at: Mapped[datetime] = mapped_column(default=utcnow, index=True)
@@ -94,8 +106,10 @@ class AuditEvent(Base):
     # The hash chain (``vault.services.audit_chain``): a gap-free number, separate from the
     # autoincrement id because a PostgreSQL sequence skips values on rollback; the link to
     # the previous event; and the commitment to the personal details kept in the side table.
-    seq: Mapped[int] = mapped_column(BigInteger, unique=True)
-    entry_hash: Mapped[str] = mapped_column(String(64))
+    # The number and link are empty on PostgreSQL from the act's commit until the event is
+    # linked, just after it (``audit_chain.link_committed``).
+    seq: Mapped[int | None] = mapped_column(BigInteger, unique=True)
+    entry_hash: Mapped[str | None] = mapped_column(String(64))
     context_commitment: Mapped[str | None] = mapped_column(String(64))
 
 

@@ -1,7 +1,7 @@
 -- Privileges of the runtime roles: vault_app, the role the web app connects as, and
 -- vault_scheduler, the role of the scheduler (the hourly lifecycle job and the operator's
--- console commands). Both get exactly the same table privileges; only the scheduler may
--- call the retention purge.
+-- console commands). Both get exactly the same table privileges and may link committed
+-- audit events into the chain; only the scheduler may call the retention purge.
 --
 -- deploy/init.sh applies this file after every migration, connected as the owner of the
 -- tables (vault_owner), to the schema the connection uses (current_schema(), normally
@@ -18,6 +18,11 @@
 -- the scheduler other than through the purge below; and since PostgreSQL ties SELECT ...
 -- FOR UPDATE to the UPDATE privilege, neither can lock those rows (the chain's
 -- serialisation must not rely on locking audit rows).
+--
+-- Events are numbered and linked into the chain by audit_link (migration 0014), a function
+-- that runs with the owner's rights and that both roles may call: the chain head is
+-- read-only for them, and the events' links are written only by that function, so neither
+-- role can move the head or give an event a link of its own making.
 --
 -- The retention purge deletes old events through audit_purge (migration 0013), a function
 -- that runs with the owner's rights, so neither role needs DELETE on the log. PostgreSQL lets
@@ -38,9 +43,11 @@ DECLARE
     target text := current_schema();
     -- Tables the runtime roles may only read and append to.
     append_only text[] := ARRAY['audit_events', 'audit_checkpoints'];
-    -- Tables only migrations write.
-    read_only text[] := ARRAY['alembic_version'];
-    -- The owner's functions the scheduler may call.
+    -- Tables only migrations and the owner's functions write.
+    read_only text[] := ARRAY['alembic_version', 'audit_chain_head'];
+    -- The owner's functions both runtime roles may call.
+    runtime_routines text[] := ARRAY['audit_link()'];
+    -- The owner's functions only the scheduler may call.
     scheduler_routines text[] := ARRAY['audit_purge(bigint)'];
     table_name text;
     routine text;
@@ -83,7 +90,7 @@ BEGIN
                 target, table_name;
         END IF;
     END LOOP;
-    FOREACH routine IN ARRAY scheduler_routines LOOP
+    FOREACH routine IN ARRAY runtime_routines || scheduler_routines LOOP
         IF to_regprocedure(format('%I.%s', target, routine)) IS NULL THEN
             RAISE EXCEPTION 'function %.% does not exist: run the migrations (recvault init) first',
                 target, routine;
@@ -126,6 +133,12 @@ BEGIN
         EXECUTE format('REVOKE ALL ON FUNCTION %s FROM PUBLIC', routine);
         FOREACH runtime_role IN ARRAY runtime_roles LOOP
             EXECUTE format('REVOKE ALL ON FUNCTION %s FROM %I', routine, runtime_role);
+        END LOOP;
+    END LOOP;
+    FOREACH routine IN ARRAY runtime_routines LOOP
+        FOREACH runtime_role IN ARRAY runtime_roles LOOP
+            EXECUTE format('GRANT EXECUTE ON FUNCTION %s TO %I',
+                to_regprocedure(format('%I.%s', target, routine)), runtime_role);
         END LOOP;
     END LOOP;
     FOREACH routine IN ARRAY scheduler_routines LOOP

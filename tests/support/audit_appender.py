@@ -78,7 +78,7 @@ def main(arguments: list[str]) -> int:
     for thread in workers:
         thread.join()
     elapsed = time.monotonic() - started
-    runtime.engine.dispose()
+    runtime.close()
     if failures:
         return 1
     print(json.dumps({"appended": total, "seconds": round(elapsed, 3)}))

@@ -3,12 +3,26 @@
 from __future__ import annotations
 
 import uuid
+from typing import Any
 
 from sqlalchemy import func, select
 
 from vault.models import AuditEvent
 from vault.services import audit
 from vault.services.runtime import Runtime
+
+
+def record(
+    runtime: Runtime, action: audit.AuditAction = audit.AuditAction.SYSTEM_INIT, **fields: Any
+) -> int:
+    """Record one event as an act of its own; its number in the chain, read back once
+    linked (on PostgreSQL just after the commit)."""
+    with runtime.sessions() as session, session.begin():
+        event_id = audit.record(session, audit.Event(action, **fields)).id
+    with runtime.sessions() as session:
+        seq = session.scalars(select(AuditEvent.seq).where(AuditEvent.id == event_id)).one()
+    assert seq is not None, "the event was committed but not linked"
+    return seq
 
 
 def audit_actions(runtime: Runtime) -> list[str]:

@@ -3,9 +3,20 @@
 Each event gets a gap-free sequence number and
 ``entry_hash = SHA-256(DOMAIN ‖ canonical JSON of the event ‖ previous entry_hash)``.
 Editing, deleting or reordering a stored event breaks every hash from that point on, which
-``verify`` finds and names. Appends are serialised on one chain-head row: its UPDATE takes a
-row lock on PostgreSQL and the write lock on SQLite, both held until the act's transaction
-commits, so two acts can never take the same number or link to the same predecessor.
+``verify`` finds and names. Linking is serialised on one chain-head row, whose lock is held
+until the linking transaction commits, so two events can never take the same number or
+link to the same predecessor.
+
+Every event commits in the transaction of the act it records. Where it is linked depends on
+the database. SQLite serialises whole write transactions anyway, so the act's transaction
+links its event itself. On PostgreSQL the event commits unlinked (no number, no link), and
+right after the commit ``link_committed`` numbers and links every committed event not yet
+linked, in a short transaction of its own: holding the head's lock through each act's commit
+would let the chain grow by one event per commit-to-disk, a few hundred a second on a small
+server, while one linking transaction takes every event committed meanwhile. A rolled-back
+act leaves no event, so the numbers have no gaps. An event whose process died between the
+two commits is linked by the next act's linking or the lifecycle run; ``verify`` counts
+such events.
 
 Past ``VAULT_AUDIT_RETENTION_DAYS`` the oldest events are purged (``audit_retention``), always
 up to a signed checkpoint and after recording the purge itself: the chain then begins after
@@ -23,14 +34,29 @@ import hmac
 import itertools
 import json
 import secrets
+import threading
 from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from contextlib import contextmanager, suppress
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from enum import Enum, StrEnum
 from typing import Any, NamedTuple, cast
 
-from sqlalchemy import Connection, bindparam, func, insert, select, text, update
+from sqlalchemy import (
+    BigInteger,
+    Connection,
+    Engine,
+    String,
+    bindparam,
+    func,
+    insert,
+    select,
+    text,
+    type_coerce,
+    update,
+)
+from sqlalchemy.dialects import postgresql
+from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.orm import Session
 
 from vault.db import canonical_json
@@ -184,7 +210,7 @@ def _chain_sql(dialect: str, after: int | None, through: int | None) -> str:
     return (
         f"SELECT id, seq, entry_hash, {line},"  # noqa: S608 - numbers only
         f" (SELECT seq {head}) AS head_seq, (SELECT entry_hash {head}) AS head_hash"
-        f" FROM audit_events{f' WHERE {bounds}' if bounds else ''} ORDER BY seq"
+        f" FROM audit_events WHERE {bounds or 'seq IS NOT NULL'} ORDER BY seq"
     )
 
 
@@ -327,8 +353,7 @@ _NEXT_NUMBER = (
 )
 _SET_HEAD = (
     update(AuditChainHead)
-    # A named parameter: inside a CTE an anonymous one loses its value.
-    .where(AuditChainHead.id == bindparam("head_row_id", HEAD_ROW_ID))
+    .where(AuditChainHead.id == HEAD_ROW_ID)
     .values(entry_hash=bindparam("head_hash"))
 )
 _INSERT_EVENT = (
@@ -339,32 +364,55 @@ _INSERT_KEPT = insert(AuditEventContext).values(
 )
 
 
-def _one_statement() -> Any:
-    """The head's new hash, the event and its kept details written by one statement, as
-    PostgreSQL allows: one round trip to the server while the lock is held, not three."""
-    head = _SET_HEAD.cte("head")
+def _event_and_kept_in_one() -> Any:
+    """The event and its kept details written by one statement, as PostgreSQL allows."""
     event = _INSERT_EVENT.cte("event")
     kept = _typed(AuditEventContext.__table__, _KEPT_COLUMNS)
     kept_row = insert(AuditEventContext).from_select(
         ["event_id", *_KEPT_COLUMNS],
         select(event.c.id, *kept.values()).where(kept["salt"].is_not(None)),
     )
-    return select(event.c.id).add_cte(head, kept_row.cte("kept"))
+    return select(event.c.id).add_cte(kept_row.cte("kept"))
 
 
-_WRITE_LINKED_IN_ONE = _one_statement()
+# Said to the driver itself (``append``): through SQLAlchemy the statement costs several
+# times the processor time of the driver's own round trip, and every act writes one. The
+# statement casts each parameter, so the driver is given the values as the columns take
+# them: details as their canonical JSON text, the time as an aware UTC datetime.
+_OCCURRED_AT = cast(Any, AuditEvent.__table__.c.occurred_at.type)
+_WRITE_UNLINKED_SQL = str(
+    _event_and_kept_in_one().compile(dialect=postgresql.dialect())  # type: ignore[no-untyped-call]
+)
+# audit_link() (migration 0014) runs with its owner's rights: the runtime roles may link
+# committed events through it but cannot write a link or the head themselves.
+_LINK_SQL = "SELECT linked_after, linked_through FROM audit_link()"
+# The session's note that its transaction wrote events to link once it commits.
+LINK_DUE = "recvault.audit_link_due"
 
 
 def append(session: Session, event: AuditEvent, kept: KeptDetails | None) -> None:
-    """Number ``event``, link it to the head and write it (with ``kept`` beside it), in the
-    caller's transaction.
+    """Write ``event`` (with ``kept`` beside it) in the caller's transaction, linked there
+    on SQLite and just after the commit on PostgreSQL (``link_committed``).
 
-    The head row's UPDATE takes the next number: it is what serialises concurrent appends,
-    and a rolled-back act rolls its number back with it, so the sequence has no gaps. The
-    lock it takes is held until the act commits, so all that can be is done before it: the
-    act's own pending changes are flushed and the entry's canonical text is made, leaving
-    only its number to add.
+    On SQLite the head row's UPDATE takes the next number, and a rolled-back act rolls its
+    number back with it. The act's pending changes are flushed and the entry's canonical
+    text is made before, leaving only its number to add once the head is locked.
     """
+    kept_values = _parameters(
+        AuditEventContext.__table__,
+        {column: getattr(kept, column) if kept else None for column in _KEPT_COLUMNS},
+    )
+    if session.get_bind().dialect.name == "postgresql":
+        dialect = session.get_bind().dialect
+        as_stored = {column: getattr(event, column) for column in EVENT_COLUMNS} | {
+            "occurred_at": _OCCURRED_AT.process_bind_param(event.occurred_at, dialect),
+            "details": canonical(event.details),
+        }
+        values = _parameters(AuditEvent.__table__, as_stored)
+        driver = cast(Any, session.connection().connection.driver_connection)
+        (event.id,) = driver.execute(_WRITE_UNLINKED_SQL, values | kept_values).fetchone()
+        session.info[LINK_DUE] = True
+        return
     event.seq = 0
     # "seq" sorts last among the entry's keys: the canonical text ends with its number.
     before_number = canonical(entry_of(event))[: -len("0}")]
@@ -375,24 +423,154 @@ def append(session: Session, event: AuditEvent, kept: KeptDetails | None) -> Non
     digest.update(f"{before_number}{seq}}}".encode())
     digest.update(bytes.fromhex(previous))
     event.seq, event.entry_hash = seq, digest.hexdigest()
-    head = {"head_row_id": HEAD_ROW_ID, "head_hash": event.entry_hash}
+    connection.execute(_SET_HEAD, {"head_hash": event.entry_hash})
     values = _parameters(
         AuditEvent.__table__, {column: getattr(event, column) for column in EVENT_COLUMNS}
     )
-    kept_values = _parameters(
-        AuditEventContext.__table__,
-        {column: getattr(kept, column) if kept else None for column in _KEPT_COLUMNS},
-    )
-    if connection.dialect.name == "postgresql":
-        written = connection.execute(_WRITE_LINKED_IN_ONE, head | values | kept_values)
-        event.id = written.scalar_one()
-    else:
-        connection.execute(_SET_HEAD, head)
-        event.id = connection.execute(_INSERT_EVENT, values).scalar_one()
-        if kept is not None:
-            connection.execute(_INSERT_KEPT, {"kept_event_id": event.id} | kept_values)
+    event.id = connection.execute(_INSERT_EVENT, values).scalar_one()
+    if kept is not None:
+        connection.execute(_INSERT_KEPT, {"kept_event_id": event.id} | kept_values)
     if seq % CHECKPOINT_INTERVAL == 0:
         session.info[CHECKPOINT_DUE] = True
+
+
+@dataclass(frozen=True)
+class Linking:
+    """What one linking did: the events numbered ``after`` + 1 to ``through``."""
+
+    after: int
+    through: int
+
+    @property
+    def reached_checkpoint(self) -> bool:
+        """Whether it took the chain to a multiple of ``CHECKPOINT_INTERVAL``."""
+        return self.through // CHECKPOINT_INTERVAL > self.after // CHECKPOINT_INTERVAL
+
+
+def link_committed(engine: Engine) -> Linking:
+    """Number and link every committed event not yet linked, in the order of their ids, in
+    a transaction of its own. Nothing to do on SQLite, where every event is linked when
+    written.
+
+    Linkings wait for each other on the head row's lock; each then links what the ones
+    before it left, so a linking begun after an act's commit covers the act's event.
+    """
+    if engine.dialect.name != "postgresql":
+        return Linking(0, 0)
+    with _autocommit(engine) as connection:
+        return _linked_on(connection)
+
+
+def _autocommit(engine: Engine) -> Connection:
+    # One statement, its own transaction: no round trips to open and commit one around it.
+    return engine.connect().execution_options(isolation_level="AUTOCOMMIT")
+
+
+class LinkingFailed(Exception):
+    """The database did not link: the events stay committed, unlinked, for the next one."""
+
+
+def _linked_on(connection: Connection) -> Linking:
+    # Said to the driver itself: a statement through SQLAlchemy costs several times the
+    # processor time of the driver's own round trip, and this one follows every act.
+    driver = cast(Any, connection.connection.driver_connection)
+    try:
+        after, through = driver.execute(_LINK_SQL).fetchone()
+    except connection.dialect.loaded_dbapi.Error as exc:
+        raise LinkingFailed(str(exc)) from exc
+    return Linking(after, through)
+
+
+class Linker:
+    """The linking after the commits of one process's acts (``link_committed``), on a
+    connection of its own.
+
+    Every act that committed events waits, after its commit, for a linking begun after it.
+    The threads of a busy process commit faster than one linking at a time finishes, so
+    those that commit while one runs are covered together by the next, run by one of them.
+    The connection is kept between linkings: taking one from the pool costs a check that
+    it is alive (a round trip) besides the linking's own, and this follows every act. A
+    connection that fails is dropped, and the next linking opens another.
+    """
+
+    def __init__(self, engine: Engine) -> None:
+        self._engine = engine
+        self._turns = threading.Condition()
+        self._requested = 0  # acts that asked, numbered in order
+        self._covered = 0  # all acts up to this number have their events linked
+        self._running = False
+        self._connection: Connection | None = None
+
+    def link_committed(self) -> Linking:
+        """Return once the events the caller committed are linked: by a run of its own, or
+        by one begun after it asked. Only a run of its own reports what it linked."""
+        if self._engine.dialect.name != "postgresql":
+            return Linking(0, 0)
+        with self._turns:
+            self._requested += 1
+            mine = self._requested
+            while self._running and self._covered < mine:
+                self._turns.wait()
+            if self._covered >= mine:
+                return Linking(0, 0)
+            self._running, covering = True, self._requested
+        linked = False
+        try:
+            if self._connection is None:
+                self._connection = _autocommit(self._engine)
+            linking = _linked_on(self._connection)
+            linked = True
+            return linking
+        except (SQLAlchemyError, LinkingFailed):
+            self._drop_connection()
+            raise
+        finally:
+            with self._turns:
+                self._running = False
+                if linked:
+                    self._covered = max(self._covered, covering)
+                self._turns.notify_all()
+
+    def close(self) -> None:
+        with self._turns:
+            while self._running:
+                self._turns.wait()
+            self._drop_connection()
+
+    def _drop_connection(self) -> None:
+        if self._connection is not None:
+            # A broken connection must not go back to the pool for an act to find.
+            with suppress(SQLAlchemyError):
+                self._connection.invalidate()
+                self._connection.close()
+            self._connection = None
+
+
+def unlinked_count(session: Session) -> int:
+    """Committed events not linked yet: normally none but those committed an instant ago."""
+    unlinked = select(func.count()).select_from(AuditEvent).where(AuditEvent.seq.is_(None))
+    return session.scalar(unlinked) or 0
+
+
+# The number and link as read from events selected by their number, which are linked ones.
+LINKED_SEQ = type_coerce(AuditEvent.seq, BigInteger())
+LINKED_HASH = type_coerce(AuditEvent.entry_hash, String(64))
+
+
+def number_of(event: AuditEvent) -> int:
+    """The number of an event read as part of the chain."""
+    if event.seq is None:
+        raise ValueError(f"audit event {event.id} is not linked yet")
+    return event.seq
+
+
+def committed_number(session: Session, event: AuditEvent) -> int:
+    """The number of an event ``append`` wrote and the session committed, read back: on
+    PostgreSQL it is linked only after the commit."""
+    seq = session.scalar(select(AuditEvent.seq).where(AuditEvent.id == event.id))
+    if seq is None:
+        raise ValueError(f"audit event {event.id} is not linked yet")
+    return seq
 
 
 class Damage(StrEnum):
@@ -421,6 +599,8 @@ class Verdict:
     # Events whose stored form is not the canonical one, checked by rebuilding their entry
     # (``Linked.BY_DEFINITION``): those written before details were stored canonically.
     rehashed: int = 0
+    # Events committed but not linked yet, outside the chain checked (``link_committed``).
+    unlinked: int = 0
 
     @property
     def intact(self) -> bool:
@@ -474,7 +654,15 @@ def _walked(session: Session, chain: StoredChain) -> Verdict:
     expected, previous, count, rehashed = start.purged + 1, start.previous_hash, 0, 0
 
     def verdict(damage: Damage | None = None, at: int | None = None) -> Verdict:
-        return Verdict(count, previous, damage, at, purged=start.purged, rehashed=rehashed)
+        return Verdict(
+            count,
+            previous,
+            damage,
+            at,
+            purged=start.purged,
+            rehashed=rehashed,
+            unlinked=unlinked_count(session),
+        )
 
     for entry in chain.entries:
         if entry.seq > expected:

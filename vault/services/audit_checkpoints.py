@@ -286,7 +286,12 @@ def _signed(
 
 
 def checkpoint_now(runtime: Runtime, now: datetime) -> SignedCheckpoint | None:
-    """The console task: make a checkpoint if there was activity, and commit it."""
+    """The console task: make a checkpoint if there was activity, and commit it.
+
+    Events committed but left unlinked (a process ended between an act's commit and the
+    linking after it) are linked first, so the checkpoint covers them.
+    """
+    audit_chain.link_committed(runtime.engine)
     with runtime.sessions() as session, session.begin():
         made = make_checkpoint(session, runtime.keyring, now)
         return stored(made) if made is not None else None
@@ -319,7 +324,7 @@ def _range_root(session: Session, start: int, end: int) -> bytes:
     """MTH of the entry hashes of events start+1 .. end, streamed."""
     frontier = merkle.Frontier()
     hashes = session.scalars(
-        select(AuditEvent.entry_hash)
+        select(audit_chain.LINKED_HASH)
         .where(AuditEvent.seq > start, AuditEvent.seq <= end)
         .order_by(AuditEvent.seq)
         .execution_options(yield_per=BATCH)
@@ -502,7 +507,7 @@ def _against_the_log(session: Session, claims: list[_Claim]) -> list[Finding]:
 
     compare()
     rows = session.execute(
-        select(AuditEvent.seq, AuditEvent.entry_hash)
+        select(audit_chain.LINKED_SEQ, audit_chain.LINKED_HASH)
         .where(AuditEvent.seq > purged, AuditEvent.seq <= claims[-1].checkpoint.tree_size)
         .order_by(AuditEvent.seq)
         .execution_options(yield_per=BATCH)

@@ -363,7 +363,11 @@ def start(
         session, audit.by(actor, AuditAction.AUDIT_EXPORTED, details=manifest.details())
     )
     session.commit()
-    return replace(manifest, export_seq=event.seq, exported_at=event.occurred_at)
+    return replace(
+        manifest,
+        export_seq=audit_chain.committed_number(session, event),
+        exported_at=event.occurred_at,
+    )
 
 
 def manifest_of(session: Session, export_seq: int) -> Manifest:
@@ -425,7 +429,7 @@ def _proven_events(session: Session, manifest: Manifest) -> Iterator[dict[str, A
         batch = list(
             session.scalars(
                 matching(manifest.audit_filter, size)
-                .with_only_columns(AuditEvent.seq)
+                .with_only_columns(audit_chain.LINKED_SEQ)
                 .where(AuditEvent.seq > after)
                 .order_by(AuditEvent.seq)
                 .limit(_PROOF_BATCH)
@@ -435,7 +439,7 @@ def _proven_events(session: Session, manifest: Manifest) -> Iterator[dict[str, A
             return
         wanted = {span for seq in batch for span in merkle.inclusion_ranges(seq - 1, size)}
         hashes = session.scalars(
-            select(AuditEvent.entry_hash)
+            select(audit_chain.LINKED_HASH)
             .where(AuditEvent.seq > purged, AuditEvent.seq <= size)
             .order_by(AuditEvent.seq)
             .execution_options(yield_per=audit_checkpoints.BATCH)

@@ -263,7 +263,7 @@ def _resolved(session: Session, rows: list[AuditEvent]) -> list[FoundEvent]:
     )
     return [
         FoundEvent(
-            seq=row.seq,
+            seq=audit_chain.number_of(row),
             occurred_at=row.occurred_at,
             action=row.action,
             outcome=row.outcome,

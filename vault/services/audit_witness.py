@@ -21,6 +21,7 @@ from email.utils import parseaddr
 from enum import StrEnum
 
 from sqlalchemy import event as sqlalchemy_event
+from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.orm import Session
 
 from storage_backends.base import LifecycleRules, StorageError
@@ -155,14 +156,15 @@ def send(runtime: Runtime, checkpoints: list[SignedCheckpoint]) -> None:
 
 
 def attach(runtime: Runtime) -> None:
-    """After each commit of ``runtime``'s sessions: sign the checkpoint due when the chain
+    """After each commit of ``runtime``'s sessions: link the events the transaction wrote
+    (on PostgreSQL, ``audit_chain.link_committed``), sign the checkpoint due when the chain
     reached a multiple of ``audit_chain.CHECKPOINT_INTERVAL``, and send every checkpoint
     the transaction signed to the witnesses.
 
-    Both come after the act's own commit: the act is answered for, and a checkpoint that
-    cannot be signed or witnessed now (keys unavailable, a damaged chain, a mail server
-    down) is logged and left to the lifecycle run, which signs over the same events within
-    the hour, or reports the damage.
+    All come after the act's own commit: the act is answered for, and what cannot be done
+    now (the database gone, keys unavailable, a damaged chain, a mail server down) is
+    logged and left to the lifecycle run, which links what is left, signs over the same
+    events within the hour, or reports the damage.
     """
 
     # Both events fire for savepoints too, while the transaction holding the events goes on.
@@ -171,6 +173,11 @@ def attach(runtime: Runtime) -> None:
             return
         signed: list[SignedCheckpoint] = session.info.pop(audit_checkpoints.SIGNED_IN_SESSION, [])
         due = session.info.pop(audit_chain.CHECKPOINT_DUE, False)
+        try:
+            if session.info.pop(audit_chain.LINK_DUE, False):
+                due = runtime.audit_linker.link_committed().reached_checkpoint or due
+        except (SQLAlchemyError, audit_chain.LinkingFailed):
+            _log.exception("audit events committed but not linked; the lifecycle run links them")
         try:
             if signed:
                 send(runtime, signed)
@@ -182,6 +189,7 @@ def attach(runtime: Runtime) -> None:
     def rolled_back(session: Session) -> None:
         if session.get_nested_transaction() is None:
             session.info.pop(audit_chain.CHECKPOINT_DUE, None)
+            session.info.pop(audit_chain.LINK_DUE, None)
             session.info.pop(audit_checkpoints.SIGNED_IN_SESSION, None)
 
     sqlalchemy_event.listen(runtime.sessions, "after_commit", committed)

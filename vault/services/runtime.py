@@ -11,6 +11,7 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from storage_backends.base import BlobStore
 from vault.keyring import Keyring
+from vault.services.audit_chain import Linker
 from vault.services.passwords import Passwords
 from vault.services.upload_workers import UploadWorkers
 from vault.settings import Settings
@@ -35,9 +36,17 @@ class Runtime:
     sessions: sessionmaker[Session]
     store: BlobStore
     keyring: Keyring
-    # Shared by every upload this runtime serves; ``shutdown`` when the runtime is done.
+    # Shared by every upload this runtime serves.
     upload_workers: UploadWorkers
+    # Links the audit events of this runtime's acts after their commits.
+    audit_linker: Linker
     clock: Clock = system_clock
     passwords: Passwords = field(default_factory=Passwords)
     # Where every signed audit checkpoint is also written (VAULT_AUDIT_WITNESS_URL), if set.
     witness_store: BlobStore | None = None
+
+    def close(self) -> None:
+        """The runtime is done: its upload threads stop, its connections close."""
+        self.upload_workers.shutdown()
+        self.audit_linker.close()
+        self.engine.dispose()
