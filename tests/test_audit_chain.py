@@ -10,7 +10,7 @@ from contextlib import contextmanager
 from datetime import UTC, datetime
 
 import pytest
-from sqlalchemy import Connection, delete, insert, select, update
+from sqlalchemy import Connection, delete, insert, select, text, update
 
 from tests.support.audit_trail import append_events
 from tests.support.console import Console
@@ -183,6 +183,29 @@ def test_an_event_left_unlinked_is_counted_and_the_lifecycle_run_links_it(
             select(AuditEvent).where(AuditEvent.action == UNUSUAL_EVENTS[0]["action"])
         ).one()
     assert late.seq == linked + 1  # the run's own events come after it
+
+
+@pytest.mark.postgres
+def test_a_linking_that_fails_leaves_its_events_to_the_next_one(
+    runtime: Runtime, caplog: pytest.LogCaptureFixture
+) -> None:
+    append_events(runtime, 1)  # the runtime's linker now holds its connection
+    linked = recorded(runtime)
+    with runtime.engine.connect() as connection:
+        killed = connection.execute(
+            text(
+                "SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity "
+                "WHERE query LIKE '%FROM audit_link()%' AND pid <> pg_backend_pid()"
+            )
+        ).scalar_one()
+    assert killed >= 1
+    append_events(runtime, 1)  # committed; its linking fails on the closed connection
+    assert "not linked" in caplog.text
+    result = verdict(runtime)
+    assert result.intact and result.count == linked and result.unlinked == 1
+    append_events(runtime, 1)  # the next act's linking, on a new connection, links both
+    result = verdict(runtime)
+    assert result.intact and result.count == linked + 2 and result.unlinked == 0
 
 
 def test_events_written_by_the_app_verify_as_stored(runtime: Runtime) -> None:

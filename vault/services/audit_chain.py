@@ -532,10 +532,13 @@ class Linker:
                 self._turns.notify_all()
 
     def close(self) -> None:
+        """Wait for a linking still running, then return the connection to the pool."""
         with self._turns:
             while self._running:
                 self._turns.wait()
-            self._drop_connection()
+            if self._connection is not None:
+                self._connection.close()
+                self._connection = None
 
     def _drop_connection(self) -> None:
         if self._connection is not None:
