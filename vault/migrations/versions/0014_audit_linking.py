@@ -71,11 +71,11 @@ _UNNUMBERED_LINE = """
 #
 # The linking commits without waiting for the disk (synchronous_commit off, for this
 # transaction only), so the lock is held for the linking alone, not for a disk flush. That
-# loses nothing: if the server stops before the linking reaches the disk, its events are
-# still committed, unlinked, and the next linking links them. Nothing outside the database
-# can have stood on the lost links either: PostgreSQL writes its log in order, and a
-# checkpoint or an export is signed or recorded by a later transaction that does wait for
-# the disk, which writes the linking's log records with its own.
+# loses no event: if the server stops before the linking reaches the disk, its events are
+# still committed, unlinked, and the next linking links them. Nothing signed can rest on a
+# lost link: PostgreSQL writes its log in order, and a checkpoint is signed by a later
+# transaction that does wait for the disk, which writes the linking's log records with its
+# own. At most a number already shown (an export's own, in its answer) is given anew.
 # The search path is fixed to the migration's schema: a function running with its owner's
 # rights must not resolve a table or operator through a schema its caller controls.
 _LINK_FUNCTION = f"""
