@@ -441,13 +441,28 @@ def apply_runtime_grants(sandbox: Sandbox) -> None:
 # -- the runtime role ----------------------------------------------------------------------
 
 
-@pytest.mark.postgres
-def test_runtime_role_appends_to_the_audit_log_but_cannot_rewrite_it(sandbox: Sandbox) -> None:
+def migrate_as_owner(sandbox: Sandbox) -> None:
+    """The migrations, run as the tables' owner, as `recvault init` runs them."""
     engine = make_engine(sandbox.owner_url)
     try:
         schema.upgrade(engine)
     finally:
         engine.dispose()
+
+
+def owner_verdict(sandbox: Sandbox) -> audit_chain.Verdict:
+    """`recvault audit verify`'s verdict on the sandbox's chain, read as the owner."""
+    engine = make_engine(sandbox.owner_url)
+    try:
+        with make_session_factory(engine)() as session:
+            return audit_chain.verify(session)
+    finally:
+        engine.dispose()
+
+
+@pytest.mark.postgres
+def test_runtime_role_appends_to_the_audit_log_but_cannot_rewrite_it(sandbox: Sandbox) -> None:
+    migrate_as_owner(sandbox)
     apply_runtime_grants(sandbox)
     apply_runtime_grants(sandbox)  # again, as every init does
 
@@ -499,11 +514,7 @@ def test_runtime_role_appends_to_the_audit_log_but_cannot_rewrite_it(sandbox: Sa
 def test_runtime_grants_refuse_a_runtime_role_that_can_act_as_the_owner(
     sandbox: Sandbox, which: str
 ) -> None:
-    engine = make_engine(sandbox.owner_url)
-    try:
-        schema.upgrade(engine)
-    finally:
-        engine.dispose()
+    migrate_as_owner(sandbox)
     runtime_role = getattr(sandbox, which)
     with connect(sandbox.base_url, autocommit=True) as admin:
         admin.execute(
@@ -527,11 +538,7 @@ def test_runtime_grants_refuse_a_runtime_role_that_can_act_as_the_owner(
 def test_runtime_grants_name_a_missing_scheduler_role(sandbox: Sandbox) -> None:
     """A database made before the scheduler had a role of its own: init stops and says why,
     rather than leaving the scheduler to fail on every connection."""
-    engine = make_engine(sandbox.owner_url)
-    try:
-        schema.upgrade(engine)
-    finally:
-        engine.dispose()
+    migrate_as_owner(sandbox)
     missing = f"vault_scheduler_missing_{uuid.uuid4().hex[:8]}"
     with connect(sandbox.owner_url) as connection:
         connection.execute("SELECT set_config('recvault.app_role', %s, true)", (sandbox.app_role,))
@@ -548,6 +555,7 @@ def append_through_the_service(url: str, label: str) -> None:
     ``url``, each committed on its own as an act commits its event and then linked: one with
     a request's personal details (kept in the erasable side table), one without."""
     engine = make_engine(url)
+    linker = audit_chain.Linker(engine)
     try:
         sessions = make_session_factory(engine)
         for context in (audit.RequestContext("192.0.2.7", "Mozilla/5.0"), None):
@@ -561,8 +569,9 @@ def append_through_the_service(url: str, label: str) -> None:
                         context=context,
                     ),
                 )
-            audit_chain.link_committed(engine)
+            linker.link_committed()
     finally:
+        linker.close()
         engine.dispose()
 
 
@@ -605,11 +614,7 @@ REWRITES = [
 def test_audit_events_are_append_only_for_the_web_app_and_the_scheduler_and_the_owner(
     sandbox: Sandbox,
 ) -> None:
-    engine = make_engine(sandbox.owner_url)
-    try:
-        schema.upgrade(engine)
-    finally:
-        engine.dispose()
+    migrate_as_owner(sandbox)
     apply_runtime_grants(sandbox)
 
     for runtime_role in (sandbox.app_role, sandbox.scheduler_role):
@@ -678,11 +683,7 @@ UNLINKED_EVENT = (
 def test_an_event_is_linked_once_by_the_linking_function_and_nothing_else_changes(
     sandbox: Sandbox,
 ) -> None:
-    engine = make_engine(sandbox.owner_url)
-    try:
-        schema.upgrade(engine)
-    finally:
-        engine.dispose()
+    migrate_as_owner(sandbox)
     apply_runtime_grants(sandbox)
     app_url = sandbox.url(sandbox.app_role)
     with connect(app_url, autocommit=True) as app:
@@ -704,12 +705,7 @@ def test_an_event_is_linked_once_by_the_linking_function_and_nothing_else_change
     # A linked event is never linked again, not even by the owner with the setting on.
     message = refusal(sandbox.owner_url, "UPDATE audit_events SET seq = 2", opening=LINKING)
     assert "never changed or removed (UPDATE)" in message, message
-    engine = make_engine(sandbox.owner_url)
-    try:
-        with make_session_factory(engine)() as session:
-            verdict = audit_chain.verify(session)
-    finally:
-        engine.dispose()
+    verdict = owner_verdict(sandbox)
     assert verdict.intact and verdict.count == 1 and verdict.rehashed == 0, verdict
 
 
@@ -729,11 +725,7 @@ def test_only_the_scheduler_may_call_the_retention_purge(sandbox: Sandbox) -> No
     """The purge runs with the owner's rights. The web app may append a purge event and a
     checkpoint of its own making, so were it allowed to call the purge it could erase the
     log up to them: it is refused, and only the scheduler, which runs the purge, may call."""
-    engine = make_engine(sandbox.owner_url)
-    try:
-        schema.upgrade(engine)
-    finally:
-        engine.dispose()
+    migrate_as_owner(sandbox)
     apply_runtime_grants(sandbox)
     append_through_the_service(sandbox.url(sandbox.app_role), sandbox.app_role)
     with connect(sandbox.url(sandbox.app_role), autocommit=True) as app:

@@ -84,7 +84,7 @@ class AuditEvent(Base):
     """
 
     __tablename__ = "audit_events"
-    # The linker's search (``audit_chain.link_committed``): only the few events not yet
+    # The linker's search (``audit_chain.Linker``): only the few events not yet
     # linked are ever in this index.
     __table_args__ = (
         Index(
@@ -107,7 +107,7 @@ class AuditEvent(Base):
     # autoincrement id because a PostgreSQL sequence skips values on rollback; the link to
     # the previous event; and the commitment to the personal details kept in the side table.
     # The number and link are empty on PostgreSQL from the act's commit until the event is
-    # linked, just after it (``audit_chain.link_committed``).
+    # linked, just after it (``audit_chain.Linker``).
     seq: Mapped[int | None] = mapped_column(BigInteger, unique=True)
     entry_hash: Mapped[str | None] = mapped_column(String(64))
     context_commitment: Mapped[str | None] = mapped_column(String(64))

@@ -10,8 +10,8 @@ link to the same predecessor.
 Every event commits in the transaction of the act it records. Where it is linked depends on
 the database. SQLite serialises whole write transactions anyway, so the act's transaction
 links its event itself. On PostgreSQL the event commits unlinked (no number, no link), and
-right after the commit ``link_committed`` numbers and links every committed event not yet
-linked, in a short transaction of its own: holding the head's lock through each act's commit
+right after the commit a ``Linker`` numbers and links every committed event not yet linked,
+in a short transaction of its own: holding the head's lock through each act's commit
 would let the chain grow by one event per commit-to-disk, a few hundred a second on a small
 server, while one linking transaction takes every event committed meanwhile. A rolled-back
 act leaves no event, so the numbers have no gaps. An event whose process died between the
@@ -392,7 +392,7 @@ LINK_DUE = "recvault.audit_link_due"
 
 def append(session: Session, event: AuditEvent, kept: KeptDetails | None) -> None:
     """Write ``event`` (with ``kept`` beside it) in the caller's transaction, linked there
-    on SQLite and just after the commit on PostgreSQL (``link_committed``).
+    on SQLite and just after the commit on PostgreSQL (``Linker``).
 
     On SQLite the head row's UPDATE takes the next number, and a rolled-back act rolls its
     number back with it. The act's pending changes are flushed and the entry's canonical
@@ -402,8 +402,8 @@ def append(session: Session, event: AuditEvent, kept: KeptDetails | None) -> Non
         AuditEventContext.__table__,
         {column: getattr(kept, column) if kept else None for column in _KEPT_COLUMNS},
     )
-    if session.get_bind().dialect.name == "postgresql":
-        dialect = session.get_bind().dialect
+    dialect = session.get_bind().dialect
+    if dialect.name == "postgresql":
         as_stored = {column: getattr(event, column) for column in EVENT_COLUMNS} | {
             "occurred_at": _OCCURRED_AT.process_bind_param(event.occurred_at, dialect),
             "details": canonical(event.details),
@@ -447,20 +447,6 @@ class Linking:
         return self.through // CHECKPOINT_INTERVAL > self.after // CHECKPOINT_INTERVAL
 
 
-def link_committed(engine: Engine) -> Linking:
-    """Number and link every committed event not yet linked, in the order of their ids, in
-    a transaction of its own. Nothing to do on SQLite, where every event is linked when
-    written.
-
-    Linkings wait for each other on the head row's lock; each then links what the ones
-    before it left, so a linking begun after an act's commit covers the act's event.
-    """
-    if engine.dialect.name != "postgresql":
-        return Linking(0, 0)
-    with _autocommit(engine) as connection:
-        return _linked_on(connection)
-
-
 def _autocommit(engine: Engine) -> Connection:
     # One statement, its own transaction: no round trips to open and commit one around it.
     return engine.connect().execution_options(isolation_level="AUTOCOMMIT")
@@ -482,8 +468,13 @@ def _linked_on(connection: Connection) -> Linking:
 
 
 class Linker:
-    """The linking after the commits of one process's acts (``link_committed``), on a
-    connection of its own.
+    """The linking after the commits of one process's acts, on a connection of its own.
+
+    A linking numbers and links every committed event not yet linked, in the order of their
+    ids, in a transaction of its own (``audit_link()``, migration 0014); nothing to do on
+    SQLite, where every event is linked when written. Linkings, of this process and of
+    others, wait for each other on the head row's lock; each then links what the ones
+    before it left, so a linking begun after an act's commit covers the act's event.
 
     Every act that committed events waits, after its commit, for a linking begun after it.
     The threads of a busy process commit faster than one linking at a time finishes, so
@@ -602,7 +593,7 @@ class Verdict:
     # Events whose stored form is not the canonical one, checked by rebuilding their entry
     # (``Linked.BY_DEFINITION``): those written before details were stored canonically.
     rehashed: int = 0
-    # Events committed but not linked yet, outside the chain checked (``link_committed``).
+    # Events committed but not linked yet, outside the chain checked (``Linker``).
     unlinked: int = 0
 
     @property

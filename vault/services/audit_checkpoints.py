@@ -291,7 +291,7 @@ def checkpoint_now(runtime: Runtime, now: datetime) -> SignedCheckpoint | None:
     Events committed but left unlinked (a process ended between an act's commit and the
     linking after it) are linked first, so the checkpoint covers them.
     """
-    audit_chain.link_committed(runtime.engine)
+    runtime.audit_linker.link_committed()
     with runtime.sessions() as session, session.begin():
         made = make_checkpoint(session, runtime.keyring, now)
         return stored(made) if made is not None else None

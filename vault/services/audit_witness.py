@@ -157,9 +157,9 @@ def send(runtime: Runtime, checkpoints: list[SignedCheckpoint]) -> None:
 
 def attach(runtime: Runtime) -> None:
     """After each commit of ``runtime``'s sessions: link the events the transaction wrote
-    (on PostgreSQL, ``audit_chain.link_committed``), sign the checkpoint due when the chain
-    reached a multiple of ``audit_chain.CHECKPOINT_INTERVAL``, and send every checkpoint
-    the transaction signed to the witnesses.
+    (on PostgreSQL, through the runtime's ``audit_chain.Linker``), sign the checkpoint due
+    when the chain reached a multiple of ``audit_chain.CHECKPOINT_INTERVAL``, and send every
+    checkpoint the transaction signed to the witnesses.
 
     All come after the act's own commit: the act is answered for, and what cannot be done
     now (the database gone, keys unavailable, a damaged chain, a mail server down) is
