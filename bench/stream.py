@@ -177,7 +177,6 @@ def seed(runtime: Runtime, viewers: int, plaintext: Path, sha256: str) -> uuid.U
         lesson = max(calendar.year_bounds(year)[0], today - timedelta(days=1))
         recording = recordings.register(
             session,
-            runtime.keyring,
             Actor(user_id=owner.id),
             owner,
             recordings.parse_registration(

@@ -106,7 +106,9 @@ def test_an_order_ends_at_midnight_in_riga_not_in_utc(
     school = make_school(runtime)
     if day.month == 6:
         # The year's last school day has passed by June: keep this recording till August.
-        calendar.set_last_day_as_operator(runtime, "2026-2027", riga(2027, 8, 31).date())
+        calendar.set_last_day_as_operator(
+            runtime, calendar.LastDayChange("2026-2027", riga(2027, 8, 31).date())
+        )
     issue_order(runtime, ["kolegis"], [school.recording_id], "7-2/16", days=2)
 
     clock.set(day.replace(hour=23, minute=59))

@@ -44,7 +44,9 @@ def test_no_sample_after_the_school_years_last_day(settings: Settings, runtime: 
     account_admin.seed_demo(runtime, lambda: "a demo password of some length", runtime.clock())
     year = calendar.school_year_of(riga_today(runtime))
     start, _ = calendar.year_bounds(year)
-    calendar.set_last_day_as_operator(runtime, year, date(start.year + 1, 5, 29))
+    calendar.set_last_day_as_operator(
+        runtime, calendar.LastDayChange(year, date(start.year + 1, 5, 29))
+    )
     after_last_day = datetime(start.year + 1, 6, 10, 12, tzinfo=UTC)
     with pytest.raises(Conflict):
         demo.seed_sample_recording(runtime, "skolotaja", after_last_day)

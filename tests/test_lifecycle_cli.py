@@ -76,9 +76,12 @@ def test_each_step_of_the_run_is_an_event(runtime: Runtime, recvault: Console) -
     shown = recvault("lifecycle", "run")
     assert shown.exit_code == 0, shown.output
     assert lifecycle_steps(runtime) == [
+        ("storage_rules", "success"),
         ("stale_uploads", "success"),
         ("idle_views", "success"),
         ("denial_tallies", "success"),
+        ("tombstone_purge", "success"),
+        ("reminders", "success"),
         ("audit_checkpoint", "success"),
         ("audit_purge", "success"),
     ]
@@ -86,7 +89,7 @@ def test_each_step_of_the_run_is_an_event(runtime: Runtime, recvault: Console) -
     again = recvault("lifecycle", "run")
     assert "signed an audit checkpoint" not in again.output
     assert recvault("lifecycle", "run", "--dry-run").exit_code == 0
-    assert len(lifecycle_steps(runtime)) == 10
+    assert len(lifecycle_steps(runtime)) == 16
 
 
 def test_a_failing_step_is_recorded_and_the_others_still_run(

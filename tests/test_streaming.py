@@ -476,16 +476,19 @@ def test_an_owners_download_stops_when_the_year_key_is_destroyed(
 def test_no_view_or_download_past_a_shortened_retention(
     app: Flask, runtime: Runtime, school: School, clock: TestClock
 ) -> None:
-    """The last school day moved earlier after the order was issued: the order still runs,
-    the recording's retention does not."""
+    """The last school day moved earlier after the order was issued (to tomorrow, the
+    earliest the calendar takes): the order still runs, the recording's retention does not."""
     viewer = browser(app, school.viewer)
     assert viewer.start_view(school.recording_id).status_code == 201
     with runtime.sessions() as session:
         recording = session.get(Recording, school.recording_id)
         assert recording is not None
-        year, lesson = recording.school_year, recording.lesson_date
-    calendar.set_last_day_as_operator(runtime, year, lesson)
-    clock.set(datetime.combine(lesson + timedelta(days=1), time(9), tzinfo=RIGA))
+        year = recording.school_year
+    tomorrow = clock().astimezone(RIGA).date() + timedelta(days=1)
+    calendar.set_last_day_as_operator(
+        runtime, calendar.LastDayChange(year, tomorrow, confirmed=True)
+    )
+    clock.set(datetime.combine(tomorrow + timedelta(days=1), time(9), tzinfo=RIGA))
     viewer = browser(app, school.viewer)
     assert viewer.start_view(school.recording_id).status_code == 403
     owner = browser(app, school.teacher)

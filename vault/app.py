@@ -125,7 +125,7 @@ def initialise_instance(settings: Settings) -> InitReport:
         fingerprint, signing_key_created = keys.initialise_signing_key(runtime)
         if signing_key_created:
             created.append("audit signing key")
-        runtime.store.ensure_ready(keys.storage_rules(runtime))
+        keys.apply_storage_rules(runtime)
         audit_witness.prepare(runtime)
     finally:
         runtime.close()

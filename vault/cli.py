@@ -27,12 +27,14 @@ from vault.services import (
     audit_erasure,
     audit_export,
     certificates,
+    reminders,
 )
 from vault.services import calendar as school_calendar
 from vault.services import demo as sample_media
 from vault.services import fsck as storage_check
 from vault.services import keys as key_service
 from vault.services import lifecycle as daily
+from vault.services import year_end as school_year_end
 from vault.services.accounts import Role
 from vault.services.errors import ServiceError, ValidationFailed
 from vault.services.passwords import Passwords
@@ -308,14 +310,29 @@ def calendar() -> None:
     """Group of calendar commands."""
 
 
-@calendar.command("set", help="Set a school year's last school day (audited; re-tags objects).")
+@calendar.command(
+    "set",
+    help="Set a school year's last school day (audited; re-tags objects). The year is "
+    "shredded that day at VAULT_SHRED_HOUR: a change that brings the shred within 30 days "
+    "prints what it destroys and needs --yes; a day before tomorrow is refused.",
+)
 @click.argument("school_year")
 @click.option("--last-day", required=True, type=click.DateTime(formats=["%Y-%m-%d"]))
-def calendar_set(school_year: str, last_day: datetime) -> None:
+@click.option("--yes", is_flag=True, help="Confirm a change that brings the shred within 30 days.")
+def calendar_set(school_year: str, last_day: datetime, yes: bool) -> None:
+    change = school_calendar.LastDayChange(school_year, last_day.date(), confirmed=yes)
     with _service_runtime() as runtime:
-        retagged = school_calendar.set_last_day_as_operator(runtime, school_year, last_day.date())
+        try:
+            done = school_calendar.set_last_day_as_operator(runtime, change)
+        except school_calendar.ConfirmationRequired as exc:
+            click.echo(school_calendar.describe(exc.consequence))
+            click.echo("Nothing was changed; run again with --yes to confirm.", err=True)
+            sys.exit(2)
+        reminders.send_reminders(runtime, runtime.clock(), school_year)
     day = last_day.date().isoformat()
-    click.echo(f"{school_year}: last school day {day}; {retagged} objects re-tagged")
+    click.echo(f"{school_year}: last school day {day}; {done.retagged} objects re-tagged")
+    if done.consequence is not None:
+        click.echo(school_calendar.describe(done.consequence))
 
 
 @calendar.command("show", help="Show the known school years and their last school days.")
@@ -338,13 +355,23 @@ def lifecycle() -> None:
 
 @lifecycle.command(
     "run",
-    help="The hourly job: cleans abandoned uploads, ends lapsed views, signs an audit "
-    "checkpoint, purges audit events past VAULT_AUDIT_RETENTION_DAYS.",
+    help="The hourly job: shreds each school year whose shred time has passed (its last "
+    "school day at VAULT_SHRED_HOUR), keeps the store's expiry rules current, cleans "
+    "abandoned uploads, ends lapsed views, purges tombstones past VAULT_TOMBSTONE_DAYS, "
+    "e-mails reminders of deletions in the next 30 days, signs an audit checkpoint, purges "
+    "audit events past VAULT_AUDIT_RETENTION_DAYS.",
 )
 @click.option("--dry-run", is_flag=True, help="Report what would be done; change nothing.")
 def lifecycle_run(dry_run: bool) -> None:
     with _service_runtime() as runtime:
         report = daily.run(runtime, runtime.clock(), dry_run=dry_run)
+    if report.busy:
+        click.echo("another lifecycle run or year-end is in progress; this one did nothing")
+        return
+    for plan in report.years_due:
+        _report_plan(plan)
+    for outcome in report.year_ends:
+        _report_year_end(outcome)
     verb = "would clean" if dry_run else "cleaned"
     for item in report.stale_uploads:
         idle_since = item.last_activity.isoformat()
@@ -352,6 +379,10 @@ def lifecycle_run(dry_run: bool) -> None:
     click.echo(f"{verb} {len(report.stale_uploads)} stale uploads")
     if not dry_run:
         click.echo(f"ended {report.ended_views} lapsed views")
+    if report.reminders_sent:
+        click.echo(f"e-mailed {report.reminders_sent} reminders of coming deletions")
+    if report.tombstones_purged:
+        click.echo(f"purged {report.tombstones_purged} tombstones past VAULT_TOMBSTONE_DAYS")
     if report.checkpoint_tree_size is not None:
         click.echo(f"signed an audit checkpoint of {report.checkpoint_tree_size} events")
     if report.audit_purge is not None:
@@ -364,6 +395,59 @@ def lifecycle_run(dry_run: bool) -> None:
         click.echo(f"step {failure.step.value} failed: {failure.error}", err=True)
     if report.failures:
         sys.exit(1)
+
+
+@main.command(
+    "year-end",
+    help="Shred SCHOOL_YEAR (e.g. 2025-2026): freeze it, write the manifest, destroy its key "
+    "and rotate the master key, delete its objects, keep tombstones, sign the deletion "
+    "certificate. Resumes an interrupted run. Refused before the year's shred time unless "
+    "--early.",
+)
+@click.argument("school_year")
+@click.option("--dry-run", is_flag=True, help="Print what would happen; change nothing.")
+@click.option("--early", is_flag=True, help="Close the year before its last school day.")
+def year_end_command(school_year: str, dry_run: bool, early: bool) -> None:
+    with _service_runtime() as runtime:
+        now = runtime.clock()
+        if dry_run:
+            _report_plan(school_year_end.plan(runtime, school_year, now), early=early)
+            return
+        outcome = school_year_end.run(runtime, school_year, now, early=early)
+    _report_year_end(outcome)
+    if outcome.keys_pending:
+        click.echo(outcome.keys_pending, err=True)
+        sys.exit(3)
+
+
+def _report_plan(plan: school_year_end.Plan, *, early: bool = False) -> None:
+    when = plan.shred_at.strftime("%Y-%m-%d %H:%M %Z")
+    if not plan.steps_left:
+        click.echo(f"{plan.school_year}: the year-end is complete; nothing to do")
+        return
+    if not plan.due and not early:
+        click.echo(
+            f"{plan.school_year}: not due before {when}; `year-end --early` would close it now"
+        )
+    click.echo(
+        f"{plan.school_year}: would destroy {plan.recordings} recordings of {plan.teachers} "
+        f"teachers ({plan.objects} stored objects) and the year key "
+        f"(shred time {when}); {plan.deleted_early} deleted early before"
+    )
+    click.echo(f"steps left: {', '.join(step.value for step in plan.steps_left)}")
+
+
+def _report_year_end(outcome: school_year_end.YearEndOutcome) -> None:
+    ran = ", ".join(step.value for step in outcome.steps_run) or "none"
+    click.echo(f"{outcome.school_year}: steps run: {ran}")
+    if outcome.certificate_id is not None:
+        click.echo(f"deletion certificate {outcome.certificate_id}")
+    if outcome.objects_pending:
+        click.echo(
+            f"{outcome.objects_pending} objects the store refused to delete: remove them by "
+            "hand (the certificate lists them)",
+            err=True,
+        )
 
 
 @main.command(help="Check that the database and the storage agree; --repair fixes what it finds.")

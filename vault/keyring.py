@@ -47,6 +47,7 @@ from vault import crypto
 from vault.models import MasterKeyVersion, SchoolYearKey, SealedSecret
 
 _FINGERPRINT_LABEL = b"recording-vault/master-key-fingerprint/v1"
+_YEAR_FINGERPRINT_LABEL = b"recording-vault/school-year-key-fingerprint/v1"
 _KEY_FILE_PREFIX = "master-"
 _KEY_FILE_SUFFIX = ".key"
 # The advisory lock that serialises key-hierarchy writes ("rvkr" as a number).
@@ -371,6 +372,15 @@ class Keyring:
     ) -> bytes:
         year_key = self._year_key(session, school_year, create=False)
         return crypto.unwrap_key(year_key, wrapped, _data_key_context(recording_id, school_year))
+
+    def year_key_fingerprint(self, session: Session, school_year: str) -> str | None:
+        """A public identifier of the year's live key (None if it has none), for the deletion
+        certificate to name the key it destroyed without revealing anything of it."""
+        row = session.get(SchoolYearKey, school_year, populate_existing=True)
+        if row is None or row.wrapped_key is None:
+            return None
+        key = self._year_key(session, school_year, create=False)
+        return hmac.new(key, _YEAR_FINGERPRINT_LABEL, hashlib.sha256).hexdigest()[:32]
 
     def year_is_shredded(self, session: Session, school_year: str) -> bool:
         row = session.get(SchoolYearKey, school_year)

@@ -556,3 +556,47 @@ class ViewRange(Base):
     sent: Mapped[int] = mapped_column(BigInteger, default=0)
     started_at: Mapped[datetime] = mapped_column(default=utcnow)
     finished_at: Mapped[datetime | None]
+
+
+class YearEnd(Base):
+    """A school year's year-end: which of its steps are done, so that a run interrupted at
+    any point resumes where it stopped (``vault.services.year_end``).
+
+    A row with ``frozen_at`` set closes the year: no new uploads, orders or views.
+    """
+
+    __tablename__ = "year_ends"
+
+    school_year: Mapped[str] = mapped_column(String(9), primary_key=True)
+    # Run before the year's shred time (`recvault year-end --early`).
+    early: Mapped[bool] = mapped_column(default=False)
+    started_at: Mapped[datetime]
+    frozen_at: Mapped[datetime | None]
+    # What the year-end destroys, written before anything is destroyed.
+    manifest: Mapped[dict[str, Any] | None] = mapped_column(JSON)
+    manifest_at: Mapped[datetime | None]
+    # The year's deletion certificate, once signed.
+    certificate_id: Mapped[uuid.UUID | None]
+    keys_destroyed_at: Mapped[datetime | None]
+    # The operator's remaining step when the master key is held outside the app.
+    keys_pending: Mapped[str | None] = mapped_column(Text)
+    objects_deleted_at: Mapped[datetime | None]
+    # Objects the store refused to delete: left for the operator, named by the certificate.
+    objects_pending: Mapped[list[dict[str, str]]] = mapped_column(JSON, default=list)
+    tombstoned_at: Mapped[datetime | None]
+    certified_at: Mapped[datetime | None]
+
+
+class NoticeSent(Base):
+    """An e-mail the lifecycle run sent about a coming deletion, so that later runs do not
+    send it again. A new date for the same year is a new notice."""
+
+    __tablename__ = "notices_sent"
+    __table_args__ = (UniqueConstraint("kind", "school_year", "user_id", "about_date"),)
+
+    id: Mapped[uuid.UUID] = mapped_column(primary_key=True, default=new_id)
+    kind: Mapped[str] = mapped_column(String(24))
+    school_year: Mapped[str] = mapped_column(String(9))
+    user_id: Mapped[uuid.UUID] = mapped_column(ForeignKey("users.id", ondelete="CASCADE"))
+    about_date: Mapped[date]
+    sent_at: Mapped[datetime] = mapped_column(default=utcnow)

@@ -21,11 +21,14 @@ class Console:
     passwords: Passwords
 
     def environment(self) -> dict[str, str]:
-        return {
+        environment = {
             "VAULT_INSTANCE_DIR": str(self.settings.instance_dir),
             "VAULT_DATABASE_URL": self.settings.database_url,
             "VAULT_STORAGE_URL": self.settings.storage_url,
         }
+        if self.settings.smtp_url:
+            environment["VAULT_SMTP_URL"] = self.settings.smtp_url
+        return environment
 
     def __call__(self, *args: str, stdin: str | None = None) -> Result:
         return CliRunner().invoke(

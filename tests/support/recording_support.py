@@ -12,14 +12,21 @@ import uuid
 from datetime import date, datetime, timedelta
 from typing import Any
 
-from sqlalchemy import select
+from sqlalchemy import select, update
 from sqlalchemy.orm import Session
 
 from tests.support.clock import RIGA
 from vault import crypto
-from vault.models import AccessOrder, AccessOrderGrantee, AccessOrderRecording, Recording, User
+from vault.models import (
+    AccessOrder,
+    AccessOrderGrantee,
+    AccessOrderRecording,
+    Recording,
+    SchoolYear,
+    User,
+)
 from vault.services import accounts, calendar, recordings
-from vault.services.actors import OPERATOR, Actor
+from vault.services.actors import Actor
 from vault.services.runtime import Runtime
 
 
@@ -39,13 +46,17 @@ def keep_year_open(runtime: Runtime) -> None:
     """In summer the default last school day has passed; move it so lessons still register.
 
     Needed by the tests that run on the machine's clock (on the test clock's November
-    morning the year is open anyway)."""
+    morning the year is open anyway). Written straight to the calendar: on 31 August the
+    service rightly refuses a last day that is not after today."""
     today = riga_today(runtime)
     year = calendar.school_year_of(today)
     with runtime.sessions() as session, session.begin():
         if calendar.last_day(session, year) < today:
             _, end = calendar.year_bounds(year)
-            calendar.set_last_day(session, runtime.store, OPERATOR, year, end)
+            session.merge(SchoolYear(school_year=year, last_day=end))
+            session.execute(
+                update(Recording).where(Recording.school_year == year).values(retain_until=end)
+            )
 
 
 def registration(runtime: Runtime, **overrides: Any) -> dict[str, Any]:
@@ -74,7 +85,6 @@ def register(runtime: Runtime, owner_username: str, **overrides: Any) -> uuid.UU
         assert owner is not None
         recording = recordings.register(
             session,
-            runtime.keyring,
             Actor(user_id=owner.id),
             owner,
             recordings.parse_registration(registration(runtime, **overrides)),

@@ -10,7 +10,7 @@ from __future__ import annotations
 import uuid
 from collections.abc import Iterable
 from dataclasses import dataclass
-from datetime import date, datetime
+from datetime import date, datetime, time
 from enum import StrEnum
 from zoneinfo import ZoneInfo
 
@@ -24,6 +24,7 @@ from vault.models import (
     Recording,
     SchoolYearKey,
     User,
+    YearEnd,
 )
 from vault.services import audit
 from vault.services.actors import Actor
@@ -60,6 +61,8 @@ LIVE_STATUSES = tuple(status for status in Status if status not in TOMBSTONE_STA
 TOMBSTONE_ACTIONS = frozenset({Action.VIEW_METADATA, Action.LIST_ACCESSES})
 # Acts on the media itself need an available object.
 MEDIA_ACTIONS = frozenset({Action.START_VIEW, Action.STREAM, Action.DOWNLOAD})
+# What stops the moment a year's year-end starts.
+CLOSED_YEAR_ACTIONS = MEDIA_ACTIONS | {Action.UPLOAD}
 # Roles that may be named in an order (SPEC §2).
 DESIGNATABLE_ROLES = frozenset({"teacher", "staff", "director"})
 # Separation of duties: whoever runs the machine (admin) or checks the director (auditor) is
@@ -118,14 +121,17 @@ def decide(
 ) -> Decision:
     """Whether ``actor`` may perform ``action`` on ``recording`` at ``now``, and why."""
     status = Status(recording.status)
-    # A destroyed year key makes the media gone at once, before the year-end turns the
-    # recordings into tombstones; a body already being sent stops at its next check.
-    shredded = action in MEDIA_ACTIONS and _year_key_destroyed(session, recording.school_year)
+    # A year whose year-end has started (or whose key is destroyed) is gone for its media at
+    # once, before the recordings become tombstones; a body being sent stops at its next
+    # check, and an upload's next request is refused.
+    shredded = action in CLOSED_YEAR_ACTIONS and year_closed(session, recording.school_year)
     if (status in TOMBSTONE_STATUSES or shredded) and action not in TOMBSTONE_ACTIONS:
-        # Only someone the live recording would have admitted learns that it is gone;
-        # anyone else gets the ordinary refusal, so probing ids tells a stranger nothing.
+        # Only someone the live recording would have admitted (on its last day at the
+        # latest) learns that it is gone; anyone else gets the ordinary refusal, so probing
+        # ids tells a stranger nothing.
+        last_day = datetime.combine(recording.retain_until, time(12), tzinfo=zone)
         if any(
-            _rules(session, actor, action, recording, live, now, zone).allowed
+            _rules(session, actor, action, recording, live, min(now, last_day), zone).allowed
             for live in LIVE_STATUSES
         ):
             return Decision(False, "gone")
@@ -211,7 +217,11 @@ def _rules(
     return Decision(True, "order", order)
 
 
-def _year_key_destroyed(session: Session, school_year: str) -> bool:
+def year_closed(session: Session, school_year: str) -> bool:
+    """Whether nothing new may happen in the year: its year-end has started, or its key is
+    destroyed."""
+    if session.get(YearEnd, school_year, populate_existing=True) is not None:
+        return True
     row = session.get(SchoolYearKey, school_year, populate_existing=True)
     return row is not None and row.wrapped_key is None
 

@@ -19,7 +19,7 @@ from vault.services.accounts import Role
 from vault.services.actors import OPERATOR
 from vault.services.audit import AuditAction
 from vault.services.errors import N_, Conflict, NotFound
-from vault.services.mail import Mailer, MailNotSent
+from vault.services.mail import MailNotSent, configured_mailer
 from vault.services.runtime import Runtime
 
 
@@ -89,11 +89,11 @@ def reset_second_factor(runtime: Runtime, username: str, now: datetime) -> Repla
         )
         email = user.email
     announced = None
-    settings = runtime.settings
-    if settings.smtp_url and email:
+    mailer = configured_mailer(runtime.settings)
+    if mailer is not None and email:
         notice = SECOND_FACTOR_RESET_NOTICE.format(at=now.strftime("%Y-%m-%d %H:%M"))
         try:
-            Mailer(settings.smtp_url, settings.mail_from or "recording-vault@localhost").send(
+            mailer.send(
                 email, "Recording Vault: otrais faktors atiestatīts / second factor reset", notice
             )
             announced = email

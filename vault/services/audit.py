@@ -84,6 +84,8 @@ class AuditAction(StrEnum):
     UPLOAD_ORPHAN_ABORTED = "upload:orphan_aborted"
     ACCESS_DENIED_REPEATED = "access:denied_repeated"
     LIFECYCLE_STEP = "lifecycle:step"
+    YEAR_END_STEP = "year_end:step"
+    RECORDING_TOMBSTONES_PURGED = "recording:tombstones_purged"
 
 
 # The role an act is performed in, for acts that belong to one role (SPEC §2): an account
@@ -104,6 +106,7 @@ ACTING_ROLE: dict[AuditAction, str] = {
     AuditAction.ACCOUNT_ENABLED: "admin",
     AuditAction.ACCOUNT_LINK_ISSUED: "admin",
     AuditAction.CALENDAR_LAST_DAY_SET: "admin",
+    AuditAction.YEAR_END_STEP: "admin",
     AuditAction.RECORDING_REGISTERED: "teacher",
     AuditAction.UPLOAD_CREATED: "teacher",
     AuditAction.UPLOAD_COMPLETED: "teacher",

@@ -51,6 +51,8 @@ ACTION_LABELS: dict[AuditAction, str] = {
     AuditAction.AUDIT_CHECKPOINT_CREATED: N_("Audit checkpoint signed"),
     AuditAction.AUDIT_CHECKPOINT_WITNESSED: N_("Audit checkpoint sent to a witness"),
     AuditAction.LIFECYCLE_STEP: N_("Step of the lifecycle run"),
+    AuditAction.YEAR_END_STEP: N_("Step of the year-end shred"),
+    AuditAction.RECORDING_TOMBSTONES_PURGED: N_("Tombstones past their keeping period purged"),
     AuditAction.AUDIT_DETAILS_ERASED: N_("Personal details erased from the log"),
     AuditAction.AUDIT_PURGED: N_("Events past their retention period purged"),
     AuditAction.AUTH_LOGIN_SUCCEEDED: N_("Signed in"),

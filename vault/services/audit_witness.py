@@ -29,7 +29,7 @@ from vault.services import audit, audit_chain, audit_checkpoints
 from vault.services.audit import AuditAction, Outcome
 from vault.services.audit_checkpoints import SignedCheckpoint
 from vault.services.errors import ServiceError, StorageUnavailable
-from vault.services.mail import Mailer, MailNotSent
+from vault.services.mail import MailNotSent, configured_mailer
 from vault.services.runtime import Runtime
 from vault.settings import Settings
 
@@ -37,7 +37,6 @@ _log = logging.getLogger(__name__)
 
 # Checkpoints sit under this prefix of the witness store, one object each, never replaced.
 WITNESS_PREFIX = "audit-checkpoints/"
-DEFAULT_SENDER = "recording-vault@localhost"
 
 
 class Channel(StrEnum):
@@ -129,11 +128,7 @@ def send(runtime: Runtime, checkpoints: list[SignedCheckpoint]) -> None:
     """Write each checkpoint to every witness configured, and record each attempt."""
     settings = runtime.settings
     address = dpo_address(settings)
-    mailer = (
-        Mailer(settings.smtp_url, settings.mail_from or DEFAULT_SENDER)
-        if settings.smtp_url and address
-        else None
-    )
+    mailer = configured_mailer(settings) if address else None
     store = runtime.witness_store
     for checkpoint in checkpoints:
         if mailer is not None and address is not None:

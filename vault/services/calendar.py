@@ -19,11 +19,12 @@ from sqlalchemy.orm import Session
 
 from storage_backends.base import BlobStore, LifecycleRules, StorageError, YearExpiry
 from vault.models import Recording, SchoolYear
-from vault.services import audit, errors
+from vault.services import access, audit, errors
 from vault.services.actors import OPERATOR, Actor
 from vault.services.audit import AuditAction
 from vault.services.errors import N_, ValidationFailed
 from vault.services.runtime import Runtime
+from vault.settings import Settings
 
 SCHOOL_YEAR_PATTERN = re.compile(r"^(\d{4})-(\d{4})$")
 FIRST_MONTH = 9  # a school year starts on 1 September
@@ -99,23 +100,112 @@ def lifecycle_rules(session: Session) -> LifecycleRules:
     )
 
 
+#: A change that brings a shred this close needs the admin's explicit confirmation.
+CONFIRMATION_WINDOW = timedelta(days=30)
+
+
+@dataclass(frozen=True)
+class LastDayChange:
+    school_year: str
+    last_day: date
+    # The admin saw the consequence and confirmed it (with their second factor, on the web).
+    confirmed: bool = False
+
+
+@dataclass(frozen=True)
+class Consequence:
+    """What a change of the last school day destroys, and when."""
+
+    school_year: str
+    shred_at: datetime
+    recordings: int
+    teachers: int
+
+
+@dataclass(frozen=True)
+class LastDaySet:
+    school_year: str
+    retagged: int
+    # Set when the shred is now within 30 days: what it will destroy.
+    consequence: Consequence | None
+
+
+def describe(consequence: Consequence) -> str:
+    """The consequence in the operator's words (the console prints it)."""
+    return (
+        f"{consequence.recordings} recordings of {consequence.teachers} teachers will be "
+        f"destroyed on {consequence.shred_at:%Y-%m-%d} at {consequence.shred_at:%H:%M}."
+    )
+
+
+class ConfirmationRequired(errors.Conflict):
+    """The change would bring the shred within 30 days: nothing was changed."""
+
+    message = N_(
+        "%(recordings)s recordings of %(teachers)s teachers will be destroyed on %(day)s "
+        "at %(hour)s. Confirm to go ahead."
+    )
+
+    def __init__(self, consequence: Consequence) -> None:
+        self.consequence = consequence
+        super().__init__(
+            recordings=consequence.recordings,
+            teachers=consequence.teachers,
+            day=consequence.shred_at.strftime("%Y-%m-%d"),
+            hour=consequence.shred_at.strftime("%H:%M"),
+        )
+
+
+def consequence_of(session: Session, school_year: str, shred_at: datetime) -> Consequence:
+    rows = session.execute(
+        select(Recording.owner_id).where(
+            Recording.school_year == school_year,
+            Recording.status.not_in(["deleted", "shredded"]),
+        )
+    ).all()
+    return Consequence(school_year, shred_at, len(rows), len({row.owner_id for row in rows}))
+
+
 def set_last_day(
     session: Session,
     store: BlobStore,
     actor: Actor,
-    school_year: str,
-    new_last_day: date,
-) -> int:
+    change: LastDayChange,
+    now: datetime,
+    settings: Settings,
+) -> LastDaySet:
     """Set a year's last school day, re-date its recordings and re-tag their objects.
 
-    Returns how many objects were re-tagged. A store failure leaves the database unchanged
+    Moving the day is destructive: the year is shredded on it. A day before tomorrow is
+    refused (the year-end --early is the one way to destroy at once), a year whose year-end
+    has started cannot move, and a change that brings the shred within 30 days and earlier
+    than before raises ``ConfirmationRequired`` unless ``change.confirmed``.
+
+    Returns how many objects were re-tagged, and what the shred will destroy when it is
+    within 30 days. A store failure leaves the database unchanged
     (the caller rolls back), so tags and rows never disagree for long; `recvault fsck`
     reports any that do.
     """
+    school_year, new_last_day = change.school_year, change.last_day
     start, end = year_bounds(school_year)
     if not start <= new_last_day <= end:
         raise ValidationFailed(
             {"last_day": [N_("The last school day must fall within that school year.")]}
+        )
+    if new_last_day <= now.astimezone(settings.zone).date():
+        raise ValidationFailed(
+            {
+                "last_day": [
+                    N_(
+                        "The last school day cannot be earlier than tomorrow. To destroy a "
+                        "year's recordings at once, run its year-end early."
+                    )
+                ]
+            }
+        )
+    if access.year_closed(session, school_year):
+        raise ValidationFailed(
+            {"school_year": [N_("This school year's recordings have already been deleted.")]}
         )
     recordings = session.scalars(
         select(Recording).where(Recording.school_year == school_year)
@@ -125,7 +215,13 @@ def set_last_day(
             {"last_day": [N_("Some recordings of this year have a later lesson date.")]}
         )
     row = session.get(SchoolYear, school_year)
-    before = row.last_day if row is not None else None
+    before = last_day(session, school_year)
+    shred_at = shred_time(new_last_day, settings.shred_hour, settings.zone)
+    consequence = consequence_of(session, school_year, shred_at)
+    within_window = shred_at <= now + CONFIRMATION_WINDOW
+    destructive = new_last_day < before and within_window
+    if destructive and not change.confirmed:
+        raise ConfirmationRequired(consequence)
     if row is None:
         session.add(SchoolYear(school_year=school_year, last_day=new_last_day))
     else:
@@ -147,10 +243,12 @@ def set_last_day(
             AuditAction.CALENDAR_LAST_DAY_SET,
             object_id=school_year,
             details={
-                "before": before.isoformat() if before else None,
+                "before": before.isoformat() if row is not None else None,
                 "after": new_last_day.isoformat(),
                 "retagged": retagged,
                 "via": actor.via,
+                "confirmed": destructive,
+                "recordings": consequence.recordings,
             },
         ),
     )
@@ -158,10 +256,12 @@ def set_last_day(
         store.ensure_ready(lifecycle_rules(session))
     except StorageError as exc:
         raise errors.StorageUnavailable() from exc
-    return retagged
+    return LastDaySet(school_year, retagged, consequence if within_window else None)
 
 
-def set_last_day_as_operator(runtime: Runtime, school_year: str, new_last_day: date) -> int:
+def set_last_day_as_operator(runtime: Runtime, change: LastDayChange) -> LastDaySet:
     """`recvault calendar set`: one transaction; the store's tags follow the database."""
     with runtime.sessions() as session, session.begin():
-        return set_last_day(session, runtime.store, OPERATOR, school_year, new_last_day)
+        return set_last_day(
+            session, runtime.store, OPERATOR, change, runtime.clock(), runtime.settings
+        )

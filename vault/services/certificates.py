@@ -140,5 +140,21 @@ def for_owner_or_all(session: Session, owner_id: uuid.UUID | None) -> list[Certi
     return list(session.scalars(query))
 
 
+def recordings_of_reader(
+    session: Session, certificate_id: uuid.UUID, user_id: uuid.UUID
+) -> frozenset[str]:
+    """The ids of the recordings a year's certificate names that ``user_id`` owns or is
+    responsible for: a teacher reads that part of it."""
+    return frozenset(
+        str(recording_id)
+        for recording_id in session.scalars(
+            select(Recording.id).where(
+                Recording.certificate_id == certificate_id,
+                (Recording.owner_id == user_id) | (Recording.responsible_id == user_id),
+            )
+        )
+    )
+
+
 def iso(day: date | datetime | None) -> str | None:
     return day.isoformat() if day is not None else None

@@ -73,7 +73,6 @@ def seed_sample_recording(runtime: Runtime, owner_username: str, now: datetime) 
         owner_actor = Actor.of(owner, via=Channel.CONSOLE)
         recording = recordings.register(
             session,
-            runtime.keyring,
             owner_actor,
             owner,
             recordings.parse_registration(

@@ -13,12 +13,12 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import datetime
 
-from storage_backends.base import LifecycleRules
+from storage_backends.base import LifecycleRules, StorageError
 from vault import crypto
 from vault.keyring import ENV_ROTATION_INSTRUCTION, KeyringError, OperatorActionRequired
 from vault.services import audit, calendar, certificates
 from vault.services.audit import AuditAction, Outcome
-from vault.services.errors import KeysUnavailable
+from vault.services.errors import KeysUnavailable, StorageUnavailable
 from vault.services.runtime import Runtime
 
 
@@ -148,7 +148,14 @@ def initialise_signing_key(runtime: Runtime) -> tuple[str, bool]:
         return identity.fingerprint, created
 
 
-def storage_rules(runtime: Runtime) -> LifecycleRules:
-    """The bucket's lifecycle rules, from the calendar (applied by `recvault init`)."""
+def apply_storage_rules(runtime: Runtime) -> LifecycleRules:
+    """Bring the store's expiry rules in line with the calendar (`recvault init` and every
+    lifecycle run): a backstop that deletes bytes if every run failed, but proves nothing
+    (only the year-end's certificate does)."""
     with runtime.sessions() as session:
-        return calendar.lifecycle_rules(session)
+        rules = calendar.lifecycle_rules(session)
+    try:
+        runtime.store.ensure_ready(rules)
+    except StorageError as exc:
+        raise StorageUnavailable() from exc
+    return rules

@@ -1,9 +1,14 @@
-"""The daily lifecycle run (`recvault lifecycle run`), which a scheduler starts hourly:
-abandoned uploads are cleaned, lapsed views are ended and summarised, and the counts of
-refused unauthenticated requests of past minutes become audit events, a signed checkpoint of
-the audit chain is made if anything happened since the last, and audit events past their
-retention are purged up to a checkpoint (``audit_retention``). Each step is recorded as a
-``lifecycle:step`` event with what it did, or that it failed."""
+"""The daily lifecycle run (`recvault lifecycle run`), which a scheduler starts hourly.
+
+One runner at a time (``run_lock``): a second one started meanwhile does nothing. In order:
+each school year whose shred time has passed gets its year-end (``year_end``, resumed if an
+earlier run stopped half-way); the store's expiry rules follow the calendar; abandoned
+uploads are cleaned; lapsed views are ended and summarised; the counts of refused
+unauthenticated requests of past minutes become audit events; tombstones past
+VAULT_TOMBSTONE_DAYS are purged; reminders of deletions in the next 30 days are e-mailed;
+a signed checkpoint of the audit chain is made if anything happened since the last; and
+audit events past their retention are purged up to a checkpoint (``audit_retention``).
+Each step is recorded as a ``lifecycle:step`` event with what it did, or that it failed."""
 
 from __future__ import annotations
 
@@ -12,17 +17,27 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from enum import StrEnum
+from functools import partial
 from typing import Any, TypeVar
 
-from sqlalchemy import select
+from sqlalchemy import delete, select
 from sqlalchemy.orm import Session
 
 from storage_backends.base import ObjectNotFound, StorageError
-from vault.models import Recording, Upload
-from vault.services import audit, audit_checkpoints, audit_retention, streaming
+from vault.models import AccessOrderRecording, Recording, Upload, View
+from vault.services import (
+    audit,
+    audit_checkpoints,
+    audit_retention,
+    keys,
+    reminders,
+    streaming,
+    year_end,
+)
 from vault.services.access import Status
 from vault.services.audit import AuditAction, Outcome
 from vault.services.errors import Gone, KeysUnavailable, ServiceError, StorageUnavailable
+from vault.services.run_lock import lifecycle_lock
 from vault.services.runtime import Runtime
 from vault.services.upload_records import (
     OBJECT_PREFIX,
@@ -64,9 +79,13 @@ class CleanupItem:
 class Step(StrEnum):
     """The steps of a run, in order; each is recorded as a ``lifecycle:step`` event."""
 
+    YEAR_END = "year_end"
+    STORAGE_RULES = "storage_rules"
     STALE_UPLOADS = "stale_uploads"
     IDLE_VIEWS = "idle_views"
     DENIAL_TALLIES = "denial_tallies"
+    TOMBSTONE_PURGE = "tombstone_purge"
+    REMINDERS = "reminders"
     AUDIT_CHECKPOINT = "audit_checkpoint"
     AUDIT_PURGE = "audit_purge"
 
@@ -81,7 +100,12 @@ class StepFailure:
 class DailyReport:
     stale_uploads: list[CleanupItem]
     ended_views: int
+    # The year-ends this run finished or advanced; in a dry run, those it would start.
+    year_ends: tuple[year_end.YearEndOutcome, ...] = ()
+    years_due: tuple[year_end.Plan, ...] = ()
     denial_tallies_recorded: int = 0
+    tombstones_purged: int = 0
+    reminders_sent: int = 0
     # The checkpoint signed at the end of the run (the number of events it covers), if
     # anything happened since the last one.
     checkpoint_tree_size: int | None = None
@@ -89,6 +113,8 @@ class DailyReport:
     audit_purge: audit_retention.Purge | None = None
     # Steps that could not be done this time; the others ran, and the next run tries again.
     failures: tuple[StepFailure, ...] = ()
+    # Another runner held the lifecycle lock: this one did nothing.
+    busy: bool = False
 
 
 _Result = TypeVar("_Result")
@@ -131,9 +157,23 @@ class _Steps:
 
 
 def run(runtime: Runtime, now: datetime, *, dry_run: bool) -> DailyReport:
-    """The hourly run; each step audited. ``dry_run`` only reports the stale uploads."""
+    """The hourly run; each step audited. ``dry_run`` only reports the years due and the
+    stale uploads."""
     if dry_run:
-        return DailyReport(cleanup_stale_uploads(runtime, now, dry_run=True), 0)
+        return DailyReport(
+            cleanup_stale_uploads(runtime, now, dry_run=True),
+            0,
+            years_due=tuple(
+                year_end.plan(runtime, year, now) for year in year_end.due_years(runtime, now)
+            ),
+        )
+    with lifecycle_lock(runtime) as held:
+        if not held:
+            return DailyReport([], 0, busy=True)
+        return _run_locked(runtime, now)
+
+
+def _run_locked(runtime: Runtime, now: datetime) -> DailyReport:
     steps = _Steps(runtime)
     settings = runtime.settings
 
@@ -144,6 +184,28 @@ def run(runtime: Runtime, now: datetime, *, dry_run: bool) -> DailyReport:
 
         return done
 
+    # First: the procedure's deadline matters more than any tidying below.
+    shredded = [
+        outcome
+        for year in year_end.due_years(runtime, now)
+        if (
+            outcome := steps.run(
+                Step.YEAR_END,
+                partial(year_end.run_locked, runtime, year, now, early=False),
+                lambda done: {
+                    "school_year": done.school_year,
+                    "steps": [step.value for step in done.steps_run],
+                    "certificate_id": str(done.certificate_id) if done.certificate_id else None,
+                },
+            )
+        )
+        is not None
+    ]
+    steps.run(
+        Step.STORAGE_RULES,
+        lambda: keys.apply_storage_rules(runtime),
+        lambda rules: {"years": len(rules.years)},
+    )
     cleaned = steps.run(
         Step.STALE_UPLOADS,
         lambda: cleanup_stale_uploads(runtime, now),
@@ -158,6 +220,16 @@ def run(runtime: Runtime, now: datetime, *, dry_run: bool) -> DailyReport:
         Step.DENIAL_TALLIES,
         in_transaction(lambda s: audit.flush_denial_tallies(s, audit.denial_minute(now))),
         lambda count: {"recorded": count},
+    )
+    purged = steps.run(
+        Step.TOMBSTONE_PURGE,
+        in_transaction(lambda s: purge_tombstones(s, now, settings.tombstone_days)),
+        lambda count: {"purged": count},
+    )
+    reminded = steps.run(
+        Step.REMINDERS,
+        lambda: reminders.send_reminders(runtime, now),
+        lambda sent: {"sent": sent.sent, "failed": sent.failed},
     )
     # After the steps that record acts, so that it covers them.
     checkpoint = steps.run(
@@ -175,11 +247,55 @@ def run(runtime: Runtime, now: datetime, *, dry_run: bool) -> DailyReport:
     return DailyReport(
         stale_uploads=cleaned or [],
         ended_views=ended or 0,
+        year_ends=tuple(shredded),
         denial_tallies_recorded=tallies or 0,
+        tombstones_purged=purged or 0,
+        reminders_sent=reminded.sent if reminded is not None else 0,
         checkpoint_tree_size=checkpoint.tree_size if checkpoint is not None else None,
         audit_purge=purge,
         failures=tuple(steps.failures),
     )
+
+
+# -- tombstones ------------------------------------------------------------------------------
+
+
+def purge_tombstones(session: Session, now: datetime, keep_days: int) -> int:
+    """Remove tombstones deleted more than ``keep_days`` ago (SPEC §4: art. 15 questions are
+    answered from them until then). The purge is one audit event naming every id."""
+    expired = list(
+        session.scalars(
+            select(Recording.id).where(
+                Recording.status.in_([Status.DELETED.value, Status.SHREDDED.value]),
+                Recording.deleted_at < now - timedelta(days=keep_days),
+            )
+        )
+    )
+    if not expired:
+        return 0
+    for chunk_start in range(0, len(expired), _PURGE_CHUNK):
+        chunk = expired[chunk_start : chunk_start + _PURGE_CHUNK]
+        session.execute(
+            delete(AccessOrderRecording).where(AccessOrderRecording.recording_id.in_(chunk))
+        )
+        session.execute(delete(View).where(View.recording_id.in_(chunk)))
+        session.execute(delete(Recording).where(Recording.id.in_(chunk)))
+    audit.record(
+        session,
+        audit.Event(
+            AuditAction.RECORDING_TOMBSTONES_PURGED,
+            details={
+                "count": len(expired),
+                "keep_days": keep_days,
+                "recording_ids": [str(recording_id) for recording_id in expired],
+            },
+        ),
+    )
+    return len(expired)
+
+
+# Bound the statements' parameter lists (SQLite allows 32,766 per statement).
+_PURGE_CHUNK = 500
 
 
 # -- stale uploads -------------------------------------------------------------------------

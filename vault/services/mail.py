@@ -9,8 +9,10 @@ from email.message import EmailMessage
 from urllib.parse import parse_qs, unquote, urlsplit
 
 from vault.services.errors import N_, ServiceError
+from vault.settings import Settings
 
 SMTP_TIMEOUT_SECONDS = 20
+DEFAULT_SENDER = "recording-vault@localhost"
 
 
 class MailNotSent(ServiceError):
@@ -53,3 +55,10 @@ class Mailer:
                 client.send_message(message)
         except (OSError, smtplib.SMTPException) as exc:
             raise MailNotSent() from exc
+
+
+def configured_mailer(settings: Settings) -> Mailer | None:
+    """The mailer VAULT_SMTP_URL configures, or None when the school sends no e-mail."""
+    if not settings.smtp_url:
+        return None
+    return Mailer(settings.smtp_url, settings.mail_from or DEFAULT_SENDER)

@@ -290,7 +290,11 @@ def _recordings(
         ):
             errors.setdefault("filter.teacher", []).append(N_("Unknown account."))
             return []
-        chosen = selected_recordings(session, draft.selection)
+        chosen = [
+            recording
+            for recording in selected_recordings(session, draft.selection)
+            if not access.year_closed(session, recording.school_year)
+        ]
         if not chosen:
             errors.setdefault("filter", []).append(N_("No recordings match this filter."))
         return chosen
@@ -299,7 +303,9 @@ def _recordings(
         recording = session.get(Recording, recording_id)
         if recording is None:
             errors.setdefault("recording_ids", []).append(N_("Unknown recording."))
-        elif recording.status in TOMBSTONE_VALUES:
+        elif recording.status in TOMBSTONE_VALUES or access.year_closed(
+            session, recording.school_year
+        ):
             errors.setdefault("recording_ids", []).append(
                 N_("A deleted recording cannot be named in an order.")
             )

@@ -19,7 +19,6 @@ from zoneinfo import ZoneInfo
 from sqlalchemy import Select, or_, select
 from sqlalchemy.orm import Session
 
-from vault.keyring import Keyring
 from vault.models import (
     AccessOrderGrantee,
     AccessOrderRecording,
@@ -27,7 +26,7 @@ from vault.models import (
     Recording,
     User,
 )
-from vault.services import audit, calendar, fields
+from vault.services import access, audit, calendar, fields
 from vault.services.access import Action, authorize, decide
 from vault.services.accounts import Role
 from vault.services.actors import Actor
@@ -189,7 +188,6 @@ def parse_registration(raw: Mapping[str, Any]) -> Registration:
 
 def register(
     session: Session,
-    keyring: Keyring,
     actor: Actor,
     owner: User,
     registration: Registration,
@@ -209,7 +207,7 @@ def register(
         errors.setdefault("lesson_date", []).append(
             N_("The lesson date is after the last school day of its school year.")
         )
-    if keyring.year_is_shredded(session, school_year):
+    if access.year_closed(session, school_year):
         errors.setdefault("lesson_date", []).append(
             N_("The recordings of this school year have already been deleted.")
         )

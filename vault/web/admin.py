@@ -6,6 +6,7 @@ another person or issues a token on their behalf.
 
 from __future__ import annotations
 
+import dataclasses
 import uuid
 from datetime import date
 
@@ -14,12 +15,19 @@ from flask_babel import gettext
 from werkzeug.wrappers import Response as BaseResponse
 
 from vault.models import AccountLink, User
-from vault.services import accounts, calendar, links
+from vault.services import accounts, authentication, calendar, links, reminders, year_end
 from vault.services.accounts import Role
 from vault.services.errors import Conflict, ValidationFailed
 from vault.services.links import LinkPurpose
 from vault.web import context
-from vault.web.auth import current_actor, link_url, mail_reaches, now, send_link
+from vault.web.auth import (
+    current_actor,
+    link_url,
+    mail_reaches,
+    now,
+    second_factors,
+    send_link,
+)
 from vault.web.responses import redirect_with_success
 from vault.web.security import require_roles
 
@@ -170,42 +178,119 @@ def reset_link(user_id: uuid.UUID) -> Response:
     return _hand_over(user, link, 200)
 
 
+def _second_factor_confirmed() -> None:
+    """A destructive act needs the admin's second factor again, typed now."""
+    db = context.db_session()
+    user = accounts.get_user(db, current_actor().account_id)
+    authentication.verify_second_factor(
+        db, second_factors(), user, request.form.get("totp", ""), now()
+    )
+
+
+def _set_last_day() -> calendar.LastDaySet:
+    """The calendar form's change. One that destroys within 30 days goes through only with
+    the confirmation box ticked and the admin's code, checked after every other rule."""
+    raw_day = request.form.get("last_day", "")
+    try:
+        last_day = date.fromisoformat(raw_day)
+    except ValueError:
+        raise ValidationFailed({"last_day": [gettext("Enter a date as YYYY-MM-DD.")]}) from None
+    change = calendar.LastDayChange(request.form.get("school_year", ""), last_day)
+    runtime, db = context.runtime(), context.db_session()
+    try:
+        return calendar.set_last_day(
+            db, runtime.store, current_actor(), change, now(), context.settings()
+        )
+    except calendar.ConfirmationRequired:
+        if request.form.get("confirm") != "yes":
+            raise
+        db.rollback()
+    _second_factor_confirmed()
+    return calendar.set_last_day(
+        db,
+        runtime.store,
+        current_actor(),
+        dataclasses.replace(change, confirmed=True),
+        now(),
+        context.settings(),
+    )
+
+
 @blueprint.route("/calendar", methods=["GET", "POST"])
 @require_roles(Role.ADMIN)
 def school_calendar() -> BaseResponse | tuple[str, int]:
     db = context.db_session()
     errors: dict[str, list[str]] = {}
+    pending: calendar.Consequence | None = None
     if request.method == "POST":
         try:
-            raw_day = request.form.get("last_day", "")
-            try:
-                last_day = date.fromisoformat(raw_day)
-            except ValueError:
-                raise ValidationFailed(
-                    {"last_day": [gettext("Enter a date as YYYY-MM-DD.")]}
-                ) from None
-            retagged = calendar.set_last_day(
-                db,
-                context.runtime().store,
-                current_actor(),
-                request.form.get("school_year", ""),
-                last_day,
-            )
+            done = _set_last_day()
         except ValidationFailed as exc:
             db.rollback()
             errors = _translated(exc)
+        except calendar.ConfirmationRequired as exc:
+            db.rollback()
+            pending = exc.consequence
+        except authentication.SecondFactorRequired as exc:
+            db.rollback()
+            errors = {"totp": [gettext(exc.message)]}
         else:
             db.commit()
+            reminders.send_reminders(context.runtime(), now(), done.school_year)
             return redirect_with_success(
-                gettext("Saved. %(count)s stored recordings were re-tagged.", count=retagged),
+                gettext("Saved. %(count)s stored recordings were re-tagged.", count=done.retagged),
                 "admin.school_calendar",
             )
-    today = now().astimezone(context.settings().zone).date()
+    status = 403 if "totp" in errors else 422 if errors else 409 if pending else 200
+    return _render_calendar(errors, pending), status
+
+
+def _render_calendar(
+    errors: dict[str, list[str]], pending: calendar.Consequence | None = None
+) -> str:
+    db = context.db_session()
+    settings = context.settings()
+    today = now().astimezone(settings.zone).date()
     return render_template(
         "admin_calendar.html",
-        years=calendar.known_years(db),
+        years=[
+            (entry, year_end.progress(db, entry.school_year)) for entry in calendar.known_years(db)
+        ],
         current_year=calendar.school_year_of(today),
-        shred_hour=context.settings().shred_hour,
+        shred_hour=settings.shred_hour,
         errors=errors,
         form=request.form,
-    ), (422 if errors else 200)
+        pending=pending,
+    )
+
+
+@blueprint.post("/year-end")
+@require_roles(Role.ADMIN)
+def run_year_end() -> BaseResponse | tuple[str, int]:
+    """The early year-end from the browser: the admin's second factor, and the school year
+    typed again as the confirmation. The year closes at once; the scheduler finishes it."""
+    db = context.db_session()
+    school_year = request.form.get("school_year", "").strip()
+    try:
+        if request.form.get("confirm_year", "").strip() != school_year or not school_year:
+            raise ValidationFailed(
+                {"confirm_year": [gettext("Type the school year again to confirm.")]}
+            )
+        _second_factor_confirmed()
+        db.commit()  # the used code's time step, so that it cannot be replayed
+    except ValidationFailed as exc:
+        db.rollback()
+        return _render_calendar({"year_end": _translated(exc).get("confirm_year", [])}), 422
+    except authentication.SecondFactorRequired as exc:
+        db.rollback()
+        return _render_calendar({"year_end": [gettext(exc.message)]}), 403
+    year_end.close_now(context.runtime(), school_year, now(), actor=current_actor())
+    return redirect_with_success(
+        gettext(
+            "The school year %(year)s is closed: nobody can watch, upload or order its "
+            "recordings any more. The scheduled lifecycle run destroys its key and "
+            "recordings within the hour and issues the deletion certificate.",
+            year=school_year,
+        ),
+        "admin.school_calendar",
+    )

@@ -40,7 +40,7 @@ from vault.services.actors import Actor, Channel
 from vault.services.audit import RequestContext
 from vault.services.errors import ServiceError, ValidationFailed
 from vault.services.links import LinkPurpose
-from vault.services.mail import Mailer, MailNotSent
+from vault.services.mail import MailNotSent, configured_mailer
 from vault.web import context
 
 blueprint = Blueprint("auth", __name__)
@@ -149,8 +149,8 @@ def mail_reaches(user: User) -> bool:
 
 def send_link(user: User, url: str, purpose: LinkPurpose) -> bool:
     """E-mail a link to its holder; False (with the reason flashed) if it could not go."""
-    settings = context.settings()
-    assert settings.smtp_url and user.email
+    mailer = configured_mailer(context.settings())
+    assert mailer is not None and user.email
     if purpose is LinkPurpose.INVITATION:
         subject = gettext("Your Recording Vault account")
         body = gettext(
@@ -168,9 +168,7 @@ def send_link(user: User, url: str, purpose: LinkPurpose) -> bool:
         subject = gettext("Reset your Recording Vault password")
         body = gettext("Set a new password within 48 hours: %(url)s", url=url)
     try:
-        Mailer(settings.smtp_url, settings.mail_from or "recording-vault@localhost").send(
-            user.email, subject, body
-        )
+        mailer.send(user.email, subject, body)
     except MailNotSent as exc:
         if links.is_privileged(user):
             flash(gettext("The e-mail could not be sent, so no link was handed over."), "error")

@@ -5,10 +5,13 @@ from __future__ import annotations
 from urllib.parse import urlsplit
 
 from flask import Blueprint, Response, jsonify, redirect, render_template, request
+from flask_login import current_user
 from werkzeug.wrappers import Response as BaseResponse
 
-from vault.services import health
+from vault.services import health, reminders
+from vault.services.accounts import Role
 from vault.web import context
+from vault.web.auth import current_actor, now
 from vault.web.i18n import LANGUAGE_COOKIE, LANGUAGE_COOKIE_MAX_AGE, LANGUAGES
 
 blueprint = Blueprint("pages", __name__)
@@ -16,7 +19,16 @@ blueprint = Blueprint("pages", __name__)
 
 @blueprint.get("/")
 def index() -> str:
-    return render_template("index.html")
+    """The welcome page; signed in, it also says what is about to be destroyed."""
+    deletions: list[reminders.ComingDeletion] = []
+    unset_year = None
+    if current_user.is_authenticated:
+        actor = current_actor()
+        db, settings = context.db_session(), context.settings()
+        deletions = reminders.coming_deletions(db, settings, actor.account_id, actor.roles, now())
+        if actor.has_role(Role.ADMIN):
+            unset_year = reminders.last_day_unset(db, settings, now())
+    return render_template("index.html", deletions=deletions, unset_year=unset_year)
 
 
 @blueprint.post("/language")

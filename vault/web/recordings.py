@@ -106,7 +106,6 @@ def _register(raw: Mapping[str, Any]) -> Recording:
     registration = recordings.parse_registration(raw)
     recording = recordings.register(
         db,
-        context.runtime().keyring,
         current_actor(),
         owner,
         registration,
@@ -302,10 +301,18 @@ def api_requests() -> Response:
     return jsonify(requests=[_request_json(r) for r in recordings.requests_for(db, user)])
 
 
-def _certificate_readable(certificate: Certificate) -> None:
+def _certificate_scope(certificate: Certificate) -> frozenset[str] | None:
+    """None if the reader may read the whole certificate; otherwise the ids of their own
+    recordings in a year's certificate, the part a teacher is shown."""
     actor = current_actor()
     if actor.has_role(Role.AUDITOR, Role.DIRECTOR) or certificate.owner_id == actor.user_id:
-        return
+        return None
+    if actor.user_id is not None and (
+        own := certificates.recordings_of_reader(
+            context.db_session(), certificate.id, actor.user_id
+        )
+    ):
+        return own
     raise audited_refusal(
         "not_permitted", actor.user_id, PermissionDenied(), object_id=str(certificate.id)
     )
@@ -329,17 +336,24 @@ def _certificate_summary(certificate: Certificate) -> dict[str, Any]:
     }
 
 
-def _load_certificate(certificate_id: uuid.UUID) -> Certificate:
+def _load_certificate(certificate_id: uuid.UUID) -> tuple[Certificate, frozenset[str] | None]:
     found = context.db_session().get(Certificate, certificate_id)
     if found is None:
         raise NotFound()
-    _certificate_readable(found)
-    return found
+    return found, _certificate_scope(found)
 
 
 @api.get("/certificates/<uuid:certificate_id>")
 def api_certificate(certificate_id: uuid.UUID) -> Response:
-    certificate = _load_certificate(certificate_id)
+    certificate, scope = _load_certificate(certificate_id)
+    if scope is not None:
+        # The signed document names every teacher's recordings of the year.
+        raise audited_refusal(
+            "not_permitted",
+            current_actor().user_id,
+            PermissionDenied(),
+            object_id=str(certificate.id),
+        )
     identity, _ = certificates.ensure_signing_key(context.db_session(), context.runtime().keyring)
     return jsonify(certificates.exported(certificate, identity))
 
@@ -500,10 +514,16 @@ def erase(recording_id: uuid.UUID) -> BaseResponse:
 
 @pages.get("/certificates/<uuid:certificate_id>")
 def certificate(certificate_id: uuid.UUID) -> str:
-    found = _load_certificate(certificate_id)
+    found, scope = _load_certificate(certificate_id)
     identity, _ = certificates.ensure_signing_key(context.db_session(), context.runtime().keyring)
     document = certificates.exported(found, identity)
-    return render_template("certificate.html", document=document, certificate=found)
+    return render_template(
+        "certificate.html",
+        document=document,
+        certificate=found,
+        verification=certificates.verify_document(document, identity.fingerprint),
+        scope=scope,
+    )
 
 
 @pages.route("/requests", methods=["GET", "POST"])
