@@ -4,7 +4,8 @@
 # `recvault lifecycle run` decides by itself which school years are due (the last school day
 # at VAULT_SHRED_HOUR, local time), so running it hourly is harmless, and an hour missed to a
 # restart or an outage is caught up by the next run. A run interrupted half-way is resumed by
-# the next one: every step of a shred is idempotent.
+# the next one: every step of a shred is idempotent. Only one run works at a time (a database
+# lock): one started while another still runs, here or on another host, does nothing.
 #
 #   scheduler.sh           run now, then every SCHEDULER_INTERVAL_SECONDS (default 3600)
 #   scheduler.sh --once    one run; exits with the job's status

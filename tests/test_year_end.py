@@ -61,7 +61,7 @@ def recording(runtime: Runtime, recording_id: Any) -> Recording:
 
 def year_certificates(runtime: Runtime) -> list[Certificate]:
     with runtime.sessions() as session:
-        return list(session.scalars(select(Certificate).where(Certificate.kind == "year_end")))
+        return list(session.scalars(select(Certificate).where(Certificate.kind == "year_shred")))
 
 
 def step_events(runtime: Runtime, school_year: str) -> list[str]:
@@ -115,7 +115,7 @@ def test_the_year_end_shreds_its_year_and_leaves_the_next_one_playable(
 
     document = exported_certificate(client, runtime, state.certificate_id)
     body = document["certificate"]
-    assert body["kind"] == "year_end" and body["school_year"] == PAST_YEAR
+    assert body["kind"] == "year_shred" and body["school_year"] == PAST_YEAR
     assert [r["id"] for r in body["recordings"]] == [str(years.past)]
     assert body["recordings"][0]["ciphertext_sha256"] == shredded.ciphertext_sha256
     assert body["keys"]["school_year_key"]["fingerprint"]

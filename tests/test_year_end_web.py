@@ -204,9 +204,10 @@ def test_the_admin_closes_a_year_early_and_the_scheduler_finishes_it(
     assert watch.status_code == 410
     own = teacher.get(f"/certificates/{state.certificate_id}").get_data(as_text=True)
     assert "Pārbaudīts" in own and "Novembra stunda" in own
-    whole = teacher.get(
-        f"/api/v1/certificates/{state.certificate_id}", headers=bearer(runtime, "skolotaja")
-    )
+    token = bearer(runtime, "skolotaja")
+    listed = teacher.get("/api/v1/certificates", headers=token).get_json()["certificates"]
+    assert str(state.certificate_id) in [c["id"] for c in listed]
+    whole = teacher.get(f"/api/v1/certificates/{state.certificate_id}", headers=token)
     assert whole.status_code == 403
     stranger = add_person(runtime, "kolegis", "teacher")
     assert signed_in(app, stranger).get(f"/certificates/{state.certificate_id}").status_code == 403

@@ -134,9 +134,14 @@ def verify_document(document: dict[str, Any], trusted_fingerprint: str | None) -
 
 
 def for_owner_or_all(session: Session, owner_id: uuid.UUID | None) -> list[Certificate]:
+    """Every certificate, or an owner's: those of their own recordings, and the year
+    certificates that name any of them."""
     query = select(Certificate).order_by(Certificate.issued_at.desc())
     if owner_id is not None:
-        query = query.where(Certificate.owner_id == owner_id)
+        own_years = select(Recording.certificate_id).where(
+            (Recording.owner_id == owner_id) | (Recording.responsible_id == owner_id)
+        )
+        query = query.where((Certificate.owner_id == owner_id) | Certificate.id.in_(own_years))
     return list(session.scalars(query))
 
 

@@ -58,7 +58,8 @@ from vault.services.upload_records import (
     remove_stored,
 )
 
-YEAR_END = "year_end"
+#: The kind of the year's deletion certificate.
+YEAR_SHRED = "year_shred"
 #: Why a shredded recording is gone, as its tombstone records it.
 SHRED_REASON = "year_end"
 
@@ -480,7 +481,7 @@ class _YearEnd:
             issued = certificates.issue(
                 session,
                 self.runtime.keyring,
-                kind=YEAR_END,
+                kind=YEAR_SHRED,
                 school_year=self.school_year,
                 statement=statement,
                 now=self.now,
