@@ -204,10 +204,10 @@ def test_the_admin_closes_a_year_early_and_the_scheduler_finishes_it(
     assert watch.status_code == 410
     own = teacher.get(f"/certificates/{state.certificate_id}").get_data(as_text=True)
     assert "Pārbaudīts" in own and "Novembra stunda" in own
-    token = bearer(runtime, "skolotaja")
-    listed = teacher.get("/api/v1/certificates", headers=token).get_json()["certificates"]
+    bearer_token = bearer(runtime, "skolotaja")
+    listed = teacher.get("/api/v1/certificates", headers=bearer_token).get_json()["certificates"]
     assert str(state.certificate_id) in [c["id"] for c in listed]
-    whole = teacher.get(f"/api/v1/certificates/{state.certificate_id}", headers=token)
+    whole = teacher.get(f"/api/v1/certificates/{state.certificate_id}", headers=bearer_token)
     assert whole.status_code == 403
     stranger = add_person(runtime, "kolegis", "teacher")
     assert signed_in(app, stranger).get(f"/certificates/{state.certificate_id}").status_code == 403
