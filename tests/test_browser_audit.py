@@ -14,25 +14,15 @@ import pytest
 from flask import Flask
 from playwright.sync_api import Browser, Page, expect
 
-from tests.support.browser import sign_in_with_the_form
+from tests.support.browser import sign_in_with_a_code, sign_in_with_the_form
 from tests.support.console import Console
 from tests.support.live_server import LiveServer
-from tests.support.people import Person
 from tests.support.recording_support import register
 from tests.support.streaming_support import browser, make_school
 from vault.services import audit_checkpoints
 from vault.services.runtime import Runtime
 
 pytestmark = [pytest.mark.slow, pytest.mark.browser]
-
-
-def sign_in_with_a_code(page: Page, base: str, person: Person) -> None:
-    page.goto(f"{base}/login")
-    page.fill('input[name="username"]', person.username)
-    page.fill('input[name="password"]', person.password)
-    page.fill('input[name="totp"]', person.fresh_code())
-    page.click('main form button[type="submit"]')
-    page.wait_for_url(f"{base}/")
 
 
 def download(page: Page, link_text: str, target: Path) -> Path:

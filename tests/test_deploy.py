@@ -38,13 +38,15 @@ from storage_backends.url import open_store
 from tests.conftest import create_postgres_schema, drop_postgres_schema, postgres_base_url
 from tests.support.backends import missing_backend
 from tests.support.clock import MachineClock
+from tests.support.people import add_person
 from tests.support.processes import free_port, stop_group
+from tests.support.recording_support import available_recording
 from tests.support.seaweed import SeaweedServer
 from vault import schema
 from vault.app import build_runtime
 from vault.db import make_engine, make_session_factory
-from vault.models import AuditEvent
-from vault.services import audit, audit_chain, lifecycle
+from vault.models import AuditEvent, Recording
+from vault.services import audit, audit_chain, lifecycle, year_end
 from vault.settings import Settings, setting_names
 
 # The store dates what it keeps by the machine's clock (file times, S3's Initiated), and
@@ -1101,3 +1103,32 @@ def test_the_scheduler_role_purges_expired_audit_events_through_the_function(
         check=False,
     )
     assert verified.returncode == 0, verified.stdout + verified.stderr
+
+
+@pytest.mark.postgres
+@pytest.mark.s3
+def test_the_scheduler_role_shreds_a_year_and_later_purges_its_tombstones(
+    sandbox: Sandbox, s3_env: SeaweedServer, tmp_path: Path
+) -> None:
+    """The year-end, as the scheduler's role with the grants init gave it: the keys, the
+    objects, the tombstones and the certificate need nothing more; nor does the purge of
+    the tombstones a year on."""
+    environment, _ = service_after_init(
+        "scheduler", sandbox.scheduler_role, sandbox, s3_env, tmp_path, {}
+    )
+    runtime = build_runtime(Settings.from_env(environment), machine_clock)
+    try:
+        add_person(runtime, "skolotaja", "teacher")
+        recording_id = available_recording(runtime, "skolotaja", 4_000)
+        with runtime.sessions() as session:
+            recording = session.get(Recording, recording_id)
+            assert recording is not None
+            school_year = recording.school_year
+        outcome = year_end.run(runtime, school_year, machine_clock(), early=True)
+        assert outcome.complete and outcome.objects_pending == 0
+        a_year_on = machine_clock() + timedelta(days=runtime.settings.tombstone_days + 1)
+        report = lifecycle.run(runtime, a_year_on, dry_run=False)
+        assert report.failures == ()
+        assert report.tombstones_purged == 1
+    finally:
+        runtime.close()

@@ -11,7 +11,7 @@ import pytest
 from playwright.sync_api import Browser, Page, sync_playwright
 
 from tests.support.backends import missing_backend
-from tests.support.people import PASSWORD
+from tests.support.people import PASSWORD, Person
 
 CHROMIUM = "/usr/bin/chromium"
 # Without these, Chromium reaches for Google's services, which this network refuses.
@@ -88,5 +88,15 @@ def sign_in_with_the_form(page: Page, base: str, username: str) -> None:
     page.goto(f"{base}/login")
     page.fill('input[name="username"]', username)
     page.fill('input[name="password"]', PASSWORD)
+    page.click('main form button[type="submit"]')
+    page.wait_for_url(f"{base}/")
+
+
+def sign_in_with_a_code(page: Page, base: str, person: Person) -> None:
+    """Sign in through the form as a person whose role needs a one-time code."""
+    page.goto(f"{base}/login")
+    page.fill('input[name="username"]', person.username)
+    page.fill('input[name="password"]', person.password)
+    page.fill('input[name="totp"]', person.fresh_code())
     page.click('main form button[type="submit"]')
     page.wait_for_url(f"{base}/")

@@ -42,11 +42,13 @@ class Person:
         offset = self.next_step_offset
         self.next_step_offset += 1
         if offset > 1:
-            # Every step in the window is used: move the clock into the next one.
+            # Every step up to the window's end is used: move the clock into the next step,
+            # whose window ends one step further, and take that step (the one before it,
+            # now the current one, was used as the last window's end).
             into_step = self.clock().timestamp() % TOTP_STEP_SECONDS
             self.clock.advance(timedelta(seconds=TOTP_STEP_SECONDS - into_step + 0.5))
-            self.next_step_offset = 1
-            offset = 0
+            self.next_step_offset = 2
+            offset = 1
         at = self.clock().timestamp() + TOTP_STEP_SECONDS * offset
         return pyotp.TOTP(self.totp_secret).at(at)
 
