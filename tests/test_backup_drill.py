@@ -41,7 +41,7 @@ from vault.app import build_runtime
 from vault.keyring import WrongKeysError, YearShredded
 from vault.models import Recording, SchoolYearKey
 from vault.services import media
-from vault.services.errors import Gone, IntegrityFailure
+from vault.services.errors import Gone, KeysUnavailable
 from vault.services.passwords import Passwords
 from vault.services.runtime import Runtime
 from vault.settings import Settings
@@ -296,7 +296,7 @@ def test_a_dump_from_before_the_year_end_decrypts_no_year_with_the_current_keys(
         # The ciphertext is there, in the bucket copy, and holds nothing readable.
         ciphertext = old.ciphertext(recording)
         assert len(ciphertext) > len(plaintext) and plaintext[:256] not in ciphertext
-        with pytest.raises(IntegrityFailure) as refused:
+        with pytest.raises(KeysUnavailable) as refused:
             old.play(recording)
         assert isinstance(refused.value.__cause__, WrongKeysError), recording.school_year
 

@@ -23,7 +23,7 @@ from vault.services.runtime import Runtime
 
 
 @contextmanager
-def _keyring_errors() -> Iterator[None]:
+def keyring_errors() -> Iterator[None]:
     """Keyring failures leave this layer as the service's own exception, message intact."""
     try:
         yield
@@ -35,7 +35,7 @@ def _keyring_errors() -> Iterator[None]:
 
 def initialise_master_key(runtime: Runtime) -> str | None:
     """Create or register the master key on first use; refuse keys that do not match."""
-    with _keyring_errors(), runtime.sessions() as session, session.begin():
+    with keyring_errors(), runtime.sessions() as session, session.begin():
         outcome = runtime.keyring.initialise(session)
         if outcome is not None:
             audit.record(
@@ -72,7 +72,7 @@ class ShredOutcome:
 
 
 def shred_year_key(runtime: Runtime, school_year: str, now: datetime) -> ShredOutcome:
-    with _keyring_errors(), runtime.sessions() as session, session.begin():
+    with keyring_errors(), runtime.sessions() as session, session.begin():
         destroyed = runtime.keyring.destroy_year_key(session, school_year, now)
         if destroyed:
             audit.record(
@@ -91,7 +91,7 @@ def finish_master_rotation(runtime: Runtime, now: datetime, *, force: bool) -> R
     keyring = runtime.keyring
     new_version = None
     pending = None
-    with _keyring_errors(), runtime.sessions() as session, session.begin():
+    with keyring_errors(), runtime.sessions() as session, session.begin():
         if force or keyring.rotation_due(session):
             try:
                 rotation = keyring.rotate_master(session, now)
@@ -117,7 +117,7 @@ def finish_master_rotation(runtime: Runtime, now: datetime, *, force: bool) -> R
                         },
                     ),
                 )
-    with _keyring_errors(), runtime.sessions() as session, session.begin():
+    with keyring_errors(), runtime.sessions() as session, session.begin():
         before = keyring.retired_undestroyed_versions(session)
         still_pending = keyring.destroy_retired_masters(session, now)
         destroyed = tuple(v for v in before if v not in still_pending)
@@ -135,7 +135,7 @@ def finish_master_rotation(runtime: Runtime, now: datetime, *, force: bool) -> R
 
 def initialise_signing_key(runtime: Runtime) -> tuple[str, bool]:
     """The audit signing key (created on first use); returns its public fingerprint."""
-    with _keyring_errors(), runtime.sessions() as session, session.begin():
+    with keyring_errors(), runtime.sessions() as session, session.begin():
         identity, created = certificates.ensure_signing_key(session, runtime.keyring)
         if created:
             audit.record(

@@ -26,7 +26,7 @@ from vault.services import audit, recordings
 from vault.services.access import Action
 from vault.services.actors import Actor
 from vault.services.audit import AuditAction
-from vault.services.errors import Gone, IntegrityFailure, StorageUnavailable
+from vault.services.errors import Gone, IntegrityFailure, KeysUnavailable, StorageUnavailable
 
 #: Bytes needed to recognise every accepted format (WAV: "RIFF" size "WAVE").
 SNIFF_BYTES = 12
@@ -126,7 +126,11 @@ def open_media(
         )
     except YearShredded as exc:
         raise Gone() from exc
-    except (KeyringError, crypto.IntegrityError) as exc:
+    except KeyringError as exc:
+        # A missing or wrong master key (a restore with the wrong keys directory) is the
+        # operator's to fix, not damage to the recording.
+        raise KeysUnavailable(str(exc)) from exc
+    except crypto.IntegrityError as exc:
         raise IntegrityFailure() from exc
     object_key = recording.object_key
 

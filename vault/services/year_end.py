@@ -325,7 +325,7 @@ class _YearEnd:
 
     def manifest(self) -> None:
         keyring = self.runtime.keyring
-        with self.runtime.sessions() as session, session.begin():
+        with keys.keyring_errors(), self.runtime.sessions() as session, session.begin():
             state = self._state(session)
             recordings = session.scalars(
                 select(Recording)
