@@ -22,8 +22,9 @@ from sqlalchemy import func, select
 from storage_backends.base import BlobStore, StorageError, StoreUnavailable
 from tests.support.clock import TestClock, riga
 from tests.support.console import Console
+from tests.support.people import add_person
 from tests.support.recording_support import register
-from tests.support.streaming_support import bearer, browser
+from tests.support.streaming_support import bearer, browser, issue_order
 from tests.support.year_end_support import (
     CURRENT_YEAR,
     PAST_YEAR,
@@ -36,7 +37,7 @@ from tests.support.year_end_support import (
 from vault.app import create_app
 from vault.models import AuditEvent, Certificate, Recording, SchoolYearKey
 from vault.services import lifecycle, year_end
-from vault.services.errors import Gone
+from vault.services.errors import Gone, ValidationFailed
 from vault.services.run_lock import lifecycle_lock
 from vault.services.runtime import Runtime
 from vault.services.year_end import YearEndStep
@@ -323,6 +324,14 @@ def test_freezing_aborts_uploads_and_refuses_new_work_in_the_year(
     assert aborted.details["reason"] == "year_end"
     assert recording(runtime, waiting).status == "shredded"
     assert list(runtime.store.iter_keys(f"recordings/{CURRENT_YEAR}/")) == []
+    unfinished = runtime.store.list_stale_multipart(runtime.clock() + timedelta(days=1))
+    assert [w.key for w in unfinished if w.key.startswith(f"recordings/{CURRENT_YEAR}/")] == []
+    add_person(runtime, "metodikis", "staff")
+    with pytest.raises(ValidationFailed) as refused:
+        issue_order(runtime, ["metodikis"], [years.current], "7-2/99")
+    assert refused.value.field_errors == {
+        "recording_ids": ["A deleted recording cannot be named in an order."]
+    }
     fresh = client.post(
         "/api/v1/recordings",
         json={
@@ -405,3 +414,16 @@ def test_the_store_expiry_rules_follow_the_calendar(
     assert recvault("lifecycle", "run").exit_code == 0
     rules = runtime.store.get_lifecycle_rules()
     assert {rule.school_year for rule in rules.years} >= {PAST_YEAR, CURRENT_YEAR}
+
+
+def test_the_certificate_names_the_owners_downloads(
+    client: FlaskClient, runtime: Runtime, years: TwoYears
+) -> None:
+    owner = bearer(runtime, "skolotaja")
+    fetched = client.get(f"/api/v1/recordings/{years.current}/download", headers=owner)
+    assert fetched.status_code == 200 and fetched.get_data() == years.current_media
+    fetched.close()
+    outcome = year_end.run(runtime, CURRENT_YEAR, runtime.clock(), early=True)
+    body = exported_certificate(client, runtime, outcome.certificate_id)["certificate"]
+    copies = body["copies_outside_the_vault"]
+    assert [(c["recording_id"], c["by"]) for c in copies] == [(str(years.current), "skolotaja")]
