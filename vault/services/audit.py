@@ -86,6 +86,7 @@ class AuditAction(StrEnum):
     LIFECYCLE_STEP = "lifecycle:step"
     YEAR_END_STEP = "year_end:step"
     RECORDING_TOMBSTONES_PURGED = "recording:tombstones_purged"
+    REPORT_SUBJECT_PRODUCED = "report:subject_produced"
 
 
 # The role an act is performed in, for acts that belong to one role (SPEC §2): an account
@@ -107,6 +108,7 @@ ACTING_ROLE: dict[AuditAction, str] = {
     AuditAction.ACCOUNT_LINK_ISSUED: "admin",
     AuditAction.CALENDAR_LAST_DAY_SET: "admin",
     AuditAction.YEAR_END_STEP: "admin",
+    AuditAction.REPORT_SUBJECT_PRODUCED: "auditor",
     AuditAction.RECORDING_REGISTERED: "teacher",
     AuditAction.UPLOAD_CREATED: "teacher",
     AuditAction.UPLOAD_COMPLETED: "teacher",

@@ -53,6 +53,7 @@ ACTION_LABELS: dict[AuditAction, str] = {
     AuditAction.LIFECYCLE_STEP: N_("Step of the lifecycle run"),
     AuditAction.YEAR_END_STEP: N_("Step of the year-end shred"),
     AuditAction.RECORDING_TOMBSTONES_PURGED: N_("Tombstones past their keeping period purged"),
+    AuditAction.REPORT_SUBJECT_PRODUCED: N_("Data-subject report produced"),
     AuditAction.AUDIT_DETAILS_ERASED: N_("Personal details erased from the log"),
     AuditAction.AUDIT_PURGED: N_("Events past their retention period purged"),
     AuditAction.AUTH_LOGIN_SUCCEEDED: N_("Signed in"),

@@ -20,6 +20,7 @@ from vault.web import (
     orders,
     pages,
     recordings,
+    reports,
     security,
     uploads,
     watch,
@@ -47,3 +48,4 @@ def init_app(app: Flask, runtime: Runtime) -> None:
     app.register_blueprint(recordings.api)
     orders.init_app(app)
     watch.init_app(app)
+    reports.init_app(app)

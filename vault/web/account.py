@@ -25,7 +25,7 @@ from vault.web.auth import (
     second_factors,
     send_link,
 )
-from vault.web.responses import redirect_with_success
+from vault.web.responses import redirect_with_success, translated
 from vault.web.security import require_roles
 
 blueprint = Blueprint("account", __name__, url_prefix="/account")
@@ -54,10 +54,6 @@ def _render(status: int = 200, **extra: object) -> Response:
     return response
 
 
-def _translated(exc: ValidationFailed) -> dict[str, list[str]]:
-    return {field: [gettext(m) for m in messages] for field, messages in exc.field_errors.items()}
-
-
 @blueprint.get("")
 def overview() -> Response:
     return _render()
@@ -83,7 +79,7 @@ def change_password() -> BaseResponse:
         )
     except ValidationFailed as exc:
         db.rollback()
-        return _render(422, errors=_translated(exc))
+        return _render(422, errors=translated(exc))
     db.commit()
     logout_user()
     return redirect_with_success(
@@ -122,7 +118,7 @@ def create_token() -> Response:
         return _render(403, errors={"totp": [gettext(exc.message)]})
     except ValidationFailed as exc:
         db.rollback()
-        return _render(422, errors=_translated(exc))
+        return _render(422, errors=translated(exc))
     db.commit()
     return _render(201, new_token=issued.token, new_token_name=issued.record.name)
 

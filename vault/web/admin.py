@@ -28,7 +28,7 @@ from vault.web.auth import (
     second_factors,
     send_link,
 )
-from vault.web.responses import redirect_with_success
+from vault.web.responses import redirect_with_success, translated
 from vault.web.security import require_roles
 
 blueprint = Blueprint("admin", __name__, url_prefix="/admin")
@@ -39,7 +39,6 @@ def _render_users(status: int = 200, **extra: object) -> Response:
         "admin_users.html",
         users=accounts.list_users(context.db_session()),
         roles=list(Role),
-        role_labels=accounts.ROLE_LABELS,
         errors=extra.pop("errors", {}),
         form=extra.pop("form", {}),
         **extra,
@@ -52,7 +51,6 @@ def _render_user(user: User, status: int = 200, **extra: object) -> Response:
         "admin_user.html",
         user=user,
         roles=list(Role),
-        role_labels=accounts.ROLE_LABELS,
         needs_totp=accounts.requires_totp(user.roles),
         errors=extra.pop("errors", {}),
         **extra,
@@ -73,10 +71,6 @@ def _hand_over(user: User, link: AccountLink, status: int) -> Response:
     if links.is_privileged(user):
         return _render_user(user, status)
     return _render_user(user, status, link=url)
-
-
-def _translated(exc: ValidationFailed) -> dict[str, list[str]]:
-    return {field: [gettext(m) for m in messages] for field, messages in exc.field_errors.items()}
 
 
 @blueprint.get("/users")
@@ -108,7 +102,7 @@ def invite() -> Response:
         link = links.create_link(db, current_actor(), user, LinkPurpose.INVITATION, now())
     except ValidationFailed as exc:
         db.rollback()
-        return _render_users(422, errors=_translated(exc), form=form)
+        return _render_users(422, errors=translated(exc), form=form)
     db.commit()
     return _hand_over(user, link, 201)
 
@@ -128,7 +122,7 @@ def set_roles(user_id: uuid.UUID) -> BaseResponse:
         accounts.set_roles(db, current_actor(), user, request.form.getlist("roles"))
     except ValidationFailed as exc:
         db.rollback()
-        return _render_user(accounts.get_user(db, user_id), 422, errors=_translated(exc))
+        return _render_user(accounts.get_user(db, user_id), 422, errors=translated(exc))
     db.commit()
     return redirect_with_success(
         gettext("The roles were saved."), "admin.user_detail", user_id=user_id
@@ -227,7 +221,7 @@ def school_calendar() -> BaseResponse | tuple[str, int]:
             done = _set_last_day()
         except ValidationFailed as exc:
             db.rollback()
-            errors = _translated(exc)
+            errors = translated(exc)
         except calendar.ConfirmationRequired as exc:
             db.rollback()
             pending = exc.consequence
@@ -280,7 +274,7 @@ def run_year_end() -> BaseResponse | tuple[str, int]:
         db.commit()  # the used code's time step, so that it cannot be replayed
     except ValidationFailed as exc:
         db.rollback()
-        return _render_calendar({"year_end": _translated(exc).get("confirm_year", [])}), 422
+        return _render_calendar({"year_end": translated(exc).get("confirm_year", [])}), 422
     except authentication.SecondFactorRequired as exc:
         db.rollback()
         return _render_calendar({"year_end": [gettext(exc.message)]}), 403

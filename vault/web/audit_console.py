@@ -12,7 +12,6 @@ from datetime import datetime
 from typing import Any
 
 from flask import Blueprint, Flask, Response, render_template, request, url_for
-from flask_babel import gettext
 
 from vault.services import audit_chain, audit_export, audit_search
 from vault.services.accounts import Role
@@ -22,6 +21,7 @@ from vault.services.audit_search import EventPage
 from vault.services.errors import ValidationFailed
 from vault.web import context
 from vault.web.auth import now
+from vault.web.responses import translated
 from vault.web.security import require_roles
 
 blueprint = Blueprint("audit_console", __name__)
@@ -33,10 +33,6 @@ def _criteria() -> dict[str, str]:
     """The criteria as the auditor gave them, empty ones left out: what the page links carry."""
     given = {name: (request.args.get(name) or "").strip() for name in audit_export.FILTER_FIELDS}
     return {name: value for name, value in given.items() if value}
-
-
-def _translated(errors: dict[str, list[str]]) -> dict[str, list[str]]:
-    return {name: [gettext(message) for message in messages] for name, messages in errors.items()}
 
 
 def _search(criteria: dict[str, str]) -> tuple[AuditFilter, EventPage]:
@@ -72,7 +68,7 @@ def search() -> Response:
     try:
         audit_filter, page = _search(criteria)
     except ValidationFailed as exc:
-        errors = _translated(exc.field_errors)
+        errors = translated(exc.field_errors)
 
     def local(moment: datetime) -> str:
         return moment.astimezone(zone).strftime(MOMENT_FORMAT)

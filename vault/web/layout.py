@@ -14,6 +14,7 @@ from flask import Flask, current_app, request
 from flask_babel import get_locale, gettext
 from flask_login import current_user
 
+from vault.services.accounts import ROLE_LABELS
 from vault.services.errors import N_
 from vault.services.recordings import STATUS_LABELS
 from vault.web import context
@@ -43,6 +44,7 @@ MENU: tuple[NavItem, ...] = (
     NavItem("admin.users", N_("Accounts"), frozenset({"admin"})),
     NavItem("admin.school_calendar", N_("Calendar"), frozenset({"admin"})),
     NavItem("audit_console.search", N_("Audit log"), frozenset({"auditor"})),
+    NavItem("reports.processing", N_("Reports"), frozenset({"director", "auditor"})),
     NavItem("account.overview", N_("My account")),
 )
 
@@ -67,6 +69,8 @@ def layout_context() -> dict[str, Any]:
         "current_locale": str(get_locale() or "lv"),
         "current_path": request.path + (f"?{query}" if query else ""),
         "school_name": context.settings().school_name,
+        "school_address": context.settings().school_address,
+        "role_labels": ROLE_LABELS,
         "status_labels": STATUS_LABELS,
     }
 

@@ -37,6 +37,7 @@ from vault.services.errors import ValidationFailed
 from vault.services.recordings import PURPOSE_LABELS
 from vault.web import context
 from vault.web.auth import current_actor, now
+from vault.web.responses import translated
 from vault.web.security import require_roles
 
 pages = Blueprint("orders", __name__)
@@ -58,10 +59,6 @@ def _second_factor_session() -> bool:
 
 def _today() -> date:
     return now().astimezone(context.settings().zone).date()
-
-
-def _translated(exc: ValidationFailed) -> dict[str, list[str]]:
-    return {field: [gettext(m) for m in messages] for field, messages in exc.field_errors.items()}
 
 
 def _no_store(response: Response) -> Response:
@@ -194,7 +191,7 @@ def issue() -> BaseResponse:
         issued = _issue(form_to_order(request.form))
     except ValidationFailed as exc:
         context.db_session().rollback()
-        errors = _translated(exc)
+        errors = translated(exc)
         if exc.params:
             errors.setdefault("", []).append(gettext(exc.message, **exc.params))
         return _form_page(request.form, errors, 422)
@@ -231,7 +228,7 @@ def revoke(order_id: uuid.UUID) -> BaseResponse:
         revoked = _revoke(order_id, request.form.get("reason", ""))
     except ValidationFailed as exc:
         context.db_session().rollback()
-        return _document_page(order_id, _translated(exc), 422, can_revoke=True)
+        return _document_page(order_id, translated(exc), 422, can_revoke=True)
     flash(gettext("Order %(number)s was revoked.", number=revoked.order.number), "success")
     return redirect(url_for("orders.detail", order_id=order_id), code=303)
 

@@ -29,6 +29,7 @@ PUBLIC_ENDPOINTS: frozenset[str] = frozenset(
     {
         "static",
         "pages.index",
+        "reports.privacy",
         "pages.healthz",
         "pages.set_language",
         "auth.login",
