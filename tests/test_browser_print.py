@@ -1,7 +1,7 @@
 """Documents a person signs or files, printed by Debian's Chromium to PDF: the director's
-order, the record of processing and the data-subject report come out as A4 pages with the
-school's name, the table contents and page numbers, and without the site's navigation.
-Checked with poppler's `pdfinfo` and `pdftotext`."""
+order, a deletion certificate, the record of processing and the data-subject report come
+out as A4 pages with the school's name, the table contents and page numbers, and without
+the site's navigation. Checked with poppler's `pdfinfo` and `pdftotext`."""
 
 from __future__ import annotations
 
@@ -19,7 +19,9 @@ from tests.support.browser import sign_in_with_a_code
 from tests.support.clock import TestClock
 from tests.support.live_server import LiveServer
 from tests.support.people import add_person
+from tests.support.recording_support import available_recording
 from tests.support.streaming_support import browser, issue_order, make_school
+from vault.models import Recording
 from vault.services.runtime import Runtime
 
 pytestmark = [pytest.mark.slow, pytest.mark.browser]
@@ -59,7 +61,7 @@ def assert_a4_document(info: str, text: str, *contents: str) -> None:
     assert re.search(rf"\b1\s*/\s*{pages}\b", text), "page numbers"
 
 
-def test_the_order_and_both_reports_print_on_a4(
+def test_the_order_a_certificate_and_both_reports_print_on_a4(
     app: Flask,
     live_server: LiveServer,
     page: Page,
@@ -72,7 +74,17 @@ def test_the_order_and_both_reports_print_on_a4(
     assert browser(app, school.viewer).start_view(school.recording_id).status_code == 201
     base = live_server.url
 
+    extra = available_recording(runtime, "skolotaja", 2000)
+    deleted = browser(app, school.teacher).delete(f"/api/v1/recordings/{extra}")
+    assert deleted.status_code == 204
+    with runtime.sessions() as session:
+        found = session.get(Recording, extra)
+        assert found is not None and found.certificate_id is not None
+        certificate_id = found.certificate_id
+
     sign_in_with_a_code(page, base, school.director)
+    info, text = printed(page, f"{base}/certificates/{certificate_id}", tmp_path / "cert.pdf")
+    assert_a4_document(info, text, "Dzēšanas apliecinājums", "Anna Bērziņa")
     info, text = printed(page, f"{base}/orders/{order_id}", tmp_path / "order.pdf")
     assert_a4_document(info, text, "7-2/31", "Fotosintēze", "Edgars Vītols")
     info, text = printed(page, f"{base}/reports/processing", tmp_path / "processing.pdf")
