@@ -169,8 +169,9 @@ class SeaweedServer:
             "-s3.port.lance=0",
             "-master.telemetry=false",
             "-metricsPort=0",
-            # Each bucket is a collection that grabs 7 volumes; the default of 8 volume slots
-            # runs out at the second bucket. Small volumes keep the many slots cheap.
+            # Each bucket is a collection, which takes volume slots as it is first written
+            # (one each, by the master.toml that ``start`` writes; seven by default). Small
+            # volumes keep the many slots cheap.
             "-volume.max=1000",
             "-master.volumeSizeLimitMB=64",
             # After a kill, the single master waits a whole election timeout (10 s by
@@ -184,6 +185,13 @@ class SeaweedServer:
         if self.process is not None and self.process.poll() is None:
             raise RuntimeError("SeaweedFS is already running")
         self.data_dir.mkdir(parents=True, exist_ok=True)
+        # weed reads master.toml from its working directory. A new collection (a test's
+        # bucket) grows by one volume instead of seven, so a whole test session's buckets
+        # fit in the volume slots: at seven each, the 143rd bucket written found none left.
+        (self.data_dir / "master.toml").write_text(
+            "[master.volume_growth]\ncopy_1 = 1\ncopy_2 = 2\ncopy_3 = 3\ncopy_other = 1\n",
+            encoding="utf-8",
+        )
         with self.log_path.open("ab") as log:
             self.process = subprocess.Popen(
                 self.command(),
