@@ -123,6 +123,17 @@ def _if_range_holds(if_range: str, validators: Validators) -> bool:
     return int(date.timestamp()) == int(validators.last_modified.timestamp())
 
 
+def not_modified(if_none_match: str | None, validators: Validators) -> bool:
+    """Whether ``If-None-Match`` names the current representation (RFC 9110 §13.1.2: weak
+    comparison, a list of tags, or ``*``), so the answer is 304 without a body."""
+    if not if_none_match:
+        return False
+    if if_none_match.strip() == "*":
+        return True
+    current = validators.etag.removeprefix("W/")
+    return any(tag.strip(" \t").removeprefix("W/") == current for tag in if_none_match.split(","))
+
+
 def plan_range(
     range_header: str | None, if_range: str | None, size: int, validators: Validators
 ) -> RangePlan:

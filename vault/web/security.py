@@ -20,7 +20,7 @@ from werkzeug.wrappers import Response as BaseResponse
 from vault.services import audit
 from vault.services.actors import Channel
 from vault.services.audit import ErrorT
-from vault.services.errors import PermissionDenied
+from vault.services.errors import N_, PermissionDenied
 from vault.web import context
 from vault.web.auth import request_context
 from vault.web.errors import error_response, wants_problem_json
@@ -84,6 +84,20 @@ HSTS = "max-age=31536000; includeSubDomains"
 def limit_body_size() -> None:
     if request.endpoint not in LARGE_BODY_ENDPOINTS:
         request.max_content_length = SMALL_BODY_LIMIT
+
+
+def refuse_cross_origin_preflight() -> BaseResponse | None:
+    """The vault serves its own pages only: no origin is granted CORS. A browser's preflight
+    from another origin gets a plain refusal that says so, instead of a sign-in prompt."""
+    if request.method != "OPTIONS" or "Access-Control-Request-Method" not in request.headers:
+        return None
+    origin = request.headers.get("Origin")
+    if origin is None or origin == request.host_url.rstrip("/"):
+        return None
+    return error_response(
+        403,
+        N_("Requests from other websites are not accepted: use this vault's own pages."),
+    )
 
 
 def require_sign_in() -> BaseResponse | None:
@@ -194,6 +208,7 @@ def init_app(app: Flask) -> None:
     # "sign in" rather than revealing which endpoints exist behind a CSRF error.
     app.config["WTF_CSRF_CHECK_DEFAULT"] = False  # checked by require_csrf_token instead
     app.before_request(limit_body_size)
+    app.before_request(refuse_cross_origin_preflight)
     app.before_request(require_sign_in)
     app.before_request(require_csrf_token)
     app.after_request(add_security_headers)

@@ -71,6 +71,9 @@ def require_tus_version() -> Response | None:
 def add_tus_headers(response: Response) -> Response:
     response.headers["Tus-Resumable"] = TUS_VERSION
     response.headers["Cache-Control"] = "no-store"
+    if not response.content_length and not response.is_streamed:
+        # An answer without a body has no media type (Werkzeug would say text/html).
+        response.headers.pop("Content-Type", None)
     return response
 
 
@@ -107,9 +110,12 @@ def _offset_response(state: uploads.UploadState, status: int) -> Response:
     return response
 
 
-@blueprint.route("/<uuid:upload_id>", methods=["HEAD"])
+@blueprint.route("/<uuid:upload_id>", methods=["HEAD", "OPTIONS"], provide_automatic_options=False)
 def offset(upload_id: uuid.UUID) -> Response:
-    """tus HEAD: how many bytes the server holds, so a client knows where to resume."""
+    """tus HEAD: how many bytes the server holds, so a client knows where to resume.
+    OPTIONS: what the server supports, as on the creation URL."""
+    if request.method == "OPTIONS":
+        return _discovery()
     state = uploads.status(runtime(), current_actor(), upload_id, now())
     return _offset_response(state, 200)
 

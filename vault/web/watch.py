@@ -247,13 +247,17 @@ def stream(view_id: uuid.UUID) -> Response:
     if not _token_names(request.args.get("token", ""), view_id):
         raise streaming.refuse_url(db, actor, view_id, now())
     grant = streaming.check_stream(db, actor, view_id, now(), zone, idle)
+    validators = ranges.validators_of(grant.recording)
+    if ranges.not_modified(request.headers.get("If-None-Match"), validators):
+        # The viewer already holds these bytes; the policy above still had its say.
+        return Response(status=304, headers={"ETag": validators.etag, "Cache-Control": NO_STORE})
     opened = media.open_media(db, runtime.keyring, runtime.store, grant.recording)
     try:
         plan = ranges.plan_range(
             request.headers.get("Range"),
             request.headers.get("If-Range"),
             opened.size,
-            ranges.validators_of(grant.recording),
+            validators,
         )
     except RangeNotSatisfiable as exc:
         return error_response(
