@@ -12,6 +12,7 @@ from sqlalchemy.orm import Session, sessionmaker
 from storage_backends.base import BlobStore
 from vault.keyring import Keyring
 from vault.services.audit_chain import Linker
+from vault.services.fairness import Slots
 from vault.services.passwords import Passwords
 from vault.services.upload_workers import UploadWorkers
 from vault.settings import Settings
@@ -44,6 +45,8 @@ class Runtime:
     passwords: Passwords = field(default_factory=Passwords)
     # Where every signed audit checkpoint is also written (VAULT_AUDIT_WITNESS_URL), if set.
     witness_store: BlobStore | None = None
+    # What each person and view holds of this process's threads (``fairness``).
+    slots: Slots = field(default_factory=Slots)
 
     def close(self) -> None:
         """The runtime is done: its upload threads stop, its connections close."""

@@ -24,7 +24,7 @@ from werkzeug.datastructures import MultiDict
 from werkzeug.wrappers import Response as BaseResponse
 
 from vault.models import Certificate, MethodologicalRequest, Recording
-from vault.services import accounts, certificates, deletion, media, recordings
+from vault.services import accounts, certificates, deletion, fairness, media, recordings
 from vault.services.access import Action
 from vault.services.accounts import Role
 from vault.services.errors import NotFound, PermissionDenied, ValidationFailed
@@ -232,7 +232,11 @@ def api_download(recording_id: uuid.UUID) -> Response:
     body = media.rechecked(
         opened.stream(0, opened.size), recheck, float(runtime.settings.stream_recheck_seconds)
     )
-    response = Response(stream_with_context(body), mimetype=opened.content_type)
+    # A download holds a thread like a stream: counted with the owner's streams.
+    slot = runtime.slots.take({("streams", actor.user_id): fairness.STREAMS_PER_USER})
+    response = Response(
+        fairness.HoldingBody(stream_with_context(body), slot), mimetype=opened.content_type
+    )
     response.headers["Content-Length"] = str(opened.size)
     response.headers["Cache-Control"] = "no-store"
     filename = (

@@ -20,7 +20,7 @@ from typing import IO
 from flask import Blueprint, Response, request, url_for
 from werkzeug.exceptions import ClientDisconnected
 
-from vault.services import tus, uploads
+from vault.services import fairness, tus, uploads
 from vault.services.errors import N_
 from vault.web.auth import current_actor, now
 from vault.web.context import runtime, settings
@@ -129,15 +129,14 @@ def append(upload_id: uuid.UUID) -> Response:
     # request.stream is the socket's body, limited to Content-Length: read in pieces by the
     # service, it is never buffered whole nor written to a temporary file.
     body = RequestBody(request.stream)
-    state = uploads.append(
-        runtime(),
-        current_actor(),
-        upload_id,
-        start,
-        body,
-        now(),
-        content_length=request.content_length,
-    )
+    actor = current_actor()
+    slot = runtime().slots.take({("uploads", actor.account_id): fairness.UPLOADS_PER_USER})
+    try:
+        state = uploads.append(
+            runtime(), actor, upload_id, start, body, now(), content_length=request.content_length
+        )
+    finally:
+        slot.release()
     return _offset_response(state, 204)
 
 

@@ -35,7 +35,7 @@ from itsdangerous import BadSignature, URLSafeTimedSerializer
 from sqlalchemy.orm import Session, sessionmaker
 
 from vault.models import AccessOrder, Recording
-from vault.services import media, ranges, streaming, viewing_log
+from vault.services import fairness, media, ranges, streaming, viewing_log
 from vault.services.access import Action, decide
 from vault.services.actors import Actor
 from vault.services.errors import PermissionDenied, RangeNotSatisfiable
@@ -251,15 +251,38 @@ def stream(view_id: uuid.UUID) -> Response:
     if ranges.not_modified(request.headers.get("If-None-Match"), validators):
         # The viewer already holds these bytes; the policy above still had its say.
         return Response(status=304, headers={"ETag": validators.etag, "Cache-Control": NO_STORE})
+    slot = runtime.slots.take(
+        {
+            ("view", view_id): fairness.STREAMS_PER_VIEW,
+            ("streams", grant.view.viewer_id): fairness.STREAMS_PER_USER,
+        }
+    )
+    try:
+        return _stream_response(grant, view_id, actor, slot)
+    except BaseException:
+        slot.release()
+        raise
+
+
+def _stream_response(
+    grant: streaming.StreamGrant, view_id: uuid.UUID, actor: Actor, slot: fairness.Slot
+) -> Response:
+    """The answer to a stream request admitted by the policy, holding ``slot`` until its
+    body ends (a body-less answer frees it at once)."""
+    runtime = context.runtime()
+    db = context.db_session()
+    zone = runtime.settings.zone
+    idle = _idle_timeout()
     opened = media.open_media(db, runtime.keyring, runtime.store, grant.recording)
     try:
         plan = ranges.plan_range(
             request.headers.get("Range"),
             request.headers.get("If-Range"),
             opened.size,
-            validators,
+            ranges.validators_of(grant.recording),
         )
     except RangeNotSatisfiable as exc:
+        slot.release()
         return error_response(
             416,
             exc.message,
@@ -271,6 +294,7 @@ def stream(view_id: uuid.UUID) -> Response:
         )
     headers = _stream_headers(grant.recording, opened, plan)
     if request.method == "HEAD":
+        slot.release()
         return Response(status=plan.status, headers=headers, content_type=opened.content_type)
     range_id = viewing_log.record_request(db, grant.view.id, plan, now())
 
@@ -280,7 +304,12 @@ def stream(view_id: uuid.UUID) -> Response:
     # VAULT_STREAM_RECHECK_SECONDS: a revocation or a sign-out also stops a flowing body.
     recheck_seconds = float(context.settings().stream_recheck_seconds)
     body = _body(opened, plan, range_id, runtime.sessions, recheck, recheck_seconds, runtime.clock)
-    return Response(body, status=plan.status, headers=headers, content_type=opened.content_type)
+    return Response(
+        fairness.HoldingBody(body, slot),
+        status=plan.status,
+        headers=headers,
+        content_type=opened.content_type,
+    )
 
 
 # -- the watch page -----------------------------------------------------------------------------

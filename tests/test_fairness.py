@@ -1,0 +1,110 @@
+"""No one person or view holds more than a bounded share of a server process: streams,
+downloads and upload requests beyond the caps get 429 with Retry-After, and every slot is
+given back when its body ends or its client goes away."""
+
+from __future__ import annotations
+
+import uuid
+
+import pytest
+from flask import Flask
+from flask.testing import FlaskClient
+from werkzeug.test import TestResponse
+
+from tests.support.recording_support import register, sample_media, store_plaintext
+from tests.support.streaming_support import School, bearer, browser, issue_order, make_school
+from tests.support.uploads_support import create_url, patch
+from vault.services import accounts, fairness
+from vault.services.runtime import Runtime
+
+
+@pytest.fixture
+def school(runtime: Runtime) -> School:
+    return make_school(runtime, size=64 * 1024)
+
+
+def open_stream(client: FlaskClient, url: str) -> TestResponse:
+    """A stream whose body has started and is still flowing (not read to its end)."""
+    response = client.get(url, buffered=False)
+    assert response.status_code == 200
+    next(response.iter_encoded())
+    return response
+
+
+def viewer_id(runtime: Runtime, username: str) -> uuid.UUID:
+    with runtime.sessions() as session:
+        user = accounts.find_user(session, username)
+        assert user is not None
+        return user.id
+
+
+def test_one_view_holds_at_most_three_streams_and_gets_each_back(
+    app: Flask, runtime: Runtime, school: School
+) -> None:
+    viewer = browser(app, school.viewer)
+    url = viewer.stream_url(school.recording_id)
+    flowing = [open_stream(viewer.client, url) for _ in range(fairness.STREAMS_PER_VIEW)]
+    refused = viewer.client.get(url)
+    assert refused.status_code == 429
+    assert refused.headers["Retry-After"] == "5"
+    assert refused.mimetype == "application/problem+json"
+    flowing.pop().close()  # the client went away mid-body
+    again = viewer.client.get(url)
+    assert again.status_code == 200 and again.data == school.plaintext  # read to its end
+    for response in flowing:
+        response.close()
+    assert runtime.slots.held(("streams", viewer_id(runtime, "metodikis"))) == 0
+
+
+def test_one_person_holds_at_most_six_streams_over_all_views(
+    app: Flask, runtime: Runtime, school: School
+) -> None:
+    extra = []
+    for title in ("Otrā", "Trešā"):
+        recording_id = register(runtime, "skolotaja", title=title)
+        store_plaintext(runtime, recording_id, sample_media(64 * 1024), chunk_size=16)
+        extra.append(recording_id)
+    issue_order(runtime, ["metodikis"], extra, "7-2/77")
+    viewer = browser(app, school.viewer)
+    urls = [viewer.stream_url(rid) for rid in (school.recording_id, *extra)]
+    flowing = [open_stream(viewer.client, urls[i // 3]) for i in range(fairness.STREAMS_PER_USER)]
+    assert viewer.client.get(urls[2]).status_code == 429
+    # Someone else is not affected by this person's share.
+    owner = browser(app, school.teacher)
+    assert owner.client.get(owner.stream_url(school.recording_id)).status_code == 200
+    for response in flowing:
+        response.close()
+    assert viewer.client.get(urls[2]).status_code == 200
+
+
+@pytest.mark.usefixtures("verify_passes_finished")
+def test_upload_requests_beyond_the_cap_get_429(
+    client: FlaskClient, runtime: Runtime, school: School
+) -> None:
+    token = bearer(runtime, "skolotaja")["Authorization"].removeprefix("Bearer ")
+    url = create_url(client, token, register(runtime, "skolotaja"), 4096)
+    user = viewer_id(runtime, "skolotaja")
+    held = [
+        runtime.slots.take({("uploads", user): fairness.UPLOADS_PER_USER})
+        for _ in range(fairness.UPLOADS_PER_USER)
+    ]
+    refused = patch(client, token, url, 0, sample_media(1024))
+    assert refused.status_code == 429 and refused.headers["Retry-After"] == "5"
+    held.pop().release()
+    assert patch(client, token, url, 0, sample_media(1024)).status_code == 204
+    for slot in held:
+        slot.release()
+    assert runtime.slots.held(("uploads", user)) == 0
+
+
+def test_a_slot_is_released_once_however_often_it_is_released() -> None:
+    slots = fairness.Slots()
+    slot = slots.take({"a": 1, "b": 2})
+    with pytest.raises(fairness.TooManyAtOnce):
+        slots.take({"a": 1})
+    slot.release()
+    slot.release()
+    assert slots.held("a") == 0 and slots.held("b") == 0
+    never_started = fairness.HoldingBody(iter([b"x"]), slots.take({"a": 1}))
+    never_started.close()
+    assert slots.held("a") == 0
