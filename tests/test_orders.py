@@ -11,7 +11,7 @@ from typing import Any
 
 import pytest
 from flask import Flask
-from sqlalchemy import event, select
+from sqlalchemy import event, select, update
 from sqlalchemy.exc import IntegrityError
 
 from tests.support.clock import RIGA
@@ -248,6 +248,30 @@ def test_an_admin_or_auditor_who_also_teaches_is_never_named(
     assert "grantees" in response.get_json()["errors"]
     form = director.client.get("/orders/new").get_data(as_text=True)
     assert 'value="it-skolotajs"' not in form and 'value="psihologs"' in form
+
+
+def test_the_form_offers_only_what_an_order_can_name(
+    app: Flask, runtime: Runtime, school: School
+) -> None:
+    """The pickers leave out recordings a named person could not watch, and accounts that
+    are disabled or have not taken up their invitation."""
+    watchable = insert_recording(runtime, "skolotaja", title="Skatāms")
+    for status in ("registered", "uploading", "processing", "failed", "restricted", "deleted"):
+        insert_recording(runtime, "skolotaja", title=f"Statusā {status}", status=status)
+    add_person(runtime, "atspejots", "staff")
+    add_person(runtime, "uzaicinats", "staff")
+    with runtime.sessions() as session, session.begin():
+        session.execute(
+            update(User).where(User.username == "atspejots").values(disabled_at=runtime.clock())
+        )
+        session.execute(
+            update(User).where(User.username == "uzaicinats").values(password_hash=None)
+        )
+    form = browser(app, school.director).client.get("/orders/new").get_data(as_text=True)
+    assert f'value="{watchable}"' in form and "Skatāms" in form
+    assert "Statusā" not in form
+    assert 'value="psihologs"' in form
+    assert 'value="atspejots"' not in form and 'value="uzaicinats"' not in form
 
 
 @pytest.mark.parametrize(

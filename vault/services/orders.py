@@ -610,20 +610,30 @@ def list_orders(
 
 
 def designatable_people(session: Session) -> list[User]:
-    """Active accounts an order may name (for the director's form)."""
-    users = session.scalars(select(User).where(User.disabled_at.is_(None)).order_by(User.full_name))
+    """Active accounts an order may name (for the director's form): not disabled, and with
+    a password set, so the invitation has been taken up."""
+    users = session.scalars(
+        select(User)
+        .where(User.disabled_at.is_(None), User.password_hash.is_not(None))
+        .order_by(User.full_name)
+    )
     return [user for user in users if access.designatable(user.roles)]
 
 
-def live_recordings(session: Session) -> list[tuple[Recording, User]]:
-    """Recordings an order may still name, with their teachers (for the director's form)."""
+def watchable_recordings(session: Session) -> list[tuple[Recording, User]]:
+    """The recordings the director's form offers, with their teachers: those a named person
+    could watch now (available, of a year not closed)."""
     rows = session.execute(
         select(Recording, User)
         .join(User, User.id == Recording.owner_id)
-        .where(Recording.status.not_in(TOMBSTONE_VALUES))
+        .where(Recording.status == Status.AVAILABLE.value)
         .order_by(Recording.lesson_date.desc(), Recording.title)
     )
-    return [(recording, user) for recording, user in rows]
+    return [
+        (recording, user)
+        for recording, user in rows
+        if not access.year_closed(session, recording.school_year)
+    ]
 
 
 # -- the designated person's list -------------------------------------------------------------

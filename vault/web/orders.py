@@ -158,7 +158,7 @@ def _form_page(form: MultiDict[str, str], errors: dict[str, list[str]], status: 
         form=form,
         errors=errors,
         people=orders.designatable_people(db),
-        recordings=orders.live_recordings(db),
+        recordings=orders.watchable_recordings(db),
         teachers=teachers,
         classes=classes,
         today=_today(),
