@@ -72,12 +72,14 @@ class SecondFactorNotEnrolled(ServiceError):
 
 class LockedOut(ServiceError):
     message = N_(
-        "Too many failed sign-in attempts from this address. Try again in %(minutes)s minutes."
+        "Signing in as %(username)s from this device is paused after too many failed "
+        "attempts. Try again in %(minutes)s minutes. Other accounts, and this one on "
+        "another device, are not affected."
     )
 
-    def __init__(self, retry_after_seconds: int) -> None:
+    def __init__(self, retry_after_seconds: int, username: str) -> None:
         minutes = max(1, (retry_after_seconds + 59) // 60)
-        super().__init__(None, minutes=minutes)
+        super().__init__(None, minutes=minutes, username=username)
         self.retry_after_seconds = retry_after_seconds
 
 
@@ -260,7 +262,7 @@ def sign_in(
     if len(pair_failures) >= PAIR_FAILURE_LIMIT:
         retry_after = pair_failures[-PAIR_FAILURE_LIMIT] + LOCKOUT_WINDOW - now
         attempts.record(AuditAction.AUTH_LOGIN_LOCKED, Outcome.DENIED, None, "locked")
-        raise LockedOut(max(int(retry_after.total_seconds()), 1))
+        raise LockedOut(max(int(retry_after.total_seconds()), 1), name)
 
     account_failures = len(_recent_failures(session, name, window_start))
     if account_failures > ACCOUNT_SLOWDOWN_AFTER:

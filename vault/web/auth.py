@@ -217,7 +217,12 @@ def login() -> BaseResponse | str | tuple[str, int]:
             now(),
         )
     except authentication.LockedOut as exc:
-        page = render_template("login.html", error=gettext(exc.message, **exc.params), next="")
+        page = render_template(
+            "login.html",
+            error=gettext(exc.message, **exc.params),
+            next="",
+            username=request.form.get("username", ""),
+        )
         response = Response(page, status=429)
         response.headers["Retry-After"] = str(exc.retry_after_seconds)
         return response
