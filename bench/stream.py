@@ -1,4 +1,5 @@
-"""P1, P2, P5 and P4's stream half: streaming through the app under gunicorn, on loopback.
+"""P1, P2, P5 and P4's stream half, and P5's capacity: streaming through the app under
+gunicorn, on loopback.
 
 The app runs as `recvault serve` does (gunicorn gthread, 2 workers, the same threads and
 timeouts), on SQLite and the local directory store in a temporary directory on disk. A
@@ -22,15 +23,32 @@ P4  (the stream half) The resident high-water mark (VmHWM) of the app's workers 
     the viewers have signed in, since a sign-in's Argon2id hash alone takes 64 MiB for a
     moment.
 
+Capacity (--capacity; P1, P2 and P4 are not run then)
+    N viewers (default 256) as in P5, and at the same time one abusive person (one account,
+    one view, one address) holding --abusive-connections (default 200) stream requests for
+    open ranges: each connection asks again after the Retry-After of a 429, and one that is
+    answered 206 is kept open to the end without reading a byte, so its server thread stays
+    blocked in a socket write. Meanwhile someone signs in every --sign-in-every seconds
+    (default 1), each from an address of their own; the POST /login round trip, Argon2id
+    hash included, is timed. Targets: the viewers see no errors and p95 time to first byte
+    <= 200 ms; sign-in p95 <= 1 s; the abusive person is refused (429) beyond the fairness
+    caps.
+
+--threads sets the server threads per worker (default: `recvault serve`'s), for comparing
+settings; the reference server of P1 gets the same.
+
 Run: .venv/bin/python -m bench.stream [--size-mib 1024] [--viewers 32] [--seconds 60]
+     .venv/bin/python -m bench.stream --capacity [--size-mib 128] [--viewers 256] [--seconds 40]
 
 The last line printed is JSON: {"P1": r, "P1_from_disk": r, "P2": r, "P4_stream": MiB,
-"P5": {"errors": n, "p95_ttfb_ms": ms}}.
+"P5": {"errors": n, "p95_ttfb_ms": ms}}; with --capacity, {"capacity": {...}} with the
+viewers' errors and time to first byte, the sign-ins' times and the abusive person's answers.
 """
 
 from __future__ import annotations
 
 import argparse
+import concurrent.futures
 import hashlib
 import http.client
 import json
@@ -90,9 +108,9 @@ def send_file_app(path: Path) -> Flask:
     return reference
 
 
-def serve_send_file(path: Path, port: int) -> None:
+def serve_send_file(path: Path, port: int, threads: int) -> None:
     """The reference under the server settings `recvault serve` uses."""
-    options = gunicorn_options(f"127.0.0.1:{port}", WORKERS, SERVE_THREADS)
+    options = gunicorn_options(f"127.0.0.1:{port}", WORKERS, threads)
     options["loglevel"] = "warning"
     GunicornApplication(lambda: send_file_app(path), options).run()
 
@@ -149,7 +167,11 @@ def store_recording(runtime: Runtime, recording_id: uuid.UUID, path: Path, sha25
         recording.available_at = datetime.now(UTC)
 
 
-def seed(runtime: Runtime, viewers: int, plaintext: Path, sha256: str) -> uuid.UUID:
+def seed(
+    runtime: Runtime, grantees: list[str], others: list[str], plaintext: Path, sha256: str
+) -> uuid.UUID:
+    """The recording, the ``grantees`` who may watch it under an order, and ``others``
+    (staff accounts without a grant)."""
     now = datetime.now(UTC)
     zone = runtime.settings.zone
     today = now.astimezone(zone).date()
@@ -169,8 +191,8 @@ def seed(runtime: Runtime, viewers: int, plaintext: Path, sha256: str) -> uuid.U
 
     person("teacher", "teacher")
     person("director", "director")
-    for index in range(viewers):
-        person(f"viewer{index:02d}", "staff")
+    for username in [*grantees, *others]:
+        person(username, "staff")
     with runtime.sessions() as session, session.begin():
         owner = accounts.find_user(session, "teacher")
         assert owner is not None
@@ -199,7 +221,6 @@ def seed(runtime: Runtime, viewers: int, plaintext: Path, sha256: str) -> uuid.U
         )
         recording_id = recording.id
     store_recording(runtime, recording_id, plaintext, sha256)
-    grantees = [f"viewer{index:02d}" for index in range(viewers)]
     seeding.issue_order(
         runtime, "director", grantees, [recording_id], "B-1", "Streaming benchmark", days=7
     )
@@ -209,6 +230,15 @@ def seed(runtime: Runtime, viewers: int, plaintext: Path, sha256: str) -> uuid.U
 # -- clients ---------------------------------------------------------------------------------
 
 CSRF_META = re.compile(r'<meta name="csrf-token" content="([^"]+)"')
+
+
+def viewer_address(index: int) -> str:
+    """Viewer ``index``'s own loopback address (127.0.0.10 onwards, 200 to a /24)."""
+    return f"127.0.{index // 200}.{10 + index % 200}"
+
+
+def viewer_name(index: int) -> str:
+    return f"viewer{index:02d}"
 
 
 @dataclass
@@ -253,23 +283,28 @@ class Viewer:
         finally:
             connection.close()
 
-    def sign_in(self, username: str) -> None:
+    def sign_in(self, username: str) -> float:
+        """Sign in through the form; returns the seconds of the POST /login round trip (the
+        password's Argon2id hash included)."""
         _, page = self.call("GET", "/login")
         token = CSRF_META.search(page.decode())
         assert token is not None
         form = urlencode({"username": username, "password": PASSWORD, "csrf_token": token[1]})
+        started = time.perf_counter()
         status, _ = self.call(
             "POST",
             "/login",
             form.encode(),
             {"Content-Type": "application/x-www-form-urlencoded"},
         )
+        elapsed = time.perf_counter() - started
         if status != 302:
             raise RuntimeError(f"sign-in of {username} answered {status}")
         _, account = self.call("GET", "/account")
         token = CSRF_META.search(account.decode())
         assert token is not None
         self.csrf = token[1]
+        return elapsed
 
     def start_view(self, recording_id: uuid.UUID) -> None:
         status, body = self.call(

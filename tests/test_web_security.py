@@ -215,3 +215,11 @@ def test_only_the_upload_path_takes_large_bodies(app: Flask, runtime: Runtime) -
     assert app.test_client().post("/api/v1/recordings", json=big).status_code == 401
     form = app.test_client().post("/login", data={"username": "x" * (100 * 1024)})
     assert form.status_code == 413
+
+
+def test_every_page_names_the_favicon_which_is_served(client: FlaskClient) -> None:
+    page = client.get("/login").get_data(as_text=True)
+    assert '<link rel="icon" type="image/svg+xml" href="/static/favicon.svg">' in page
+    icon = client.get("/static/favicon.svg")
+    assert icon.status_code == 200 and icon.mimetype == "image/svg+xml"
+    assert icon.data.startswith(b"<svg")
