@@ -62,6 +62,7 @@ import tempfile
 import threading
 import time
 import uuid
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -432,6 +433,115 @@ def percentile(values: list[float], share: float) -> float:
     return ordered[index]
 
 
+# -- capacity: an abusive person and sign-ins beside the viewers ------------------------------
+
+
+@dataclass
+class AbuseTally:
+    """The answers to the abusive person's requests."""
+
+    held: int = 0  # 206: kept open, never read
+    refused: int = 0  # 429
+    other: list[int] = field(default_factory=list)
+    errors: list[str] = field(default_factory=list)
+    lock: threading.Lock = field(default_factory=threading.Lock)
+
+    @property
+    def requests(self) -> int:
+        return self.held + self.refused + len(self.other) + len(self.errors)
+
+
+def abuse(user: Viewer, size: int, stop_at: float, seed_value: int, tally: AbuseTally) -> None:
+    """One of the abusive person's connections until ``stop_at``: an open range on their own
+    view; a 206 is held without reading a byte, a 429 is asked again after its Retry-After,
+    a failure after a second."""
+    rng = random.Random(seed_value)
+    while time.monotonic() < stop_at:
+        pause = 1.0
+        connection = user.connect()
+        try:
+            first = rng.randrange(0, size - MIB)
+            connection.request(
+                "GET", user.stream_path, headers=user._headers({"Range": f"bytes={first}-"})
+            )
+            response = connection.getresponse()
+            if response.status == 206:
+                with tally.lock:
+                    tally.held += 1
+                # The server's thread writes until the socket buffers are full, then blocks.
+                time.sleep(max(0.0, stop_at - time.monotonic()))
+                continue
+            response.read()
+            with tally.lock:
+                if response.status == 429:
+                    tally.refused += 1
+                else:
+                    tally.other.append(response.status)
+            pause = float(response.getheader("Retry-After") or 5)
+        except Exception as exc:  # every failure counts, whatever its kind
+            with tally.lock:
+                tally.errors.append(repr(exc))
+        finally:
+            connection.close()
+        time.sleep(max(0.0, min(pause, stop_at - time.monotonic())))
+
+
+@dataclass
+class SignInTally:
+    seconds: list[float] = field(default_factory=list)
+    errors: list[str] = field(default_factory=list)
+    lock: threading.Lock = field(default_factory=threading.Lock)
+
+
+def sign_in_address(index: int) -> str:
+    """The ``index``th sign-in's own loopback address (the sign-in rate limit is per
+    address)."""
+    return f"127.1.{index // 250}.{1 + index % 250}"
+
+
+def sign_in_once(port: int, index: int, username: str, tally: SignInTally) -> None:
+    try:
+        seconds = Viewer(port, sign_in_address(index)).sign_in(username)
+        with tally.lock:
+            tally.seconds.append(seconds)
+    except Exception as exc:  # every failure counts, whatever its kind
+        with tally.lock:
+            tally.errors.append(repr(exc))
+
+
+def sign_ins(
+    port: int, usernames: list[str], every: float, stop_at: float, tally: SignInTally
+) -> None:
+    """A sign-in every ``every`` seconds until ``stop_at``, each on a thread of its own, so
+    a slow one does not hold back the next."""
+    started = time.monotonic()
+    threads: list[threading.Thread] = []
+    index = 0
+    while (due := started + index * every) < stop_at:
+        time.sleep(max(0.0, due - time.monotonic()))
+        thread = threading.Thread(
+            target=sign_in_once,
+            args=(port, index, usernames[index % len(usernames)], tally),
+            name=f"sign-in-{index}",
+        )
+        thread.start()
+        threads.append(thread)
+        index += 1
+    for thread in threads:
+        thread.join()
+
+
+def spread_ms(values: list[float]) -> dict[str, float]:
+    """Median, p95 and maximum of ``values`` (seconds), in milliseconds."""
+    if not values:
+        return {"median": float("nan"), "p95": float("nan"), "max": float("nan")}
+    return {
+        "median": round(statistics.median(values) * 1000, 1),
+        "p95": round(percentile(values, 0.95) * 1000, 1),
+        "max": round(max(values) * 1000, 1),
+    }
+
+
 # -- main ------------------------------------------------------------------------------------
 
 
@@ -458,7 +568,9 @@ def filesystem_of(path: Path) -> str:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description="P1/P2/P5: streaming under gunicorn")
     parser.add_argument("--size-mib", type=int, default=1024)
-    parser.add_argument("--viewers", type=int, default=32)
+    parser.add_argument(
+        "--viewers", type=int, default=None, help="P5 viewers (default 32; 256 with --capacity)"
+    )
     parser.add_argument("--seconds", type=float, default=60.0)
     parser.add_argument("--seek-every", type=float, default=20.0)
     parser.add_argument("--rate-mbit", type=float, default=4.0)
@@ -467,22 +579,61 @@ def main(argv: list[str] | None = None) -> int:
         "--burst", action="store_true", help="P5: all viewers start and seek at the same moment"
     )
     parser.add_argument("--p2-rounds", type=int, default=25)
+    parser.add_argument(
+        "--threads",
+        type=int,
+        default=SERVE_THREADS,
+        help=f"server threads per worker (default {SERVE_THREADS}, as `recvault serve`)",
+    )
+    parser.add_argument(
+        "--capacity",
+        action="store_true",
+        help="the viewers beside an abusive person and sign-ins, instead of P1/P2/P5",
+    )
+    parser.add_argument(
+        "--abusive-connections",
+        type=int,
+        default=200,
+        help="capacity: the abusive person's concurrent stream requests",
+    )
+    parser.add_argument(
+        "--sign-in-every", type=float, default=1.0, help="capacity: seconds between sign-ins"
+    )
     parser.add_argument("--dir", type=Path, default=None, help="where the temporary files go")
     parser.add_argument("--serve-send-file", type=Path, help=argparse.SUPPRESS)
     parser.add_argument("--port", type=int, help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     if args.serve_send_file is not None:
-        serve_send_file(args.serve_send_file, args.port)
+        serve_send_file(args.serve_send_file, args.port, args.threads)
         return 0
+    if args.viewers is None:
+        args.viewers = 256 if args.capacity else 32
 
     root = Path(tempfile.mkdtemp(prefix="vault-bench-stream-", dir=args.dir))
     try:
-        return run(args, root)
+        prepared = prepare(args, root)
+        return run_capacity(args, prepared) if args.capacity else run(args, prepared)
     finally:
         shutil.rmtree(root, ignore_errors=True)
 
 
-def run(args: argparse.Namespace, root: Path) -> int:
+ABUSER = "abuser"
+SIGNERS = [f"signer{index}" for index in range(5)]
+
+
+@dataclass
+class Prepared:
+    """An instance with the recording stored, ready to be served."""
+
+    env: dict[str, str]
+    instance: Path
+    plaintext: Path
+    size: int
+    recording_id: uuid.UUID
+    object_key: str
+
+
+def prepare(args: argparse.Namespace, root: Path) -> Prepared:
     size = args.size_mib * MIB
     instance = root / "instance"
     env = {
@@ -496,9 +647,14 @@ def run(args: argparse.Namespace, root: Path) -> int:
     print(f"files in {root} ({filesystem_of(root)}); {args.size_mib} MiB recording")
     started = time.perf_counter()
     sha256 = make_plaintext(plaintext, size)
+    grantees = [viewer_name(index) for index in range(args.viewers)]
+    others: list[str] = []
+    if args.capacity:
+        grantees.append(ABUSER)
+        others = SIGNERS
     runtime = build_runtime(settings)
     try:
-        recording_id = seed(runtime, args.viewers, plaintext, sha256)
+        recording_id = seed(runtime, grantees, others, plaintext, sha256)
         with runtime.sessions() as session:
             stored = session.get(Recording, recording_id)
             assert stored is not None and stored.object_key is not None
@@ -506,23 +662,69 @@ def run(args: argparse.Namespace, root: Path) -> int:
     finally:
         runtime.close()
     print(f"prepared in {time.perf_counter() - started:.1f} s")
+    return Prepared(env, instance, plaintext, size, recording_id, object_key)
 
+
+def app_command(port: int, threads: int) -> list[str]:
+    """`recvault serve` as the benchmark runs it."""
+    serve = [sys.executable, "-m", "vault.cli", "serve", "--port", str(port)]
+    return [*serve, "--workers", str(WORKERS), "--threads", str(threads)]
+
+
+def signed_in_viewers(
+    port: int, count: int, recording_id: uuid.UUID, address: Callable[[int], str]
+) -> list[Viewer]:
+    """``count`` viewers, each signed in from its own address with a view of its own (four
+    at a time: each sign-in hashes a password)."""
+    viewers = [Viewer(port, address(index)) for index in range(count)]
+
+    def ready(index: int) -> None:
+        viewers[index].sign_in(viewer_name(index))
+        viewers[index].start_view(recording_id)
+
+    with concurrent.futures.ThreadPoolExecutor(4) as pool:
+        list(pool.map(ready, range(count)))
+    return viewers
+
+
+def start_watching(
+    args: argparse.Namespace, viewers: list[Viewer], size: int, tally: Tally
+) -> tuple[list[threading.Thread], list[float]]:
+    """P5's viewers, started; their first requests are spread evenly over one seek period
+    (with --burst, all start together)."""
+    spread = 0.0 if args.burst else args.seek_every / len(viewers)
+    phases = [index * spread for index in range(len(viewers))]
+    rate = args.rate_mbit * 1_000_000 / 8
+    threads = [
+        threading.Thread(
+            target=watch,
+            args=(viewer, size, args.seconds, args.seek_every, rate, phase, tally),
+            name=f"viewer-{viewer.address}",
+        )
+        for viewer, phase in zip(viewers, phases, strict=True)
+    ]
+    for thread in threads:
+        thread.start()
+    return threads, phases
+
+
+def run(args: argparse.Namespace, prepared: Prepared) -> int:
+    size, recording_id = prepared.size, prepared.recording_id
+    env, plaintext = prepared.env, prepared.plaintext
     app_port, file_port = free_port(), free_port()
-    app_command = [sys.executable, "-m", "vault.cli", "serve", "--port", str(app_port)]
-    app_command += ["--workers", str(WORKERS), "--threads", str(SERVE_THREADS)]
     file_command = [sys.executable, "-m", "bench.stream", "--serve-send-file", str(plaintext)]
-    file_command += ["--port", str(file_port)]
-    with serving(app_command, env, app_port) as app_master, serving(file_command, env, file_port):
-        viewers = [Viewer(app_port, f"127.0.0.{10 + i}") for i in range(args.viewers)]
-        for index, viewer in enumerate(viewers):
-            viewer.sign_in(f"viewer{index:02d}")
-            viewer.start_view(recording_id)
+    file_command += ["--port", str(file_port), "--threads", str(args.threads)]
+    with (
+        serving(app_command(app_port, args.threads), env, app_port) as app_master,
+        serving(file_command, env, file_port),
+    ):
+        viewers = signed_in_viewers(app_port, args.viewers, recording_id, viewer_address)
         first = viewers[0]
 
         # P1: whole-file throughput, app vs send_file, interleaved rounds; first with both
         # files in the page cache (the CPU-bound comparison), then with both evicted before
         # each read (each side reads its file from the disk).
-        ciphertext = instance / "store" / "objects" / object_key
+        ciphertext = prepared.instance / "store" / "objects" / prepared.object_key
         # Each sign-in above hashed a password with Argon2id (64 MiB of memory): the stream's
         # own peak is measured from here on.
         workers = children_of(app_master.pid)
@@ -544,6 +746,7 @@ def run(args: argparse.Namespace, root: Path) -> int:
         file_rate = args.size_mib / min(file_times)
         p1 = app_rate / file_rate
         p1_cold = (args.size_mib / min(app_cold)) / (args.size_mib / min(file_cold))
+        print(f"server threads per worker: {args.threads}")
         print(f"P1  app {app_rate:8.1f} MiB/s   send_file {file_rate:8.1f} MiB/s   ratio {p1:.3f}")
         print(f"    app rounds s: {[round(t, 2) for t in app_times]}")
         print(f"    send_file rounds s: {[round(t, 2) for t in file_times]}")
@@ -578,20 +781,8 @@ def run(args: argparse.Namespace, root: Path) -> int:
         # play at the same millisecond: the viewers' first requests are spread evenly over
         # one seek period (with --burst, all start together).
         tally = Tally()
-        spread = 0.0 if args.burst else args.seek_every / args.viewers
-        phases = [index * spread for index in range(args.viewers)]
-        rate = args.rate_mbit * 1_000_000 / 8
-        threads = [
-            threading.Thread(
-                target=watch,
-                args=(viewer, size, args.seconds, args.seek_every, rate, phase, tally),
-                name=f"viewer-{viewer.address}",
-            )
-            for viewer, phase in zip(viewers, phases, strict=True)
-        ]
         started = time.perf_counter()
-        for thread in threads:
-            thread.start()
+        threads, phases = start_watching(args, viewers, size, tally)
         for thread in threads:
             thread.join()
         elapsed = time.perf_counter() - started - phases[-1]
@@ -616,6 +807,117 @@ def run(args: argparse.Namespace, root: Path) -> int:
                 "P2": round(p2, 3),
                 "P4_stream": round(stream_rss, 1),
                 "P5": {"errors": len(tally.errors), "p95_ttfb_ms": round(p95, 1)},
+            }
+        )
+    )
+    return 0
+
+
+def run_capacity(args: argparse.Namespace, prepared: Prepared) -> int:
+    """The viewers of P5 beside an abusive person and a stream of sign-ins."""
+    size, recording_id = prepared.size, prepared.recording_id
+    app_port = free_port()
+    with serving(app_command(app_port, args.threads), prepared.env, app_port) as app_master:
+        started = time.perf_counter()
+        viewers = signed_in_viewers(app_port, args.viewers, recording_id, viewer_address)
+        abuser = Viewer(app_port, "127.2.0.1")
+        abuser.sign_in(ABUSER)
+        abuser.start_view(recording_id)
+        print(
+            f"{args.viewers} viewers and the abusive person signed in in "
+            f"{time.perf_counter() - started:.1f} s"
+        )
+        workers = children_of(app_master.pid)
+        for worker in workers:
+            reset_peak_rss(worker)
+
+        tally, abuse_tally, sign_in_tally = Tally(), AbuseTally(), SignInTally()
+        started = time.perf_counter()
+        threads, phases = start_watching(args, viewers, size, tally)
+        stop_at = time.monotonic() + phases[-1] + args.seconds
+        others = [
+            threading.Thread(
+                target=abuse,
+                args=(abuser, size, stop_at, index, abuse_tally),
+                name=f"abuse-{index}",
+            )
+            for index in range(args.abusive_connections)
+        ]
+        others.append(
+            threading.Thread(
+                target=sign_ins,
+                args=(app_port, SIGNERS, args.sign_in_every, stop_at, sign_in_tally),
+                name="sign-ins",
+            )
+        )
+        for thread in others:
+            thread.start()
+        for thread in [*threads, *others]:
+            thread.join()
+        elapsed = time.perf_counter() - started - phases[-1]
+        peak_rss = max(peak_rss_mib(worker) for worker in workers)
+
+    ttfb = spread_ms(tally.ttfb)
+    sign_in = spread_ms(sign_in_tally.seconds)
+    print(
+        f"capacity, {args.threads} server threads x {WORKERS} workers: {args.viewers} viewers x "
+        f"{args.seconds:.0f} s at {args.rate_mbit} Mbit/s, seek every {args.seek_every:.0f} s"
+        f"{' (all at once)' if args.burst else ', phases spread'}; the abusive person with "
+        f"{args.abusive_connections} connections; a sign-in every {args.sign_in_every:g} s"
+    )
+    print(
+        f"    viewers: {len(tally.ttfb)} requests, {len(tally.errors)} errors, TTFB median "
+        f"{ttfb['median']} ms, p95 {ttfb['p95']} ms, max {ttfb['max']} ms; "
+        f"{tally.bytes_read * 8 / elapsed / 1e6:.1f} Mbit/s in total"
+    )
+    print(
+        f"    sign-ins: {len(sign_in_tally.seconds)} done, {len(sign_in_tally.errors)} errors, "
+        f"POST /login median {sign_in['median']} ms, p95 {sign_in['p95']} ms, "
+        f"max {sign_in['max']} ms"
+    )
+    print(
+        f"    abusive person: {abuse_tally.requests} requests, {abuse_tally.held} answered 206 "
+        f"and held, {abuse_tally.refused} refused 429, {len(abuse_tally.other)} other answers "
+        f"{sorted(set(abuse_tally.other))}, {len(abuse_tally.errors)} failures"
+    )
+    print(f"    peak RSS of a worker during the run: {peak_rss:.1f} MiB")
+    for error in tally.errors[:10]:
+        print(f"    viewer error: {error}")
+    for error in sign_in_tally.errors[:5]:
+        print(f"    sign-in error: {error}")
+    for error in abuse_tally.errors[:5]:
+        print(f"    abusive request failure: {error}")
+    met = (
+        not tally.errors
+        and ttfb["p95"] <= 200
+        and not sign_in_tally.errors
+        and sign_in["p95"] <= 1000
+        and abuse_tally.refused > 0
+    )
+    print(
+        "targets (viewers 0 errors and p95 TTFB <= 200 ms, sign-in p95 <= 1 s, the abusive "
+        f"person refused 429): {'met' if met else 'NOT met'}"
+    )
+    print(
+        json.dumps(
+            {
+                "capacity": {
+                    "threads": args.threads,
+                    "viewers": args.viewers,
+                    "errors": len(tally.errors),
+                    "ttfb_ms": ttfb,
+                    "sign_ins": len(sign_in_tally.seconds),
+                    "sign_in_errors": len(sign_in_tally.errors),
+                    "sign_in_ms": sign_in,
+                    "abusive": {
+                        "requests": abuse_tally.requests,
+                        "held": abuse_tally.held,
+                        "refused_429": abuse_tally.refused,
+                        "other": len(abuse_tally.other),
+                        "failures": len(abuse_tally.errors),
+                    },
+                    "peak_rss_mib": round(peak_rss, 1),
+                }
             }
         )
     )

@@ -20,6 +20,7 @@ from tests.support.console import Console
 from tests.support.people import Person, add_person, signed_in
 from tests.support.recording_support import (
     available_recording,
+    insert_recording,
     lesson_day,
     register,
     registration,
@@ -479,3 +480,15 @@ def test_the_admin_sets_the_last_school_day_on_the_calendar_page(
     assert "2031-06-12" in browser.get("/admin/calendar").get_data(as_text=True)
     with runtime.sessions() as session:
         assert calendar.last_day(session, "2030-2031") == date(2031, 6, 12)
+
+
+def test_the_days_until_deletion_read_right_in_latvian(
+    app: Flask, runtime: Runtime, teacher: Person
+) -> None:
+    """Babel's plural rules and the case "pēc" takes: dienām, but 21 dienas."""
+    today = riga_today(runtime)
+    for days in (198, 21, 10):
+        insert_recording(runtime, teacher.username, retain_until=today + timedelta(days=days))
+    page = signed_in(app, teacher).get("/recordings").get_data(as_text=True)
+    assert "pēc 198 dienām" in page and "pēc 21 dienas" in page and "pēc 10 dienām" in page
+    assert "198 dienas" not in page
