@@ -744,3 +744,19 @@ def test_the_register_shows_metadata_with_filters_and_no_media_access(
     assert "Vektori" in director.get(f"/register?school_year={year}").get_data(as_text=True)
     assert "Vektori" not in director.get("/register?school_year=1999-2000").get_data(as_text=True)
     assert "Vektori" in browser(app, school.auditor).get("/register").get_data(as_text=True)
+
+
+def test_pages_show_the_schools_local_time(app: Flask, runtime: Runtime, school: School) -> None:
+    """The order's record time is shown in Riga time (10:30 on the test morning), never in
+    UTC (08:30); its JSON keeps ISO 8601 with the offset."""
+    recording_id = insert_recording(runtime, "skolotaja")
+    director = browser(app, school.director)
+    issued = director.post_json(
+        "/api/v1/orders", order_body(runtime, [recording_id], ["psihologs"])
+    )
+    assert issued.status_code == 201, issued.get_data(as_text=True)
+    order_id = issued.get_json()["id"]
+    page = director.get(f"/orders/{order_id}").get_data(as_text=True)
+    assert "10:30" in page and "08:30" not in page
+    created = director.get(f"/api/v1/orders/{order_id}").get_json()["created_at"]
+    assert created.endswith("+00:00") and "T08:30" in created

@@ -5,6 +5,8 @@ from __future__ import annotations
 from flask import Flask, request
 from flask_babel import Babel
 
+from vault.web import context
+
 DEFAULT_LOCALE = "lv"
 # Each language is named in itself, so the switch is readable whatever the current language.
 LANGUAGES: dict[str, str] = {"lv": "Latviešu", "en": "English"}
@@ -19,7 +21,9 @@ def select_locale() -> str:
 
 def init_app(app: Flask) -> None:
     app.config["BABEL_DEFAULT_LOCALE"] = DEFAULT_LOCALE
-    app.config["BABEL_DEFAULT_TIMEZONE"] = "UTC"
+    # Every time a page shows is the school's local time (VAULT_TIMEZONE); JSON keeps
+    # ISO 8601 with the offset.
+    app.config["BABEL_DEFAULT_TIMEZONE"] = context.settings_of(app).timezone
     # Catalogues live in vault/translations, relative to the app's root path.
     app.config["BABEL_TRANSLATION_DIRECTORIES"] = "translations"
     Babel(app, locale_selector=select_locale)

@@ -8,10 +8,11 @@ registered is left out, so the menu never links to a page that does not exist.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from datetime import datetime
 from typing import Any
 
 from flask import Flask, current_app, request
-from flask_babel import get_locale, gettext
+from flask_babel import format_datetime, get_locale, gettext
 from flask_login import current_user
 
 from vault.services.accounts import ROLE_LABELS
@@ -75,5 +76,15 @@ def layout_context() -> dict[str, Any]:
     }
 
 
+def moment(value: datetime | str | None) -> str:
+    """A time (or a document's ISO 8601 string) in the school's zone and the reader's
+    language, as every page shows times."""
+    if not value:
+        return ""
+    when = datetime.fromisoformat(value) if isinstance(value, str) else value
+    return str(format_datetime(when))
+
+
 def init_app(app: Flask) -> None:
     app.context_processor(layout_context)
+    app.add_template_filter(moment)
