@@ -46,6 +46,7 @@ MENU: tuple[NavItem, ...] = (
     NavItem("admin.school_calendar", N_("Calendar"), frozenset({"admin"})),
     NavItem("audit_console.search", N_("Audit log"), frozenset({"auditor"})),
     NavItem("reports.processing", N_("Reports"), frozenset({"director", "auditor"})),
+    NavItem("recordings.certificate_list", N_("Certificates"), frozenset({"auditor"})),
     NavItem("account.overview", N_("My account")),
 )
 

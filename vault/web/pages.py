@@ -8,7 +8,7 @@ from flask import Blueprint, Response, jsonify, redirect, render_template, reque
 from flask_login import current_user
 from werkzeug.wrappers import Response as BaseResponse
 
-from vault.services import health, reminders
+from vault.services import health, landing, reminders
 from vault.services.accounts import Role
 from vault.web import context
 from vault.web.auth import current_actor, now
@@ -19,16 +19,21 @@ blueprint = Blueprint("pages", __name__)
 
 @blueprint.get("/")
 def index() -> str:
-    """The welcome page; signed in, it also says what is about to be destroyed."""
-    deletions: list[reminders.ComingDeletion] = []
+    """The welcome page; signed in, each role's own work (``landing``) and what is about to
+    be destroyed."""
+    if not current_user.is_authenticated:
+        return render_template("index.html", landing=None, deletions=[], unset_year=None)
+    actor = current_actor()
+    db, settings = context.db_session(), context.settings()
     unset_year = None
-    if current_user.is_authenticated:
-        actor = current_actor()
-        db, settings = context.db_session(), context.settings()
-        deletions = reminders.coming_deletions(db, settings, actor.account_id, actor.roles, now())
-        if actor.has_role(Role.ADMIN):
-            unset_year = reminders.last_day_unset(db, settings, now())
-    return render_template("index.html", deletions=deletions, unset_year=unset_year)
+    if actor.has_role(Role.ADMIN):
+        unset_year = reminders.last_day_unset(db, settings, now())
+    return render_template(
+        "index.html",
+        landing=landing.landing(context.runtime(), actor.account_id, now()),
+        deletions=reminders.coming_deletions(db, settings, actor.account_id, actor.roles, now()),
+        unset_year=unset_year,
+    )
 
 
 @blueprint.post("/language")

@@ -322,12 +322,16 @@ def _certificate_scope(certificate: Certificate) -> frozenset[str] | None:
     )
 
 
-@api.get("/certificates")
-def api_certificates() -> Response:
+def _readable_certificates() -> list[Certificate]:
+    """Every certificate for the auditor and the director; an owner's own otherwise."""
     actor = current_actor()
     everyone = actor.has_role(Role.AUDITOR, Role.DIRECTOR)
-    found = certificates.for_owner_or_all(context.db_session(), None if everyone else actor.user_id)
-    return jsonify(certificates=[_certificate_summary(c) for c in found])
+    return certificates.for_owner_or_all(context.db_session(), None if everyone else actor.user_id)
+
+
+@api.get("/certificates")
+def api_certificates() -> Response:
+    return jsonify(certificates=[_certificate_summary(c) for c in _readable_certificates()])
 
 
 def _certificate_summary(certificate: Certificate) -> dict[str, Any]:
@@ -514,6 +518,11 @@ def erase(recording_id: uuid.UUID) -> BaseResponse:
     return _to_certificate(
         certificate, gettext("The recording was erased. Its deletion certificate is below.")
     )
+
+
+@pages.get("/certificates")
+def certificate_list() -> str:
+    return render_template("certificates.html", certificates=_readable_certificates())
 
 
 @pages.get("/certificates/<uuid:certificate_id>")

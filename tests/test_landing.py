@@ -1,0 +1,101 @@
+"""Each role lands on its own work after signing in: the teacher on what needs attention,
+the director on open requests and lapsing orders, staff on what they may watch, the auditor
+on the checks, the admin on the machine; a visitor on the welcome."""
+
+from __future__ import annotations
+
+from flask import Flask
+from sqlalchemy import select, update
+
+from tests.support.people import Person, add_person, signed_in
+from tests.support.recording_support import register
+from tests.support.streaming_support import School, issue_order, make_school
+from vault.models import Recording, User
+from vault.services import deletion, recordings
+from vault.services.actors import Actor
+from vault.services.runtime import Runtime
+
+
+def home(app: Flask, person: Person) -> str:
+    return signed_in(app, person).get("/").get_data(as_text=True)
+
+
+def request_a_recording(runtime: Runtime, lesson: str) -> None:
+    with runtime.sessions() as session, session.begin():
+        director = session.scalars(select(User).where(User.username == "direktore")).one()
+        recordings.create_request(
+            session, Actor(user_id=director.id), director, "skolotaja", lesson, "Metodiskais darbs"
+        )
+
+
+def test_each_role_lands_on_its_own_work(app: Flask, runtime: Runtime) -> None:
+    school: School = make_school(runtime)
+    register(runtime, "skolotaja", title="Nepabeigts ieraksts")
+    request_a_recording(runtime, "7.a matemātika, 3. stunda")
+    issue_order(runtime, ["metodikis"], [school.recording_id], "7-2/60", days=3)
+    admin = add_person(runtime, "it-admin", "admin")
+    add_person(runtime, "jauna", "staff")
+    with runtime.sessions() as session, session.begin():
+        session.execute(update(User).where(User.username == "jauna").values(password_hash=None))
+
+    teacher = home(app, school.teacher)
+    assert 'id="teacher-work"' in teacher and "Nepabeigts ieraksts" in teacher
+    assert "/recordings/new" in teacher
+    assert "7.a matemātika, 3. stunda" in teacher
+    assert 'id="admin-work"' not in teacher and 'id="director-work"' not in teacher
+
+    director = home(app, school.director)
+    assert 'id="director-work"' in director and "Nr. 7-2/60" in director
+    assert "7.a matemātika, 3. stunda" in director
+    assert 'id="teacher-work"' not in director
+
+    staff = home(app, school.viewer)
+    assert 'id="available-work"' in staff
+    assert f"/recordings/{school.recording_id}/watch" in staff
+    assert 'id="teacher-work"' not in staff and 'id="director-work"' not in staff
+
+    auditor = home(app, school.auditor)
+    assert 'id="auditor-work"' in auditor and "/audit" in auditor
+    assert 'id="available-work"' not in auditor
+
+    machine = home(app, admin)
+    assert 'id="admin-work"' in machine and "v1 (file)" in machine
+    assert "aktivizējuši to īpašnieki</dt><dd>1</dd>" in machine
+    assert 'id="teacher-work"' not in machine and "Nepabeigts ieraksts" not in machine
+
+    visitor = app.test_client().get("/").get_data(as_text=True)
+    assert "Droša vieta tiešsaistes mācību stundu ierakstiem" in visitor
+    assert 'class="landing"' not in visitor
+
+
+def test_the_certificates_page_lists_what_each_reader_may_read(
+    app: Flask, runtime: Runtime
+) -> None:
+    school = make_school(runtime)
+    other = register(runtime, "kolegis", title="Kolēģa ieraksts")
+    for owner, recording_id in (("skolotaja", school.recording_id), ("kolegis", other)):
+        with runtime.sessions() as session, session.begin():
+            user = session.scalars(select(User).where(User.username == owner)).one()
+            deletion.delete_early(
+                session,
+                deletion.DeletionContext(
+                    runtime.keyring,
+                    runtime.store,
+                    runtime.clock(),
+                    runtime.settings.zone,
+                    runtime.settings.shred_hour,
+                ),
+                Actor(user_id=user.id, roles=frozenset({"teacher"})),
+                recording_id,
+            )
+    with runtime.sessions() as session:
+        mine, theirs = (
+            str(session.scalars(select(Recording.certificate_id).where(Recording.id == rid)).one())
+            for rid in (school.recording_id, other)
+        )
+    teacher = signed_in(app, school.teacher).get("/certificates").get_data(as_text=True)
+    assert mine in teacher and theirs not in teacher
+    auditor = signed_in(app, school.auditor).get("/certificates").get_data(as_text=True)
+    assert mine in auditor and theirs in auditor
+    staff = signed_in(app, school.viewer).get("/certificates").get_data(as_text=True)
+    assert mine not in staff and "Dzēšanas apliecinājumu vēl nav" in staff
