@@ -16,7 +16,6 @@ from flask.testing import FlaskClient
 from sqlalchemy import select, update
 
 from storage_backends.base import BlobStore, Part, StoreUnavailable
-from tests.support.clock import TestClock
 from tests.support.recording_support import register
 from tests.support.uploads_support import (
     MIB,
@@ -32,10 +31,10 @@ from tests.support.uploads_support import (
     upload_rows,
 )
 from vault.app import create_app
-from vault.models import AuditEvent, Recording, Upload
+from vault.models import AuditEvent, Recording
 from vault.services import lifecycle, part_writer, uploads
 from vault.services.actors import Actor
-from vault.services.errors import Gone, StorageUnavailable, UploadBusy
+from vault.services.errors import Conflict, Gone, StorageUnavailable
 from vault.services.runtime import Runtime
 
 # Every upload test waits for the verify passes it started (see the fixture).
@@ -229,12 +228,7 @@ class GatedBody:
         return len(piece)
 
 
-def test_a_second_request_waits_for_the_one_holding_the_upload(
-    runtime: Runtime, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    """A retry of the same request (same offset) while the first still runs is not served
-    from a stale offset: it waits for the first, and is refused 423 if that takes too long."""
-    monkeypatch.setattr(uploads, "HOLD_WAIT_SECONDS", 0.3)
+def test_two_requests_racing_from_one_offset_cannot_both_continue(runtime: Runtime) -> None:
     data = media(8 * MIB)
     recording_id, upload_id = start(runtime, len(data))
     slow = GatedBody(data[: 4 * MIB], before=2 * MIB)
@@ -253,35 +247,15 @@ def test_a_second_request_waits_for_the_one_holding_the_upload(
     thread = threading.Thread(target=run_slow)
     thread.start()
     assert slow.reached.wait(timeout=60)
-    with pytest.raises(UploadBusy):
-        append(runtime, recording_id, upload_id, 0, data[: 3 * MIB])
-    with pytest.raises(UploadBusy):
-        uploads.status(runtime, owner(runtime, recording_id), upload_id, runtime.clock())
+    # Meanwhile a retry of the same request (same offset) is served in full.
+    assert append(runtime, recording_id, upload_id, 0, data[: 3 * MIB]).offset == 3 * MIB
     slow.gate.set()
     thread.join(timeout=60)
-    assert len(outcome) == 1 and isinstance(outcome[0], uploads.UploadState)
-    assert outcome[0].offset == 4 * MIB
-    # Freed at its end: the next request is served at once, from where the first ended.
-    state = uploads.status(runtime, owner(runtime, recording_id), upload_id, runtime.clock())
-    assert state.offset == 4 * MIB
-    append(runtime, recording_id, upload_id, 4 * MIB, data[4 * MIB :])
+    assert len(outcome) == 1 and isinstance(outcome[0], Conflict)
+    assert upload_rows(runtime, recording_id)[0].offset == 3 * MIB
+    append(runtime, recording_id, upload_id, 3 * MIB, data[3 * MIB :])
     assert published(runtime, recording_id).status == "available"
     assert stored_plaintext(runtime, recording_id) == data
-
-
-def test_a_dead_requests_hold_lapses(runtime: Runtime, clock: TestClock) -> None:
-    """A process that died while holding an upload frees it after ``HOLD``."""
-    data = media(6 * MIB)
-    recording_id, upload_id = start(runtime, len(data))
-    with runtime.sessions() as session, session.begin():
-        session.execute(
-            update(Upload)
-            .where(Upload.id == upload_id)
-            .values(held_until=runtime.clock() + part_writer.HOLD)
-        )
-    clock.advance(part_writer.HOLD + timedelta(seconds=1))
-    append(runtime, recording_id, upload_id, 0, data)
-    assert published(runtime, recording_id).status == "available"
 
 
 def test_storage_down_during_a_patch_gets_503_and_resumes(

@@ -428,10 +428,6 @@ class Upload(Base):
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
     updated_at: Mapped[datetime] = mapped_column(default=utcnow, index=True)
     completed_at: Mapped[datetime | None]
-    # A PATCH that is still receiving or committing holds the upload until then (renewed at
-    # each commit, cleared at its end): a client's next HEAD or PATCH waits for it, so it
-    # learns the offset that request ends at, not the one it started from.
-    held_until: Mapped[datetime | None]
 
 
 def _year_of_issue(context: Any) -> int:

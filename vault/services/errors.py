@@ -71,13 +71,6 @@ class KeysUnavailable(ServiceError):
     message = N_("The encryption keys are not available. Please contact the administrator.")
 
 
-class UploadBusy(ServiceError):
-    """Another request still holds the upload (HTTP 423, which tus clients retry)."""
-
-    message = N_("This upload is still receiving an earlier request. Try again in a moment.")
-    retry_after_seconds = 1
-
-
 class TooManyRequests(ServiceError):
     message = N_("Too many refused requests came from this address. Wait a minute and try again.")
     retry_after_seconds = 60

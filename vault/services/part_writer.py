@@ -36,9 +36,8 @@ import math
 import uuid
 from collections import deque
 from concurrent.futures import Future, wait
-from contextlib import suppress
 from dataclasses import dataclass
-from datetime import datetime, timedelta
+from datetime import datetime
 from typing import Any, cast
 
 from sqlalchemy import LargeBinary, func, select, update
@@ -61,9 +60,6 @@ from vault.services.upload_records import next_version, object_key_for, rejectio
 
 #: The body is read and encrypted in pieces of at most this size (constant memory).
 READ_PIECE_BYTES = 1024 * 1024
-#: How long a PATCH holds its upload past its last commit (each commit renews it). Longer
-#: than a slow client takes to send one part; a holder that died frees it after this.
-HOLD = timedelta(seconds=60)
 # Parts one upload writes at the same time while it fills the next: S3 servers take parts
 # faster two at a time than one by one (measured with SeaweedFS: about 1.4 times), and each
 # costs a part's worth of memory (5 MiB).
@@ -209,8 +205,6 @@ class Appender:
         self.in_flight: deque[_InFlight] = deque()
         self.landed: _Snapshot | None = None
         self.finished = False
-        # Set once the final commit has acknowledged every byte (and freed the upload).
-        self.completed = False
 
     # -- buffers ----------------------------------------------------------------------------
 
@@ -250,19 +244,10 @@ class Appender:
 
     def _commit(self, **values: Any) -> None:
         version = next_version(self.version, self.now)
-        values.setdefault("held_until", self.runtime.clock() + HOLD)
         with self.runtime.sessions() as session:
             _swap(session, self.upload_id, self.version, updated_at=version, **values)
             session.commit()
         self.version = version
-
-    def release(self) -> None:
-        """Free the upload for the client's next request (after ``close``). A request that
-        lost the upload to another, or removed it, has nothing to free."""
-        if self.completed:
-            return
-        with suppress(Conflict):
-            self._commit(held_until=None)
 
     def _parts_json(self) -> list[dict[str, Any]]:
         announced = sorted(self.announced.values(), key=_number)
@@ -434,7 +419,6 @@ class Appender:
                 self.upload_id,
                 self.version,
                 updated_at=version,
-                held_until=None,
                 offset=self.length,
                 encryptor_state=None,
                 pending_ciphertext=b"",
@@ -449,4 +433,3 @@ class Appender:
             )
             session.commit()
         self.version = version
-        self.completed = True

@@ -22,7 +22,6 @@ for the abandoned upload is dropped with it.
 
 from __future__ import annotations
 
-import time
 import uuid
 from contextlib import suppress
 from dataclasses import dataclass
@@ -58,16 +57,14 @@ from vault.services.errors import (
     ServiceError,
     StorageUnavailable,
     UnsupportedMediaType,
-    UploadBusy,
 )
 from vault.services.media import SNIFF_BYTES, SNIFF_WINDOW, sniff_media_type
-from vault.services.part_writer import HOLD, READ_PIECE_BYTES, Appender, longer_than_declared
+from vault.services.part_writer import READ_PIECE_BYTES, Appender, longer_than_declared
 from vault.services.runtime import Runtime
 from vault.services.tus import BadUploadRequest
 from vault.services.upload_records import (
     discard,
     load_upload,
-    next_version,
     object_key_for,
     rejection,
     remove_stored,
@@ -343,48 +340,10 @@ def status(
     now: datetime,
 ) -> UploadState:
     """tus HEAD: the acknowledged offset. A finished upload reports its full length."""
-    _wait_while_held(runtime, upload_id)
     with runtime.sessions() as session:
         upload, recording = load_upload(session, upload_id)
         _may_upload(session, actor, recording, now, runtime)
         return _state_of(upload, recording)
-
-
-#: How long a request waits for the request that holds its upload before answering 423.
-HOLD_WAIT_SECONDS = 10.0
-_HOLD_POLL_SECONDS = 0.05
-
-
-def _wait_while_held(runtime: Runtime, upload_id: uuid.UUID) -> None:
-    """Wait until no PATCH holds the upload (a dropped one may still be committing what
-    arrived), so that the client learns the offset it ends at; 423 if it takes too long."""
-    deadline = time.monotonic() + HOLD_WAIT_SECONDS
-    while True:
-        with runtime.sessions() as session:
-            held = session.scalar(select(Upload.held_until).where(Upload.id == upload_id))
-        if held is None or held <= runtime.clock():
-            return
-        if time.monotonic() >= deadline:
-            raise UploadBusy()
-        time.sleep(_HOLD_POLL_SECONDS)
-
-
-def _hold(session: Session, runtime: Runtime, upload: Upload) -> None:
-    """Take the upload for this PATCH, unless another request took it first (423)."""
-    now = runtime.clock()
-    taken = session.execute(
-        update(Upload)
-        .where(
-            Upload.id == upload.id,
-            Upload.updated_at == upload.updated_at,
-            Upload.held_until.is_(None) | (Upload.held_until <= now),
-        )
-        .values(updated_at=next_version(upload.updated_at, now), held_until=now + HOLD)
-        .execution_options(synchronize_session=False)
-    )
-    if getattr(taken, "rowcount", 0) != 1:
-        raise UploadBusy()
-    session.refresh(upload, ["updated_at", "held_until"])
 
 
 # -- appending -----------------------------------------------------------------------------
@@ -416,7 +375,6 @@ def append(
     A body cut short (the client went away) still commits what arrived, so a resumed upload
     loses only the bytes the server never received.
     """
-    _wait_while_held(runtime, upload_id)
     with runtime.sessions() as session:
         upload, recording = load_upload(session, upload_id)
         if not _may_upload(session, actor, recording, now, runtime):
@@ -431,7 +389,6 @@ def append(
         if upload.offset == 0 and content_length is not None and content_length < SNIFF_BYTES:
             raise _first_request_too_short()
         data_key = unwrap_data_key(session, runtime, recording)
-        _hold(session, runtime, upload)
         appender = Appender(runtime, actor, upload, recording, data_key, now)
         session.commit()
 
@@ -441,7 +398,6 @@ def append(
         return _append_body(runtime, appender, body, piece, now)
     finally:
         runtime.upload_workers.buffers.give(piece, wipe=True)
-        appender.release()
 
 
 def _append_body(

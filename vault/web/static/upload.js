@@ -122,12 +122,10 @@
         say(data.msgUploading);
         continue;
       }
-      const retried = [409, 423];  // an offset conflict; the upload still held by a dropped request
-      if (response && response.status >= 400 && response.status < 500 && !retried.includes(response.status)) {
+      if (response && response.status >= 400 && response.status < 500 && response.status !== 409) {
         throw new Error(await problemText(response));
       }
-      // A lost connection, a 5xx, an offset conflict or a held upload: wait, then ask the
-      // server where it is.
+      // A lost connection, a 5xx or an offset conflict: wait, then ask the server where it is.
       if (attempt >= RETRY_DELAYS_MS.length) { throw new Error(data.msgFailed); }
       say(data.msgRetrying);
       await sleep(RETRY_DELAYS_MS[attempt]);
