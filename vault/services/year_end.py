@@ -23,7 +23,8 @@ from __future__ import annotations
 
 import hashlib
 import uuid
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from enum import StrEnum
@@ -179,23 +180,27 @@ def run(
     after_step: AfterStep | None = None,
 ) -> YearEndOutcome:
     """`recvault year-end`: take the lifecycle lock and run (or resume) the year-end."""
+    with _only_runner(runtime, school_year):
+        return run_locked(
+            runtime, school_year, now, early=early, actor=actor, after_step=after_step
+        )
+
+
+@contextmanager
+def _only_runner(runtime: Runtime, school_year: str) -> Iterator[None]:
+    """A valid school year, and the lifecycle lock held for the block (refused if taken)."""
     calendar.parse_school_year(school_year)
     with lifecycle_lock(runtime) as held:
         if not held:
             raise LifecycleBusy()
-        return run_locked(
-            runtime, school_year, now, early=early, actor=actor, after_step=after_step
-        )
+        yield
 
 
 def close_now(runtime: Runtime, school_year: str, now: datetime, *, actor: Actor) -> None:
     """Close a year at once from the web (its first step, the freeze); the scheduler's next
     lifecycle run does the rest. The web app may not hold the keys writable (the compose
     deployment mounts them read-only there), and destroying them is the scheduler's job."""
-    calendar.parse_school_year(school_year)
-    with lifecycle_lock(runtime) as held:
-        if not held:
-            raise LifecycleBusy()
+    with _only_runner(runtime, school_year):
         steps = _YearEnd(runtime, school_year, now, actor)
         steps.start(early=True)
         if YearEndStep.FREEZE in steps.left():
