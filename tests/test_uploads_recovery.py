@@ -8,33 +8,37 @@ import io
 import threading
 import uuid
 from collections.abc import Iterator, Mapping, Sequence
-from datetime import timedelta
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import pytest
+from flask import Flask
 from flask.testing import FlaskClient
 from sqlalchemy import select, update
 
 from storage_backends.base import BlobStore, Part, StoreUnavailable
+from tests.support.people import add_person, signed_in
 from tests.support.recording_support import register
 from tests.support.uploads_support import (
     MIB,
+    create,
     create_url,
     head,
     media,
     patch,
     published,
     recording_row,
+    send,
     stored_plaintext,
     teacher_token,
     tus_headers,
     upload_rows,
 )
 from vault.app import create_app
-from vault.models import AuditEvent, Recording
-from vault.services import lifecycle, part_writer, uploads
-from vault.services.actors import Actor
-from vault.services.errors import Conflict, Gone, StorageUnavailable
+from vault.models import AuditEvent, Recording, Upload
+from vault.services import access, account_admin, lifecycle, part_writer, uploads, year_end
+from vault.services.actors import OPERATOR, Actor
+from vault.services.errors import Conflict, Gone, StorageUnavailable, UploadBusy
 from vault.services.runtime import Runtime
 
 # Every upload test waits for the verify passes it started (see the fixture).
@@ -56,6 +60,7 @@ class FaultyStore:
         self.crash_on_complete = False
         self.crash_before_complete = False
         self.corrupt_reads = False
+        self.refuse_removals = False
         self.parts_written: list[int] = []
 
     def __getattr__(self, name: str) -> Any:
@@ -102,6 +107,16 @@ class FaultyStore:
 
     def set_tags(self, key: str, tags: Mapping[str, str]) -> None:
         self.inner.set_tags(key, tags)
+
+    def abort_multipart(self, key: str, upload_id: str) -> None:
+        if self.refuse_removals:
+            raise StoreUnavailable("the store is down")
+        self.inner.abort_multipart(key, upload_id)
+
+    def delete(self, key: str) -> None:
+        if self.refuse_removals:
+            raise StoreUnavailable("the store is down")
+        self.inner.delete(key)
 
 
 @pytest.fixture
@@ -228,7 +243,12 @@ class GatedBody:
         return len(piece)
 
 
-def test_two_requests_racing_from_one_offset_cannot_both_continue(runtime: Runtime) -> None:
+def test_two_requests_racing_from_one_offset_cannot_both_continue(
+    runtime: Runtime, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A retry of the same request while the first has gone silent (its client dropped the
+    connection, the server has not noticed yet) takes the upload over; the first stops."""
+    monkeypatch.setattr(uploads, "HOLD_SILENCE_SECONDS", 0.3)
     data = media(8 * MIB)
     recording_id, upload_id = start(runtime, len(data))
     slow = GatedBody(data[: 4 * MIB], before=2 * MIB)
@@ -256,6 +276,88 @@ def test_two_requests_racing_from_one_offset_cannot_both_continue(runtime: Runti
     append(runtime, recording_id, upload_id, 3 * MIB, data[3 * MIB :])
     assert published(runtime, recording_id).status == "available"
     assert stored_plaintext(runtime, recording_id) == data
+
+
+class TricklingBody:
+    """A request body that keeps arriving, 64 KiB every 20 ms, until the test stops it."""
+
+    def __init__(self, data: bytes) -> None:
+        self.data = data
+        self.position = 0
+        self.started = threading.Event()
+        self.stop = threading.Event()
+
+    def readinto(self, buffer: bytearray | memoryview, /) -> int:
+        if self.position:
+            self.started.set()
+            if self.stop.wait(timeout=0.02):
+                return 0
+        piece = self.data[self.position : self.position + min(len(buffer), 64 * 1024)]
+        buffer[: len(piece)] = piece
+        self.position += len(piece)
+        return len(piece)
+
+
+def test_a_request_still_receiving_keeps_its_upload(
+    runtime: Runtime, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A second client sending the same upload while the first is still receiving gets 423
+    (UploadBusy), and a HEAD meanwhile answers the committed offset instead of a refusal."""
+    monkeypatch.setattr(uploads, "HOLD_WAIT_SECONDS", 0.6)
+    monkeypatch.setattr(uploads, "HOLD_BEAT_SECONDS", 0.05)
+    data = media(8 * MIB)
+    recording_id, upload_id = start(runtime, len(data))
+    live = TricklingBody(data)
+    outcome: list[BaseException | uploads.UploadState] = []
+
+    def run_live() -> None:
+        try:
+            outcome.append(
+                uploads.append(
+                    runtime, owner(runtime, recording_id), upload_id, 0, live, runtime.clock()
+                )
+            )
+        except BaseException as exc:  # reported to the test thread below
+            outcome.append(exc)
+
+    thread = threading.Thread(target=run_live)
+    thread.start()
+    assert live.started.wait(timeout=60)
+    with pytest.raises(UploadBusy) as refused:
+        append(runtime, recording_id, upload_id, 0, data[: 3 * MIB])
+    assert refused.value.retry_after_seconds
+    state = uploads.status(runtime, owner(runtime, recording_id), upload_id, runtime.clock())
+    assert state.offset < len(data)
+    live.stop.set()
+    thread.join(timeout=60)
+    assert len(outcome) == 1 and isinstance(outcome[0], uploads.UploadState)
+    # The holder ended: the next request is served at once, from where it ended.
+    ended = outcome[0].offset
+    assert ended == live.position
+    state = uploads.status(runtime, owner(runtime, recording_id), upload_id, runtime.clock())
+    assert state.offset == ended
+    append(runtime, recording_id, upload_id, ended, data[ended:])
+    assert published(runtime, recording_id).status == "available"
+    assert stored_plaintext(runtime, recording_id) == data
+
+
+def test_a_dead_holder_is_not_waited_for(
+    runtime: Runtime, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A worker killed while it held an upload leaves its hold behind: the next HEAD and
+    PATCH wait only until its silence shows it is dead, then the PATCH takes over and frees
+    the upload at its end."""
+    monkeypatch.setattr(uploads, "HOLD_SILENCE_SECONDS", 0.2)
+    data = media(6 * MIB)
+    recording_id, upload_id = start(runtime, len(data))
+    with runtime.sessions() as session, session.begin():
+        session.execute(update(Upload).where(Upload.id == upload_id).values(hold_beat=7))
+    state = uploads.status(runtime, owner(runtime, recording_id), upload_id, runtime.clock())
+    assert state.offset == 0
+    append(runtime, recording_id, upload_id, 0, data[: 5 * MIB + 1])
+    assert upload_rows(runtime, recording_id)[0].hold_beat is None
+    append(runtime, recording_id, upload_id, 5 * MIB + 1, data[5 * MIB + 1 :])
+    assert published(runtime, recording_id).status == "available"
 
 
 def test_storage_down_during_a_patch_gets_503_and_resumes(
@@ -431,3 +533,144 @@ def test_year_shredded_during_an_upload(runtime: Runtime) -> None:
         runtime.keyring.destroy_year_key(session, school_year, runtime.clock())
     with pytest.raises(Gone):
         append(runtime, recording_id, upload_id, 0, data)
+
+
+# -- a new upload on a failed recording ----------------------------------------------------
+
+# What the teacher registered: a new upload after a failed one keeps every field.
+REGISTRATION = (
+    "owner_id",
+    "title",
+    "subject",
+    "class_group",
+    "lesson_date",
+    "platform",
+    "purpose",
+    "aim",
+    "visible",
+    "subjects_informed_method",
+    "subjects_informed_at",
+    "third_party_warning",
+    "device",
+    "request_id",
+    "school_year",
+    "retain_until",
+)
+NOT_MEDIA = b"Dear parents, the lesson plan for next week is attached.\n" * 100
+# Every multipart write the store holds, whenever it started.
+EVER = datetime.max.replace(tzinfo=UTC)
+
+
+def registration_of(runtime: Runtime, recording_id: uuid.UUID) -> dict[str, object]:
+    row = recording_row(runtime, recording_id)
+    return {name: getattr(row, name) for name in REGISTRATION}
+
+
+def refused_file(client: FlaskClient, token: str, recording_id: uuid.UUID) -> str:
+    """Upload a file that is not a recording; the recording fails. Returns the upload URL."""
+    url = create_url(client, token, recording_id, len(NOT_MEDIA))
+    assert patch(client, token, url, 0, NOT_MEDIA).status_code == 415
+    return url
+
+
+def test_the_owner_uploads_again_on_the_same_registration(
+    app: Flask, client: FlaskClient, runtime: Runtime, token: str
+) -> None:
+    recording_id = register(runtime, "skolotaja")
+    registered = registration_of(runtime, recording_id)
+    first = refused_file(client, token, recording_id)
+    assert recording_row(runtime, recording_id).status == "failed"
+
+    # Nobody else may start the new upload: not the director, whose register lists the
+    # recording, nor another teacher; each attempt is a denial on the record.
+    director = add_person(runtime, "direktore", "director")
+    director_token = account_admin.issue_token(runtime, "direktore", "t", "1d", runtime.clock())
+    colleague = teacher_token(runtime, "kolega")
+    denials = actions(runtime).count("access:denied")
+    assert create(client, director_token, recording_id, 1000).status_code == 403
+    assert create(client, colleague, recording_id, 1000).status_code == 403
+    director_browser = signed_in(app, director)
+    assert director_browser.get(f"/recordings/{recording_id}/upload").status_code == 403
+    assert actions(runtime).count("access:denied") == denials + 3
+    assert recording_row(runtime, recording_id).status == "failed"
+    assert upload_rows(runtime, recording_id) == []
+
+    data = media(3 * MIB + 17)
+    second = create_url(client, token, recording_id, len(data))
+    assert second != first
+    assert recording_row(runtime, recording_id).status == "uploading"
+    # The refused attempt is over for good: its URL leads nowhere.
+    assert head(client, token, first).status_code == 404
+    assert patch(client, token, first, 0, data).status_code == 404
+    assert patch(client, colleague, second, 0, data).status_code == 403
+    send(client, token, second, data, [MIB])
+
+    recording = published(runtime, recording_id)
+    assert recording.id == recording_id and recording.status == "available"
+    assert registration_of(runtime, recording_id) == registered
+    assert stored_plaintext(runtime, recording_id) == data
+    events = actions(runtime)
+    assert events.count("upload:rejected") == 1
+    assert events.count("upload:created") == 2
+    assert events.count("upload:completed") == 1
+    # Once available, the recording takes no further upload.
+    assert create(client, token, recording_id, len(data)).status_code == 409
+
+
+def test_a_new_upload_removes_what_failed_attempts_left_in_the_store(
+    settings: Any, runtime: Runtime, faulty_runtime: Runtime, faulty: FaultyStore, token: str
+) -> None:
+    client: FlaskClient = create_app(settings, faulty_runtime).test_client()
+    recording_id = register(runtime, "skolotaja")
+    key = f"recordings/{recording_row(runtime, recording_id).school_year}/{recording_id}"
+
+    def pending() -> list[str]:
+        return [write.upload_id for write in runtime.store.list_stale_multipart(EVER)]
+
+    # The store is down while a refused file is discarded: its multipart write stays.
+    faulty.refuse_removals = True
+    refused_file(client, token, recording_id)
+    (left_write,) = pending()
+    # While the store cannot remove it, no new upload starts, and nothing changes.
+    assert create(client, token, recording_id, 300_000).status_code == 503
+    assert recording_row(runtime, recording_id).status == "failed"
+    assert upload_rows(runtime, recording_id) == []
+
+    faulty.refuse_removals = False
+    corrupt = media(300_000)
+    url = create_url(client, token, recording_id, len(corrupt))
+    (row,) = upload_rows(runtime, recording_id)
+    assert pending() == [row.multipart_id] and left_write != row.multipart_id
+
+    # Its object fails the verify pass while the store is down again: the object stays.
+    faulty.corrupt_reads = True
+    faulty.refuse_removals = True
+    assert patch(client, token, url, 0, corrupt).status_code == 204
+    assert published(runtime, recording_id).status == "failed"
+    assert list(runtime.store.iter_keys("recordings/")) == [key]
+
+    faulty.corrupt_reads = False
+    faulty.refuse_removals = False
+    data = media(400_000)
+    url = create_url(client, token, recording_id, len(data))
+    assert list(runtime.store.iter_keys("recordings/")) == []
+    (row,) = upload_rows(runtime, recording_id)
+    assert pending() == [row.multipart_id]
+    assert patch(client, token, url, 0, data).status_code == 204
+    assert published(runtime, recording_id).status == "available"
+    assert stored_plaintext(runtime, recording_id) == data
+    assert pending() == []
+
+
+def test_a_failed_recording_of_a_closed_year_takes_no_new_upload(
+    client: FlaskClient, runtime: Runtime, token: str
+) -> None:
+    recording_id = register(runtime, "skolotaja")
+    refused_file(client, token, recording_id)
+    school_year = recording_row(runtime, recording_id).school_year
+    year_end.close_now(runtime, school_year, runtime.clock(), actor=OPERATOR)
+    with runtime.sessions() as session:
+        assert access.year_closed(session, school_year)
+    assert create(client, token, recording_id, 300_000).status_code == 410
+    assert recording_row(runtime, recording_id).status == "failed"
+    assert upload_rows(runtime, recording_id) == []

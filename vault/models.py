@@ -428,6 +428,14 @@ class Upload(Base):
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
     updated_at: Mapped[datetime] = mapped_column(default=utcnow, index=True)
     completed_at: Mapped[datetime | None]
+    # The PATCH receiving this upload counts ``hold_beat`` up while bytes arrive and sets
+    # ``hold_closing`` once its body has ended and it commits what arrived; both are cleared
+    # when it is done. A client that reconnects right after a dropped PATCH waits for that
+    # request to end instead of resuming from the offset it started at. Counted, not timed,
+    # so that holders in different processes need no common clock: a beat that stops means
+    # a dead holder.
+    hold_beat: Mapped[int | None]
+    hold_closing: Mapped[bool] = mapped_column(default=False)
 
 
 def _year_of_issue(context: Any) -> int:

@@ -19,6 +19,8 @@ class ServiceError(Exception):
     """Base class: a refusal or failure the user can be told about."""
 
     message = N_("The request could not be completed.")
+    #: Set on refusals that pass with time: the answer says when to try again.
+    retry_after_seconds: int | None = None
 
     def __init__(self, message: str | None = None, **params: str | int) -> None:
         if message is not None:
@@ -69,6 +71,14 @@ class KeysUnavailable(ServiceError):
     """The encryption keys are missing or do not match the database (an operator's problem)."""
 
     message = N_("The encryption keys are not available. Please contact the administrator.")
+
+
+class UploadBusy(ServiceError):
+    """A request that is still sending this upload holds it (HTTP 423, which tus clients
+    retry): a second tab or client uploading the same file at the same time."""
+
+    message = N_("This upload is still receiving another request. Try again in a moment.")
+    retry_after_seconds = 2
 
 
 class TooManyRequests(ServiceError):

@@ -36,6 +36,7 @@ import math
 import uuid
 from collections import deque
 from concurrent.futures import Future, wait
+from contextlib import suppress
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, cast
@@ -248,6 +249,28 @@ class Appender:
             _swap(session, self.upload_id, self.version, updated_at=version, **values)
             session.commit()
         self.version = version
+
+    # -- the hold on the upload (see ``Upload.hold_beat``) -----------------------------------
+
+    def beat(self) -> None:
+        """Show that this request is still receiving. Conflict if another took the upload
+        over (its client reconnected), so this one stops instead of reading on."""
+        with self.runtime.sessions() as session:
+            _swap(session, self.upload_id, self.version, hold_beat=Upload.hold_beat + 1)
+            session.commit()
+
+    def closing(self) -> None:
+        """The body has ended: what arrived is being committed, however long the store takes."""
+        with self.runtime.sessions() as session:
+            _swap(session, self.upload_id, self.version, hold_closing=True)
+            session.commit()
+
+    def release(self) -> None:
+        """Free the upload for the client's next request, also after a failure. A request
+        that lost the upload to another, or saw it removed, has nothing to free."""
+        with suppress(Conflict), self.runtime.sessions() as session:
+            _swap(session, self.upload_id, self.version, hold_beat=None, hold_closing=False)
+            session.commit()
 
     def _parts_json(self) -> list[dict[str, Any]]:
         announced = sorted(self.announced.values(), key=_number)

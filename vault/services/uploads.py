@@ -22,6 +22,7 @@ for the abandoned upload is dropped with it.
 
 from __future__ import annotations
 
+import time
 import uuid
 from contextlib import suppress
 from dataclasses import dataclass
@@ -57,6 +58,7 @@ from vault.services.errors import (
     ServiceError,
     StorageUnavailable,
     UnsupportedMediaType,
+    UploadBusy,
 )
 from vault.services.media import SNIFF_BYTES, SNIFF_WINDOW, sniff_media_type
 from vault.services.part_writer import READ_PIECE_BYTES, Appender, longer_than_declared
@@ -65,8 +67,10 @@ from vault.services.tus import BadUploadRequest
 from vault.services.upload_records import (
     discard,
     load_upload,
+    next_version,
     object_key_for,
     rejection,
+    remove_leftovers,
     remove_stored,
     try_remove_stored,
     unwrap_data_key,
@@ -190,7 +194,7 @@ def _check_creation(
     if not _may_upload(session, actor, recording, now, runtime):
         raise refuse("upload_finished", UploadClosed())
     existing = session.scalar(select(Upload.id).where(Upload.recording_id == recording.id))
-    if existing is not None or recording.status != Status.REGISTERED:
+    if existing is not None or recording.status not in _STARTABLE:
         raise refuse(
             "upload_exists", Conflict(N_("This recording already has an upload in progress."))
         )
@@ -215,6 +219,11 @@ def _check_creation(
         raise refuse("too_short", too_short, length=length)
 
 
+#: A recording a new upload may start on: registered, or failed (the failure discarded the
+#: upload row, its data key and what was stored, so nothing of that attempt is reused).
+_STARTABLE = (Status.REGISTERED.value, Status.FAILED.value)
+
+
 def create_upload(
     runtime: Runtime,
     actor: Actor,
@@ -222,10 +231,11 @@ def create_upload(
     metadata: dict[str, str],
     now: datetime,
 ) -> UploadState:
-    """tus creation: a new upload for the owner's registered recording.
+    """tus creation: a new upload for the owner's registered (or failed) recording.
 
     Makes the recording's data key, starts the multipart write with the object's tags and
-    moves the recording to ``uploading``, all or nothing.
+    moves the recording to ``uploading``, all or nothing. On a failed recording, whatever
+    the failed attempt may have left at the object's key is removed before the commit.
     """
     try:
         recording_id = uuid.UUID(metadata.get("recording_id", ""))
@@ -284,12 +294,16 @@ def _create(
         try:
             moved = session.execute(
                 update(Recording)
-                .where(Recording.id == recording.id, Recording.status == Status.REGISTERED.value)
+                .where(Recording.id == recording.id, Recording.status == recording.status)
                 .values(status=Status.UPLOADING.value, object_key=key, wrapped_data_key=wrapped)
                 .execution_options(synchronize_session=False)
             )
             if getattr(moved, "rowcount", 0) != 1:
                 raise Conflict(N_("This recording already has an upload in progress."))
+            if recording.status == Status.FAILED.value:
+                # The recording is now ours (no other creation can move it), so whatever
+                # is at its key belongs to the failed attempt: removed now, or 503.
+                remove_leftovers(runtime, key, keep=multipart_id)
             upload = Upload(
                 recording_id=recording.id,
                 length=length,
@@ -339,11 +353,84 @@ def status(
     upload_id: uuid.UUID,
     now: datetime,
 ) -> UploadState:
-    """tus HEAD: the acknowledged offset. A finished upload reports its full length."""
+    """tus HEAD: the acknowledged offset. A finished upload reports its full length.
+
+    A request still receiving the upload is waited for (briefly), so that a client which
+    reconnects right after a dropped PATCH learns the offset that request ends at. Past the
+    wait, the offset committed so far is the answer: never a refusal, which tus clients
+    without retries would give up on.
+    """
+    state, held = _checked_state(runtime, actor, upload_id, now)
+    if not held:
+        return state
+    _wait_for_holder(runtime, upload_id)
+    return _checked_state(runtime, actor, upload_id, now)[0]
+
+
+def _checked_state(
+    runtime: Runtime, actor: Actor, upload_id: uuid.UUID, now: datetime
+) -> tuple[UploadState, bool]:
+    """The upload's state for someone allowed to ask, and whether a request holds it. Only
+    an allowed asker ever waits for the holder: nobody else learns that bytes are arriving."""
     with runtime.sessions() as session:
         upload, recording = load_upload(session, upload_id)
         _may_upload(session, actor, recording, now, runtime)
-        return _state_of(upload, recording)
+        return _state_of(upload, recording), upload.hold_beat is not None
+
+
+# -- the hold on an upload ------------------------------------------------------------------
+
+#: The longest a request waits for the request holding its upload.
+HOLD_WAIT_SECONDS = 10.0
+#: A holder that has received nothing for this long is taken for dead: its connection was
+#: dropped without the server noticing yet, or its worker was killed.
+HOLD_SILENCE_SECONDS = 2.0
+#: How often a receiving request shows it is alive (one small update each time).
+HOLD_BEAT_SECONDS = 0.5
+_HOLD_POLL_SECONDS = 0.05
+
+
+def _wait_for_holder(runtime: Runtime, upload_id: uuid.UUID) -> bool:
+    """Wait until no live request holds the upload. False if one is still receiving after
+    ``HOLD_WAIT_SECONDS`` (another client sending the same upload at the same time).
+
+    A holder whose beat stops for ``HOLD_SILENCE_SECONDS`` while receiving, or for the whole
+    wait while committing, is dead: the waiter goes on, and the request it then makes takes
+    the upload over (a version check stops the old one if it was alive after all).
+    """
+    started = time.monotonic()
+    seen: tuple[int, bool] | None = None
+    seen_at = started
+    while True:
+        with runtime.sessions() as session:
+            row = session.execute(
+                select(Upload.hold_beat, Upload.hold_closing).where(Upload.id == upload_id)
+            ).one_or_none()
+        if row is None or row.hold_beat is None:
+            return True
+        moment = time.monotonic()
+        if (row.hold_beat, row.hold_closing) != seen:
+            seen, seen_at = (row.hold_beat, row.hold_closing), moment
+        silence = HOLD_WAIT_SECONDS if row.hold_closing else HOLD_SILENCE_SECONDS
+        if moment - seen_at >= silence:
+            return True
+        if moment - started >= HOLD_WAIT_SECONDS:
+            return False
+        time.sleep(_HOLD_POLL_SECONDS)
+
+
+def _take_hold(session: Session, upload: Upload, now: datetime) -> None:
+    """Hold the upload for this PATCH. The new version stops any earlier request that is
+    still running at its next beat or commit, so only this one continues."""
+    taken = session.execute(
+        update(Upload)
+        .where(Upload.id == upload.id, Upload.updated_at == upload.updated_at)
+        .values(updated_at=next_version(upload.updated_at, now), hold_beat=0, hold_closing=False)
+        .execution_options(synchronize_session=False)
+    )
+    if getattr(taken, "rowcount", 0) != 1:
+        raise Conflict(N_("Another request changed this upload at the same time. Try again."))
+    session.refresh(upload, ["updated_at"])
 
 
 # -- appending -----------------------------------------------------------------------------
@@ -373,8 +460,13 @@ def append(
     """tus PATCH: append the body at ``offset``; return the new acknowledged state.
 
     A body cut short (the client went away) still commits what arrived, so a resumed upload
-    loses only the bytes the server never received.
+    loses only the bytes the server never received. A request still receiving the upload is
+    waited for first (``status``); one that goes on receiving is answered 423 (``UploadBusy``).
     """
+    if _checked_state(runtime, actor, upload_id, now)[1] and not _wait_for_holder(
+        runtime, upload_id
+    ):
+        raise UploadBusy()
     with runtime.sessions() as session:
         upload, recording = load_upload(session, upload_id)
         if not _may_upload(session, actor, recording, now, runtime):
@@ -389,6 +481,7 @@ def append(
         if upload.offset == 0 and content_length is not None and content_length < SNIFF_BYTES:
             raise _first_request_too_short()
         data_key = unwrap_data_key(session, runtime, recording)
+        _take_hold(session, upload, now)
         appender = Appender(runtime, actor, upload, recording, data_key, now)
         session.commit()
 
@@ -398,6 +491,7 @@ def append(
         return _append_body(runtime, appender, body, piece, now)
     finally:
         runtime.upload_workers.buffers.give(piece, wipe=True)
+        appender.release()
 
 
 def _append_body(
@@ -423,17 +517,22 @@ def _append_body(
     appender.open()
     try:
         received = 0
+        last_beat = time.monotonic()
         while True:
             if not count:
                 count = body.readinto(view)
                 if not count:
                     break
+            if time.monotonic() - last_beat >= HOLD_BEAT_SECONDS:
+                appender.beat()
+                last_beat = time.monotonic()
             received += count
             if received > MAX_PATCH_BYTES:
                 appender.save_progress()
                 raise _too_large_request()
             appender.feed(view[:count])
             count = 0
+        appender.closing()
         if appender.encryptor.position == appender.length:
             appender.finish()
         else:

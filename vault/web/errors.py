@@ -31,6 +31,7 @@ STATUS_MESSAGES: dict[int, str] = {
     415: N_("This file type is not accepted."),
     416: N_("The requested range is outside the recording."),
     422: N_("Some fields need correcting."),
+    423: N_("This item is busy. Try again in a moment."),
     429: N_("Too many attempts. Please wait a while and try again."),
     500: N_("Something went wrong on our side. The error has been logged."),
     503: N_("The service is temporarily unavailable. Please try again in a few minutes."),
@@ -48,6 +49,7 @@ STATUS_TITLES: dict[int, str] = {
     415: N_("Unsupported file type"),
     416: N_("Range not satisfiable"),
     422: N_("Invalid input"),
+    423: N_("Busy"),
     429: N_("Too many requests"),
     500: N_("Internal error"),
     503: N_("Service unavailable"),
@@ -63,6 +65,7 @@ SERVICE_STATUS: dict[type[service_errors.ServiceError], int] = {
     service_errors.RangeNotSatisfiable: 416,
     service_errors.ValidationFailed: 422,
     service_errors.TooManyRequests: 429,
+    service_errors.UploadBusy: 423,
     service_errors.StorageUnavailable: 503,
     service_errors.KeysUnavailable: 503,
     service_errors.IntegrityFailure: 500,
@@ -145,7 +148,7 @@ def _handle_service_error(exc: service_errors.ServiceError) -> Response:
     )
     field_errors = exc.field_errors if isinstance(exc, service_errors.ValidationFailed) else None
     headers = {}
-    if isinstance(exc, service_errors.TooManyRequests):
+    if exc.retry_after_seconds is not None:
         headers["Retry-After"] = str(exc.retry_after_seconds)
     return error_response(
         status, exc.message, exc.params, field_errors=field_errors, headers=headers
