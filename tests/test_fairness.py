@@ -5,14 +5,23 @@ given back when its body ends or its client goes away."""
 from __future__ import annotations
 
 import uuid
+from typing import Any
 
 import pytest
 from flask import Flask
 from flask.testing import FlaskClient
+from sqlalchemy import event
 from werkzeug.test import TestResponse
 
 from tests.support.recording_support import register, sample_media, store_plaintext
-from tests.support.streaming_support import School, bearer, browser, issue_order, make_school
+from tests.support.streaming_support import (
+    School,
+    bearer,
+    browser,
+    denials,
+    issue_order,
+    make_school,
+)
 from tests.support.uploads_support import create_url, patch
 from vault.services import accounts, fairness
 from vault.services.runtime import Runtime
@@ -54,6 +63,48 @@ def test_one_view_holds_at_most_three_streams_and_gets_each_back(
     for response in flowing:
         response.close()
     assert runtime.slots.held(("streams", viewer_id(runtime, "metodikis"))) == 0
+
+
+def test_a_refusal_past_the_cap_costs_no_database_query(
+    app: Flask, runtime: Runtime, school: School
+) -> None:
+    """A script asking again and again past its cap must not take the processor time the
+    other viewers need: the refusal is decided before the session and the policy."""
+    viewer = browser(app, school.viewer)
+    url = viewer.stream_url(school.recording_id)
+    flowing = [open_stream(viewer.client, url) for _ in range(fairness.STREAMS_PER_VIEW)]
+    statements: list[str] = []
+
+    def count(_conn: Any, _cursor: Any, statement: str, *_args: Any) -> None:
+        statements.append(statement)
+
+    event.listen(runtime.engine, "before_cursor_execute", count)
+    try:
+        assert viewer.client.get(url).status_code == 429
+    finally:
+        event.remove(runtime.engine, "before_cursor_execute", count)
+    assert statements == []
+    for response in flowing:
+        response.close()
+
+
+def test_a_stranger_with_the_url_is_refused_and_takes_no_share(
+    app: Flask, runtime: Runtime, school: School
+) -> None:
+    """The share a request counts against is named by the signed URL, but only the policy
+    admits it: anyone else holding the URL is refused 403 (and audited), and gives the slot
+    back at once; a URL whose viewer was altered is not a stream URL at all."""
+    viewer = browser(app, school.viewer)
+    url = viewer.stream_url(school.recording_id)
+    stranger = browser(app, school.other)
+    assert stranger.client.get(url).status_code == 403
+    assert len(denials(runtime, "another_viewer")) == 1
+    assert runtime.slots.held(("streams", viewer_id(runtime, "metodikis"))) == 0
+    path, token = url.split("?token=")
+    payload, rest = token.split(".", 1)
+    forged_payload = payload[:-2] + ("AA" if payload[-2:] != "AA" else "AB")
+    assert viewer.client.get(f"{path}?token={forged_payload}.{rest}").status_code == 403
+    assert viewer.client.get(url).status_code == 200
 
 
 def test_one_person_holds_at_most_six_streams_over_all_views(

@@ -34,7 +34,7 @@ from flask_login import current_user
 from itsdangerous import BadSignature, URLSafeTimedSerializer
 from sqlalchemy.orm import Session, sessionmaker
 
-from vault.models import AccessOrder, Recording
+from vault.models import AccessOrder, Recording, View
 from vault.services import fairness, media, ranges, streaming, viewing_log
 from vault.services.access import Action, decide
 from vault.services.actors import Actor
@@ -84,19 +84,29 @@ def _signer() -> URLSafeTimedSerializer:
     return URLSafeTimedSerializer(current_app.config["SECRET_KEY"], salt=STREAM_URL_SALT)
 
 
-def stream_url(view_id: uuid.UUID) -> str:
-    token = _signer().dumps(str(view_id))
-    return url_for("watch_api.stream", view_id=view_id, token=token)
+def stream_url(view: View) -> str:
+    token = _signer().dumps([str(view.id), str(view.viewer_id)])
+    return url_for("watch_api.stream", view_id=view.id, token=token)
 
 
-def _token_names(token: str, view_id: uuid.UUID) -> bool:
-    # The signature's age is only an outer bound (a view never outlives the longest
-    # sign-in session); whether the view is still alive is the row's business.
+def _viewer_named(token: str, view_id: uuid.UUID) -> uuid.UUID | None:
+    """The viewer the signed stream URL was made for, if it was made for this view.
+
+    The signature's age is only an outer bound (a view never outlives the longest sign-in
+    session); whether the view is still alive, and whose session asks, is the policy's
+    business. The viewer's id only names whose share of the server a request counts against.
+    """
     max_age = int(streaming.VIEW_MAX_LIFETIME.total_seconds())
     try:
-        return bool(_signer().loads(token, max_age=max_age) == str(view_id))
+        signed = _signer().loads(token, max_age=max_age)
     except BadSignature:
-        return False
+        return None
+    if not (isinstance(signed, list) and len(signed) == 2 and signed[0] == str(view_id)):
+        return None
+    try:
+        return uuid.UUID(str(signed[1]))
+    except ValueError:
+        return None
 
 
 def _order_json(order: AccessOrder | None) -> dict[str, str] | None:
@@ -114,7 +124,7 @@ def _view_json(started: StartedView) -> dict[str, Any]:
     idle = _idle_timeout()
     return {
         "view_id": str(view.id),
-        "stream_url": stream_url(view.id),
+        "stream_url": stream_url(view),
         "order": _order_json(started.order),
         "heartbeat_url": url_for("watch_api.heartbeat", view_id=view.id),
         "end_url": url_for("watch_api.end", view_id=view.id),
@@ -242,22 +252,30 @@ def stream(view_id: uuid.UUID) -> Response:
     runtime = context.runtime()
     db = context.db_session()
     zone = runtime.settings.zone
-    actor = _actor_or_anonymous()
-    idle = _idle_timeout()
-    if not _token_names(request.args.get("token", ""), view_id):
-        raise streaming.refuse_url(db, actor, view_id, now())
-    grant = streaming.check_stream(db, actor, view_id, now(), zone, idle)
-    validators = ranges.validators_of(grant.recording)
-    if ranges.not_modified(request.headers.get("If-None-Match"), validators):
-        # The viewer already holds these bytes; the policy above still had its say.
-        return Response(status=304, headers={"ETag": validators.etag, "Cache-Control": NO_STORE})
+    viewer_id = _viewer_named(request.args.get("token", ""), view_id)
+    if viewer_id is None:
+        raise streaming.refuse_url(db, _actor_or_anonymous(), view_id, now())
+    # The slot is counted before the session and the policy are checked, so a request past
+    # the cap costs no database query: a script asking again and again on 200 connections
+    # must not take the processor time the other viewers' streams need. The key comes from
+    # the signed URL, so nobody can use up another person's share; a request the policy
+    # then refuses gives its slot back at once.
     slot = runtime.slots.take(
         {
             ("view", view_id): fairness.STREAMS_PER_VIEW,
-            ("streams", grant.view.viewer_id): fairness.STREAMS_PER_USER,
+            ("streams", viewer_id): fairness.STREAMS_PER_USER,
         }
     )
     try:
+        actor = _actor_or_anonymous()
+        grant = streaming.check_stream(db, actor, view_id, now(), zone, _idle_timeout())
+        validators = ranges.validators_of(grant.recording)
+        if ranges.not_modified(request.headers.get("If-None-Match"), validators):
+            # The viewer already holds these bytes; the policy above still had its say.
+            slot.release()
+            return Response(
+                status=304, headers={"ETag": validators.etag, "Cache-Control": NO_STORE}
+            )
         return _stream_response(grant, view_id, actor, slot)
     except BaseException:
         slot.release()
