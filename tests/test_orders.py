@@ -310,6 +310,64 @@ def test_order_validation_names_the_field(
     assert field in response.get_json()["errors"]
 
 
+EMPTY_ORDER_MESSAGES = {
+    "number": "Šis lauks ir obligāts.",
+    "issued_on": "Šis lauks ir obligāts.",
+    "purpose": "Šis lauks ir obligāts.",
+    "grantees": "Norādiet vismaz vienu personu.",
+    "recording_ids": "Norādiet vismaz vienu ierakstu.",
+    "valid_from": "Šis lauks ir obligāts.",
+    "valid_until": "Šis lauks ir obligāts.",
+}
+
+
+def test_an_empty_order_gets_every_fields_message_at_once(
+    app: Flask, runtime: Runtime, school: School
+) -> None:
+    """The form and the API both answer an empty order with 422 naming every field, not one
+    field at a time; the form marks each field and links it from the summary."""
+    insert_recording(runtime, "skolotaja")
+    director = browser(app, school.director)
+    api = director.post_json("/api/v1/orders", {})
+    assert api.status_code == 422
+    assert set(api.get_json()["errors"]) == set(EMPTY_ORDER_MESSAGES)
+
+    form = director.client.post("/orders", data={"csrf_token": director.csrf["X-CSRF-Token"]})
+    assert form.status_code == 422
+    page = form.get_data(as_text=True)
+    assert "<form" in page and " novalidate>" in page
+    summary = page.split('<div class="error-summary" role="alert" tabindex="-1"', 1)[1]
+    summary = summary.split("</div>", 1)[0]
+    for name, message in EMPTY_ORDER_MESSAGES.items():
+        assert f'href="#field-{name}"' in summary, name
+        assert (
+            f'id="field-{name}" aria-invalid="true" aria-describedby="field-{name}-error' in page
+        ), name
+        assert f'<p class="field-errors" id="field-{name}-error"><span>{message}</span>' in page
+
+
+def test_a_wrong_order_reports_the_databases_findings_with_the_other_fields(
+    app: Flask, runtime: Runtime, school: School
+) -> None:
+    """A taken number, an account the procedure excludes and an order outlasting retention
+    are reported together with the fields left empty, not after they are filled in."""
+    recording_id = insert_recording(runtime, "skolotaja")
+    director = browser(app, school.director)
+    first = order_body(runtime, [recording_id], ["psihologs"])
+    assert director.post_json("/api/v1/orders", first).status_code == 201
+    again = order_body(
+        runtime,
+        [recording_id],
+        ["it-admin"],
+        purpose="",
+        valid_until=days_from(riga_today(runtime), 400),
+    )
+    response = director.post_json("/api/v1/orders", again)
+    assert response.status_code == 422
+    assert set(response.get_json()["errors"]) == {"number", "purpose", "grantees", "valid_until"}
+    assert "Daļskaitļi" in response.get_json()["detail"]
+
+
 def test_a_deleted_recording_cannot_be_named(app: Flask, runtime: Runtime, school: School) -> None:
     gone = insert_recording(runtime, "skolotaja", status="deleted")
     director = browser(app, school.director)

@@ -200,6 +200,45 @@ def test_the_registration_form_in_latvian_and_its_errors(
     assert "Stunda" in mine and "Ierobežotas pieejamības" in mine
 
 
+EMPTY_REGISTRATION_MESSAGES = {
+    "title": "Šis lauks ir obligāts.",
+    "subject": "Šis lauks ir obligāts.",
+    "class_group": "Šis lauks ir obligāts.",
+    "lesson_date": "Šis lauks ir obligāts.",
+    "platform": "Izvēlieties vienu no iespējām.",
+    "purpose": "Izvēlieties vienu no iespējām.",
+    "aim": "Šis lauks ir obligāts.",
+    "visible": "Izvēlieties vienu no iespējām.",
+    "subjects_informed-method": "Norādiet, kā ierakstā redzamās personas tika informētas.",
+    "subjects_informed-at": "Šis lauks ir obligāts.",
+    "third_party_warning": (
+        "Apstipriniet, ka personas kameras vai mikrofona tuvumā tika brīdinātas."
+    ),
+    "device": "Izvēlieties vienu no iespējām.",
+}
+
+
+def test_an_empty_registration_names_every_field_at_once(
+    app: Flask, runtime: Runtime, teacher: Person
+) -> None:
+    """The form is sent back with a summary linking each wrong field, and each field marked
+    and described by its own message, all in one answer."""
+    browser = signed_in(app, teacher)
+    token = csrf_token_from(browser, "/recordings/new")
+    refused = browser.post("/recordings/new", data={"csrf_token": token})
+    assert refused.status_code == 422
+    page = refused.get_data(as_text=True)
+    assert " novalidate>" in page
+    summary = page.split('<div class="error-summary" role="alert" tabindex="-1"', 1)[1]
+    summary = summary.split("</div>", 1)[0]
+    for field, message in EMPTY_REGISTRATION_MESSAGES.items():
+        assert f'<a href="#field-{field}">' in summary and message in summary, field
+        assert (
+            f'id="field-{field}" aria-invalid="true" aria-describedby="field-{field}-error"' in page
+        ), field
+        assert f'id="field-{field}-error"><span>{message}</span>' in page, field
+
+
 def test_other_teachers_see_nothing(
     app: Flask, runtime: Runtime, teacher: Person, other_teacher: Person, director: Person
 ) -> None:

@@ -73,18 +73,18 @@ STATUS_LABELS = {
 
 
 class OrderOutlastsRetention(ValidationFailed):
-    """422 naming the recording whose retention the order would outlast."""
+    """422 naming the recording whose retention the order would outlast, with the other
+    fields' messages of the same request."""
 
-    def __init__(self, valid_until: date, recording: Recording) -> None:
+    def __init__(
+        self, valid_until: date, recording: Recording, others: Mapping[str, list[str]]
+    ) -> None:
+        field_errors = {name: list(messages) for name, messages in others.items()}
+        field_errors.setdefault("valid_until", []).append(
+            N_("An order may not be valid after the retain-until date of any recording it names.")
+        )
         super().__init__(
-            {
-                "valid_until": [
-                    N_(
-                        "An order may not be valid after the retain-until date of any "
-                        "recording it names."
-                    )
-                ]
-            },
+            field_errors,
             N_(
                 "The order would be valid until %(valid_until)s, but the recording "
                 "\u201c%(title)s\u201d is kept only until %(retain_until)s. Choose a "
@@ -119,16 +119,18 @@ class Selection:
 
 @dataclass(frozen=True)
 class OrderDraft:
-    """A validated order, not yet checked against the database."""
+    """The fields of an order as read from a request, before the database is consulted; a
+    field that could not be read is empty (``""``, ``None`` or no items) and its message is
+    in the errors ``parse_order`` filled."""
 
     number: str
-    issued_on: date
+    issued_on: date | None
     purpose: str
     grantees: tuple[str, ...]
     recording_ids: tuple[uuid.UUID, ...]
     selection: Selection | None
-    valid_from: date
-    valid_until: date
+    valid_from: date | None
+    valid_until: date | None
 
 
 # -- parsing ----------------------------------------------------------------------------------
@@ -180,9 +182,9 @@ def _parse_selection(raw: Any, errors: dict[str, list[str]]) -> Selection | None
     )
 
 
-def parse_order(raw: Mapping[str, Any]) -> OrderDraft:
-    """Validate the fields of an order from a JSON object (or a form flattened into one)."""
-    errors: dict[str, list[str]] = {}
+def parse_order(raw: Mapping[str, Any], errors: dict[str, list[str]]) -> OrderDraft:
+    """Read the fields of an order from a JSON object (or a form flattened into one), adding
+    each wrong field's message to ``errors``: the director learns of every field at once."""
     number = fields.required_text(raw, "number", NUMBER_LIMIT, errors)
     purpose = fields.required_text(raw, "purpose", PURPOSE_LIMIT, errors)
     issued_on = fields.iso_date(raw.get("issued_on"), "issued_on", errors, required=True)
@@ -213,9 +215,6 @@ def parse_order(raw: Mapping[str, Any]) -> OrderDraft:
         errors.setdefault("valid_until", []).append(
             N_("The order cannot end before it comes into force.")
         )
-    if errors:
-        raise ValidationFailed(errors)
-    assert issued_on and valid_from and valid_until
     return OrderDraft(
         number=number,
         issued_on=issued_on,
@@ -226,6 +225,12 @@ def parse_order(raw: Mapping[str, Any]) -> OrderDraft:
         valid_from=valid_from,
         valid_until=valid_until,
     )
+
+
+def _names_recordings(errors: Mapping[str, list[str]]) -> bool:
+    """Whether the recordings an order names were read without a fault: a filter with a
+    wrong field must never be expanded (an empty one would match every recording)."""
+    return not any(name == "recording_ids" or name.startswith("filter") for name in errors)
 
 
 # -- issuing and revoking ---------------------------------------------------------------------
@@ -343,26 +348,28 @@ def issue(
                 "code, not with an API token."
             ),
         )
-    draft = parse_order(raw)
+    errors: dict[str, list[str]] = {}
+    draft = parse_order(raw, errors)
     # Serialise the director's own issuing (a double-submitted form) so the number check
     # below cannot be raced by the same person.
     session.execute(select(User.id).where(User.id == issuer.id).with_for_update())
     today = now.astimezone(zone).date()
-    errors: dict[str, list[str]] = {}
-    if draft.issued_on > today:
-        errors["issued_on"] = [N_("An order cannot be dated in the future.")]
-    if draft.valid_until < today:
+    if draft.issued_on and draft.issued_on > today:
+        errors.setdefault("issued_on", []).append(N_("An order cannot be dated in the future."))
+    if draft.valid_until and draft.valid_until < today:
         errors.setdefault("valid_until", []).append(N_("The order would already have expired."))
-    if _number_taken(session, draft):
-        errors["number"] = [_NUMBER_TAKEN]
+    if draft.number and draft.issued_on and _number_taken(session, draft.number, draft.issued_on):
+        errors.setdefault("number", []).append(_NUMBER_TAKEN)
     grantees = _grantees(session, draft.grantees, errors)
-    recordings = _recordings(session, draft, errors)
+    recordings = _recordings(session, draft, errors) if _names_recordings(errors) else []
+    # Procedure §15: nothing may be kept, or watched, past the last school day.
+    if recordings and draft.valid_until:
+        earliest = min(recordings, key=lambda recording: recording.retain_until)
+        if draft.valid_until > earliest.retain_until:
+            raise OrderOutlastsRetention(draft.valid_until, earliest, errors)
     if errors:
         raise ValidationFailed(errors)
-    # Procedure §15: nothing may be kept, or watched, past the last school day.
-    earliest = min(recordings, key=lambda recording: recording.retain_until)
-    if draft.valid_until > earliest.retain_until:
-        raise OrderOutlastsRetention(draft.valid_until, earliest)
+    assert draft.issued_on and draft.valid_from and draft.valid_until
 
     order = AccessOrder(
         number=draft.number,
@@ -379,7 +386,7 @@ def issue(
         session.flush()
     except IntegrityError:
         session.rollback()
-        if _number_taken(session, draft):
+        if _number_taken(session, draft.number, draft.issued_on):
             # Another director issued this number since the check above.
             raise ValidationFailed({"number": [_NUMBER_TAKEN]}) from None
         raise
@@ -410,11 +417,11 @@ def issue(
     return order
 
 
-def _number_taken(session: Session, draft: OrderDraft) -> bool:
+def _number_taken(session: Session, number: str, issued_on: date) -> bool:
     taken = session.scalars(
         select(AccessOrder.id).where(
-            AccessOrder.number == draft.number,
-            AccessOrder.issued_year == draft.issued_on.year,
+            AccessOrder.number == number,
+            AccessOrder.issued_year == issued_on.year,
         )
     ).first()
     return taken is not None

@@ -26,8 +26,14 @@ class RegisterFilter:
 
 @dataclass(frozen=True)
 class RegisterRow:
+    """A recording's metadata, and which of the acts the register links to the reader may
+    take on it (as the one policy decides, so a link is never offered in vain)."""
+
     recording: Recording
     teacher: orders.Person
+    may_list_accesses: bool
+    may_restrict: bool
+    may_erase: bool
 
 
 def read(
@@ -50,12 +56,21 @@ def read(
     if selection.school_year:
         query = query.where(Recording.school_year == selection.school_year.strip())
     query = query.order_by(Recording.lesson_date.desc(), Recording.title)
+    reader_actor = Actor.of(reader)
+
+    def allowed(action: Action, recording: Recording) -> bool:
+        return access.decide(session, reader_actor, action, recording, now, zone).allowed
+
     return [
-        RegisterRow(recording, orders.person_of(teacher))
+        RegisterRow(
+            recording,
+            orders.person_of(teacher),
+            may_list_accesses=allowed(Action.LIST_ACCESSES, recording),
+            may_restrict=allowed(Action.RESTRICT, recording),
+            may_erase=allowed(Action.ERASE, recording),
+        )
         for recording, teacher in session.execute(query)
-        if access.decide(
-            session, Actor.of(reader), Action.VIEW_METADATA, recording, now, zone
-        ).allowed
+        if allowed(Action.VIEW_METADATA, recording)
     ]
 
 

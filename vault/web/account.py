@@ -118,7 +118,11 @@ def create_token() -> Response:
         return _render(403, errors={"totp": [gettext(exc.message)]})
     except ValidationFailed as exc:
         db.rollback()
-        return _render(422, errors=translated(exc))
+        errors = translated(exc)
+        # The service names the lifetime as the API does; the form asks for it in days.
+        if "ttl" in errors:
+            errors.setdefault("days", []).extend(errors.pop("ttl"))
+        return _render(422, errors=errors)
     db.commit()
     return _render(201, new_token=issued.token, new_token_name=issued.record.name)
 

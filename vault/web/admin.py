@@ -12,6 +12,7 @@ from datetime import date
 
 from flask import Blueprint, Response, flash, redirect, render_template, request, url_for
 from flask_babel import gettext
+from werkzeug.datastructures import MultiDict
 from werkzeug.wrappers import Response as BaseResponse
 
 from vault.models import AccountLink, User
@@ -40,7 +41,7 @@ def _render_users(status: int = 200, **extra: object) -> Response:
         users=accounts.list_users(context.db_session()),
         roles=list(Role),
         errors=extra.pop("errors", {}),
-        form=extra.pop("form", {}),
+        form=extra.pop("form", MultiDict()),
         **extra,
     )
     return Response(page, status=status, mimetype="text/html")

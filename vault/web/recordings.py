@@ -25,7 +25,7 @@ from werkzeug.wrappers import Response as BaseResponse
 
 from vault.models import Certificate, MethodologicalRequest, Recording
 from vault.services import accounts, certificates, deletion, fairness, media, recordings
-from vault.services.access import Action
+from vault.services.access import Action, decide
 from vault.services.accounts import Role
 from vault.services.errors import NotFound, PermissionDenied, ValidationFailed
 from vault.services.recordings import (
@@ -40,7 +40,7 @@ from vault.services.recordings import (
 )
 from vault.web import context
 from vault.web.auth import current_actor, now
-from vault.web.responses import redirect_with_success
+from vault.web.responses import redirect_with_success, translated
 from vault.web.security import audited_refusal, require_roles
 
 pages = Blueprint("recordings", __name__)
@@ -431,8 +431,7 @@ def register() -> BaseResponse:
         recording = _register(form_to_registration(request.form))
     except ValidationFailed as exc:
         context.db_session().rollback()
-        errors = {k: [gettext(m) for m in v] for k, v in exc.field_errors.items()}
-        return _form_page(request.form, errors, 422)
+        return _form_page(request.form, translated(exc), 422)
     return redirect(url_for("recordings.upload", recording_id=recording.id))
 
 
@@ -440,11 +439,20 @@ def register() -> BaseResponse:
 def detail(recording_id: uuid.UUID) -> str:
     recording = _get(recording_id, Action.VIEW_METADATA)
     actor = current_actor()
+
+    def allowed(action: Action) -> bool:
+        # Whether to offer the form; its route asks the policy again (and audits a refusal).
+        return decide(
+            context.db_session(), actor, action, recording, now(), context.settings().zone
+        ).allowed
+
     return render_template(
         "recording_detail.html",
         recording=recording,
         owner=accounts.get_user(context.db_session(), recording.owner_id),
         is_owner=recording.owner_id == actor.user_id,
+        may_restrict=allowed(Action.RESTRICT),
+        may_erase=allowed(Action.ERASE),
         today=_today(),
         labels={
             "platform": PLATFORM_LABELS,
@@ -552,7 +560,7 @@ def requests_page() -> BaseResponse | tuple[str, int]:
             _create_request(request.form)
         except ValidationFailed as exc:
             db.rollback()
-            errors = {k: [gettext(m) for m in v] for k, v in exc.field_errors.items()}
+            errors = translated(exc)
         else:
             return redirect_with_success(
                 gettext("The request was sent to the teacher."), "recordings.requests_page"

@@ -12,4 +12,11 @@
   }
 
   window.vault = { csrfToken: csrfToken, apiFetch: apiFetch };
+
+  // A form sent back with errors opens on its summary, so the reader (and a screen reader)
+  // learns first what to correct; each entry links to its field.
+  const errorSummary = document.querySelector(".error-summary");
+  if (errorSummary) {
+    errorSummary.focus();
+  }
 })();
