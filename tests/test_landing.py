@@ -4,16 +4,20 @@ on the checks, the admin on the machine; a visitor on the welcome."""
 
 from __future__ import annotations
 
+import dataclasses
+
 from flask import Flask
 from sqlalchemy import select, update
 
 from tests.support.people import Person, add_person, signed_in
 from tests.support.recording_support import register
 from tests.support.streaming_support import School, issue_order, make_school
+from vault.app import create_app
 from vault.models import Recording, User
 from vault.services import deletion, recordings
 from vault.services.actors import Actor
 from vault.services.runtime import Runtime
+from vault.settings import Settings
 
 
 def home(app: Flask, person: Person) -> str:
@@ -99,3 +103,21 @@ def test_the_certificates_page_lists_what_each_reader_may_read(
     assert mine in auditor and theirs in auditor
     staff = signed_in(app, school.viewer).get("/certificates").get_data(as_text=True)
     assert mine not in staff and "Dzēšanas apliecinājumu vēl nav" in staff
+
+
+def test_an_admin_is_told_when_the_schools_name_is_not_set(
+    app: Flask, settings: Settings, runtime: Runtime
+) -> None:
+    """Without VAULT_SCHOOL_NAME the printed orders and certificates name no school: the
+    admin's home page says so and how to set it; other roles are not troubled with it."""
+    admin = add_person(runtime, "it-admin", "admin")
+    director = add_person(runtime, "direktore", "director")
+    assert 'id="school-name-missing"' not in home(app, admin)
+
+    unnamed = dataclasses.replace(settings, school_name="")
+    unnamed_app = create_app(unnamed, dataclasses.replace(runtime, settings=unnamed))
+    banner = home(unnamed_app, admin).split('id="school-name-missing">', 1)[1]
+    banner = banner.split("</div>", 1)[0]
+    assert "Skolas nosaukums nav iestatīts" in banner
+    assert "VAULT_SCHOOL_NAME" in banner and "VAULT_SCHOOL_ADDRESS" in banner
+    assert 'id="school-name-missing"' not in home(unnamed_app, director)

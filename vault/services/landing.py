@@ -4,7 +4,8 @@ A teacher: the recordings that need attention (unfinished or failed uploads) and
 director's requests still waiting for a recording. The director: the requests still open,
 the orders about to lapse. Staff: what orders let them watch. The auditor: the register,
 the requests and the certificates. The admin: the accounts waiting for their holders, the
-storage, the keys. An account with several roles sees each part.
+storage, the keys, and a school name still missing from the settings. An account with
+several roles sees each part.
 """
 
 from __future__ import annotations
@@ -54,6 +55,8 @@ class Landing:
     storage_ok: bool = True
     database_ok: bool = True
     master_key: str | None = None
+    #: The school's name is not configured, so printed orders and certificates lack it.
+    school_name_missing: bool = False
 
 
 def landing(runtime: Runtime, user_id: uuid.UUID, now: datetime) -> Landing:
@@ -105,7 +108,8 @@ def _lapsing_orders(session: Session, runtime: Runtime, now: datetime) -> list[A
 
 
 def _machine(session: Session, runtime: Runtime) -> dict[str, Any]:
-    """The admin's part: accounts waiting for their holders, and the machine's health."""
+    """The admin's part: accounts waiting for their holders, the machine's health, and
+    whether the settings name the school."""
     current = runtime.keyring.current_version(session)
     report = health.check(runtime.sessions, runtime.store)
     return {
@@ -118,6 +122,7 @@ def _machine(session: Session, runtime: Runtime) -> dict[str, Any]:
         "master_key": f"v{current.version} ({runtime.keyring.provider_name})" if current else None,
         "storage_ok": report.storage_ok,
         "database_ok": report.database_ok,
+        "school_name_missing": not runtime.settings.school_name.strip(),
     }
 
 
