@@ -175,8 +175,8 @@ SPEC_TABLE: dict[Action, Rule] = {
     Action.UPLOAD: Rule(
         {"owner": YES, "other teacher": NO, "staff": NO, "director": NO,
          "admin": NO, "auditor": NO},
-        frozenset({Status.REGISTERED, Status.UPLOADING}),
-        "teacher uploads own registered recording",
+        frozenset({Status.REGISTERED, Status.UPLOADING, Status.FAILED}),
+        "teacher uploads own registered recording, and again after a failed upload",
     ),
     Action.TAKE_RESPONSIBILITY: Rule(
         {"owner": NO, "other teacher": NO, "staff": NO, "director": NO,

@@ -61,6 +61,8 @@ LIVE_STATUSES = tuple(status for status in Status if status not in TOMBSTONE_STA
 TOMBSTONE_ACTIONS = frozenset({Action.VIEW_METADATA, Action.LIST_ACCESSES})
 # Acts on the media itself need an available object.
 MEDIA_ACTIONS = frozenset({Action.START_VIEW, Action.STREAM, Action.DOWNLOAD})
+# Where the owner may (re)start or continue sending the file.
+UPLOADABLE_STATUSES = frozenset({Status.REGISTERED, Status.UPLOADING, Status.FAILED})
 # What stops the moment a year's year-end starts.
 CLOSED_YEAR_ACTIONS = MEDIA_ACTIONS | {Action.UPLOAD}
 # Roles that may be named in an order (SPEC §2).
@@ -177,7 +179,9 @@ def _rules(
     elif action is Action.UPLOAD:
         if not is_owner:
             return Decision(False, "not_permitted")
-        if status in (Status.REGISTERED, Status.UPLOADING):
+        # A failed upload left nothing behind (its row, data key and object are discarded),
+        # so the owner may send the file again on the same registration.
+        if status in UPLOADABLE_STATUSES:
             return Decision(True, "owner")
         return Decision(False, "not_uploadable")
     elif action is Action.TAKE_RESPONSIBILITY:

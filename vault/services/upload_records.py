@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import uuid
 from contextlib import suppress
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from sqlalchemy import delete, update
@@ -138,6 +138,24 @@ def remove_stored(runtime: Runtime, key: str, multipart_id: str | None) -> None:
     try:
         if multipart_id is not None:
             store.abort_multipart(key, multipart_id)
+        store.delete(key)
+    except StorageError as exc:
+        raise StorageUnavailable() from exc
+
+
+def remove_leftovers(runtime: Runtime, key: str, keep: str) -> None:
+    """Delete the object at ``key`` and abort every multipart write there except ``keep``.
+
+    A failed attempt removes what it stored only if the store answers at that moment; its
+    parts and object would otherwise wait for the lifecycle run. A new upload on the same
+    recording calls this once it owns the recording, so nothing of the old attempt outlives
+    it. A store that is down answers 503.
+    """
+    store = runtime.store
+    try:
+        for write in store.list_stale_multipart(datetime.max.replace(tzinfo=UTC)):
+            if write.key == key and write.upload_id != keep:
+                store.abort_multipart(key, write.upload_id)
         store.delete(key)
     except StorageError as exc:
         raise StorageUnavailable() from exc

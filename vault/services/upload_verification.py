@@ -7,8 +7,10 @@ object is read back and decrypted. That verify pass proves the stored object dec
 exactly the declared length and yields the plaintext SHA-256 and the ciphertext SHA-256
 (``hashlib`` state cannot be carried between the requests and processes of an upload, so the
 hashes cannot be computed on the way in); the recording becomes ``available``. A failed pass
-marks it ``failed`` and removes the object. A pass cut short by the process stopping is
-taken up again by the lifecycle run, which finds the recording still ``processing``.
+marks it ``failed`` and removes the upload row, the wrapped data key and the object; its
+owner may then upload the file again on the same registration (``uploads.create_upload``).
+A pass cut short by the process stopping is taken up again by the lifecycle run, which finds
+the recording still ``processing``.
 """
 
 from __future__ import annotations

@@ -7,6 +7,9 @@
   const TUS_VERSION = "1.0.0";
   const CHUNK_BYTES = 8 * 1024 * 1024;
   const RETRY_DELAYS_MS = [1000, 2000, 4000, 8000, 16000, 30000];
+  // A 423 says how long the server still holds the upload for a request it has not seen
+  // end (a reconnect right after a dropped PATCH); never wait longer than this for it.
+  const MAX_LOCKED_WAIT_MS = 10000;
   const data = root.dataset;
   const input = root.querySelector('input[type="file"]');
   const startButton = root.querySelector('[data-action="start"]');
@@ -14,11 +17,36 @@
   const resumeButton = root.querySelector('[data-action="resume"]');
   const bar = root.querySelector("progress");
   const field = (name) => root.querySelector('[data-field="' + name + '"]');
+  const language = document.documentElement.lang || undefined;
+  const percentFormat = new Intl.NumberFormat(language, { minimumFractionDigits: 1, maximumFractionDigits: 1 });
+  // The uploads this browser remembers, one localStorage entry each: the key names the
+  // recording and the file, the value is the upload's URL.
+  const STORAGE_PREFIX = "vault-upload:" + data.recordingId + ":";
   let paused = false;
   let running = false;
   let uploadUrl = null;
+  let inFlight = null;
+  let wake = null;
+  let offer = null;
 
-  function say(text) { field("status").textContent = text; }
+  // What ends an upload attempt. "resume": the same file continues when Resume is pressed;
+  // "restart": the upload is gone, a file must be sent anew; "final": nothing more to do.
+  class UploadError extends Error {
+    constructor(message, next) {
+      super(message);
+      this.next = next;
+    }
+  }
+
+  function say(text, kind) {
+    const status = field("status");
+    status.textContent = text;
+    status.classList.toggle("upload-status--error", kind === "error");
+  }
+
+  function fill(template, values) {
+    return Object.entries(values).reduce((text, [name, value]) => text.replace("{" + name + "}", value), template);
+  }
 
   function encodeMetadata(pairs) {
     return Object.entries(pairs).map(([key, value]) => {
@@ -31,12 +59,27 @@
 
   // The stored fingerprint lets a reloaded page or a new tab continue the same upload.
   function fingerprint(file) {
-    return "vault-upload:" + data.recordingId + ":" + file.name + ":" + file.size + ":" + file.lastModified;
+    return STORAGE_PREFIX + file.name + ":" + file.size + ":" + file.lastModified;
   }
 
-  function formatBytes(perSecond) {
-    const units = ["B/s", "KiB/s", "MiB/s", "GiB/s"];
-    let value = perSecond;
+  // Every upload remembered for this recording, with the file it was sending.
+  function remembered() {
+    const found = [];
+    for (let index = 0; index < window.localStorage.length; index += 1) {
+      const key = window.localStorage.key(index);
+      if (key && key.startsWith(STORAGE_PREFIX)) {
+        const parts = key.slice(STORAGE_PREFIX.length).split(":");
+        parts.pop(); // the file's modification time
+        const size = Number(parts.pop());
+        found.push({ key: key, url: window.localStorage.getItem(key), name: parts.join(":"), size: size });
+      }
+    }
+    return found;
+  }
+
+  function formatSize(bytes) {
+    const units = ["B", "KiB", "MiB", "GiB"];
+    let value = bytes;
     let unit = 0;
     while (value >= 1024 && unit < units.length - 1) { value /= 1024; unit += 1; }
     return value.toFixed(unit === 0 ? 0 : 1) + " " + units[unit];
@@ -51,8 +94,33 @@
     return (h ? h + ":" + String(m).padStart(2, "0") : m) + ":" + String(rest).padStart(2, "0") + " " + data.msgLeft;
   }
 
+  // Rounded down, so a nearly finished upload never shows 100 % before its last byte.
+  function percentOf(offset, size) {
+    return percentFormat.format(size ? Math.floor((1000 * offset) / size) / 10 : 0) + " %";
+  }
+
+  function showProgress(offset, size) {
+    bar.value = size ? (100 * offset) / size : 0;
+    field("percent").textContent = percentOf(offset, size);
+  }
+
   function tusHeaders(extra) {
     return Object.assign({ "Tus-Resumable": TUS_VERSION }, extra || {});
+  }
+
+  const sleep = (ms) => new Promise((resolve) => { setTimeout(resolve, ms); });
+
+  // A wait that the Pause button cuts short.
+  function pausableSleep(ms) {
+    return new Promise((resolve) => {
+      const timer = setTimeout(resolve, ms);
+      wake = () => { clearTimeout(timer); resolve(); };
+    }).finally(() => { wake = null; });
+  }
+
+  function lockedWait(response) {
+    const seconds = Number(response.headers.get("Retry-After"));
+    return Math.min(MAX_LOCKED_WAIT_MS, 1000 * (seconds > 0 ? seconds : 1));
   }
 
   async function problemText(response) {
@@ -64,6 +132,16 @@
     }
   }
 
+  // The error a refusal of the server ends the attempt with, saying what to do next.
+  async function refusal(response) {
+    switch (response.status) {
+      case 415: return new UploadError(data.msgNotMedia, "restart");
+      case 404: return new UploadError(data.msgGone, "restart");
+      case 410: return new UploadError(data.msgClosed, "final");
+      default: return new UploadError(await problemText(response), "restart");
+    }
+  }
+
   async function create(file) {
     const response = await window.vault.apiFetch(data.creationUrl, {
       method: "POST",
@@ -72,26 +150,37 @@
         "Upload-Metadata": encodeMetadata({ recording_id: data.recordingId, filename: file.name }),
       }),
     });
-    if (response.status !== 201) { throw new Error(await problemText(response)); }
+    if (response.status !== 201) { throw await refusal(response); }
     return new URL(response.headers.get("Location"), window.location.href).toString();
   }
 
-  async function currentOffset(url) {
-    const response = await window.vault.apiFetch(url, { method: "HEAD", headers: tusHeaders() });
-    if (!response.ok) { return null; }
-    return Number(response.headers.get("Upload-Offset"));
+  // tus HEAD: { offset, length } of an upload the server still has, or null when it is
+  // gone (removed, failed, finished). A 423 is waited out; a network error throws.
+  async function probe(url) {
+    for (;;) {
+      const response = await window.vault.apiFetch(url, { method: "HEAD", headers: tusHeaders() });
+      if (response.status === 423) {
+        await sleep(lockedWait(response));
+        continue;
+      }
+      if ([404, 409, 410].includes(response.status)) { return null; }
+      if (!response.ok) { throw new UploadError(data.msgServerTrouble, "resume"); }
+      return {
+        offset: Number(response.headers.get("Upload-Offset")),
+        length: Number(response.headers.get("Upload-Length")),
+      };
+    }
   }
-
-  const sleep = (ms) => new Promise((resolve) => { setTimeout(resolve, ms); });
 
   async function send(file, offset) {
     let attempt = 0;
     let measuredFrom = { time: performance.now(), offset: offset };
     let speed = 0;
     while (offset < file.size) {
-      if (paused) { say(data.msgPaused); return false; }
+      if (paused) { return false; }
       const end = Math.min(offset + CHUNK_BYTES, file.size);
       let response = null;
+      inFlight = new AbortController();
       try {
         response = await window.vault.apiFetch(uploadUrl, {
           method: "PATCH",
@@ -100,9 +189,12 @@
             "Content-Type": "application/offset+octet-stream",
           }),
           body: file.slice(offset, end),
+          signal: inFlight.signal,
         });
       } catch (networkError) {
         response = null;
+      } finally {
+        inFlight = null;
       }
       if (response && response.status === 204) {
         attempt = 0;
@@ -114,24 +206,39 @@
           speed = speed ? 0.7 * speed + 0.3 * recent : recent;
           measuredFrom = { time: now, offset: offset };
         }
-        const percent = (100 * offset) / file.size;
-        bar.value = percent;
-        field("percent").textContent = percent.toFixed(1) + " %";
-        field("speed").textContent = speed ? formatBytes(speed) : "–";
+        showProgress(offset, file.size);
+        field("speed").textContent = speed ? formatSize(speed) + "/s" : "–";
         field("eta").textContent = speed ? formatDuration((file.size - offset) / speed) : "–";
         say(data.msgUploading);
         continue;
       }
-      if (response && response.status >= 400 && response.status < 500 && response.status !== 409) {
-        throw new Error(await problemText(response));
+      // Pausing cut the request off; the server kept what arrived, and resuming asks it.
+      if (paused) { return false; }
+      if (response && response.status === 423) {
+        // Still held by a request the server has not seen end: not a failure, wait and ask.
+        say(data.msgWaiting);
+        await pausableSleep(lockedWait(response));
+      } else if (response && response.status >= 400 && response.status < 500 && response.status !== 409) {
+        throw await refusal(response);
+      } else {
+        // A lost connection, a 5xx or an offset conflict: wait, then ask the server where it is.
+        if (attempt >= RETRY_DELAYS_MS.length) {
+          throw new UploadError(response ? data.msgServerTrouble : data.msgConnectionLost, "resume");
+        }
+        say(data.msgRetrying);
+        await pausableSleep(RETRY_DELAYS_MS[attempt]);
+        attempt += 1;
       }
-      // A lost connection, a 5xx or an offset conflict: wait, then ask the server where it is.
-      if (attempt >= RETRY_DELAYS_MS.length) { throw new Error(data.msgFailed); }
-      say(data.msgRetrying);
-      await sleep(RETRY_DELAYS_MS[attempt]);
-      attempt += 1;
-      const serverOffset = await currentOffset(uploadUrl).catch(() => null);
-      if (serverOffset !== null) { offset = serverOffset; }
+      if (paused) { return false; }
+      let state;
+      try {
+        state = await probe(uploadUrl);
+      } catch (error) {
+        continue; // still unreachable: the next round counts it
+      }
+      if (state === null) { throw new UploadError(data.msgGone, "restart"); }
+      offset = state.offset;
+      showProgress(offset, file.size);
     }
     return true;
   }
@@ -148,50 +255,121 @@
           window.location.assign(data.detailUrl);
           return;
         }
-        if (recording.status === "failed") { throw new Error(data.msgFailed); }
+        if (recording.status === "failed") { throw new UploadError(data.msgVerifyFailed, "restart"); }
       }
       await sleep(1000);
     }
   }
 
+  function hideOffer() {
+    offer = null;
+    field("offer").hidden = true;
+  }
+
   async function run() {
     const file = input.files && input.files[0];
-    if (!file || running) { return; }
-    if (file.size > Number(data.maxBytes)) { say(data.msgTooLarge); return; }
+    if (running) { return; }
+    if (!file) { say(data.msgChooseFile, "error"); return; }
+    if (file.size > Number(data.maxBytes)) { say(data.msgTooLarge, "error"); return; }
     running = true;
     paused = false;
+    root.dataset.state = "uploading";
     startButton.disabled = true;
     pauseButton.disabled = false;
     resumeButton.disabled = true;
+    const key = fingerprint(file);
     try {
-      const key = fingerprint(file);
       uploadUrl = window.localStorage.getItem(key);
-      let offset = uploadUrl ? await currentOffset(uploadUrl) : null;
-      if (offset === null) {
+      let state = uploadUrl ? await probe(uploadUrl) : null;
+      if (state === null) {
+        window.localStorage.removeItem(key);
         uploadUrl = await create(file);
         window.localStorage.setItem(key, uploadUrl);
-        offset = 0;
+        state = { offset: 0 };
       } else {
         say(data.msgResuming);
       }
-      const finished = await send(file, offset);
+      hideOffer();
+      // Where the server stands, at once: a resumed upload never starts from 0 % on screen.
+      showProgress(state.offset, file.size);
+      const finished = await send(file, state.offset);
       if (finished) {
         window.localStorage.removeItem(key);
         pauseButton.disabled = true;
         await waitUntilAvailable();
       } else {
+        // "Paused." once the server has ended the request that was cut off, at the offset
+        // it kept: its HEAD answers only then.
+        const state = await probe(uploadUrl).catch(() => null);
+        if (state) { showProgress(state.offset, file.size); }
+        say(data.msgPaused);
+        root.dataset.state = "paused";
         resumeButton.disabled = false;
       }
     } catch (error) {
-      say(error.message || data.msgFailed);
+      const next = error instanceof UploadError ? error.next : "resume";
+      if (next !== "resume") { window.localStorage.removeItem(key); }
+      say(error instanceof UploadError ? error.message : data.msgConnectionLost, "error");
       root.dataset.state = "failed";
-      startButton.disabled = false;
+      pauseButton.disabled = true;
+      resumeButton.disabled = next !== "resume";
+      startButton.disabled = next === "final";
     } finally {
       running = false;
     }
   }
 
+  function pause() {
+    paused = true;
+    pauseButton.disabled = true;
+    root.dataset.state = "pausing";
+    say(data.msgPausing);
+    if (inFlight) { inFlight.abort(); }
+    if (wake) { wake(); }
+  }
+
+  // After a reload: offer the unfinished upload this browser remembers for this recording,
+  // at the offset the server holds, before a file is chosen again. The browser cannot
+  // reopen the file by itself, so the offer names the file to choose.
+  async function offerToContinue() {
+    for (const entry of remembered()) {
+      let state;
+      try {
+        state = await probe(entry.url);
+      } catch (error) {
+        continue; // unreachable now: kept, and offered on the next visit
+      }
+      if (state === null) {
+        window.localStorage.removeItem(entry.key);
+        continue;
+      }
+      if (running) { return; }
+      offer = entry;
+      showProgress(state.offset, state.length);
+      field("offer").textContent = fill(data.msgOffer, {
+        percent: percentOf(state.offset, state.length),
+        name: entry.name,
+        size: formatSize(entry.size),
+      });
+      field("offer").hidden = false;
+      return;
+    }
+  }
+
+  function fileChosen() {
+    const file = input.files && input.files[0];
+    if (!offer || !file || running) { return; }
+    if (fingerprint(file) === offer.key) {
+      say(data.msgOfferChosen);
+      resumeButton.disabled = false;
+    } else {
+      say(fill(data.msgOfferOther, { name: offer.name, size: formatSize(offer.size) }));
+    }
+  }
+
   startButton.addEventListener("click", run);
-  pauseButton.addEventListener("click", () => { paused = true; pauseButton.disabled = true; });
+  pauseButton.addEventListener("click", pause);
   resumeButton.addEventListener("click", () => { resumeButton.disabled = true; run(); });
+  input.addEventListener("change", fileChosen);
+  offerToContinue();
 })();
