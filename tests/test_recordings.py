@@ -6,6 +6,7 @@ from __future__ import annotations
 import hashlib
 import json
 import re
+import uuid
 from datetime import date, timedelta
 from pathlib import Path
 
@@ -138,6 +139,32 @@ def test_a_lesson_date_past_its_years_last_day_gets_422(
     assert response.status_code == 422
     errors = response.get_json()["errors"]["lesson_date"]
     assert any("pēdējās mācību dienas" in message for message in errors)
+
+
+def test_the_schools_rules_are_reported_with_the_missing_fields(
+    client: FlaskClient, runtime: Runtime, teacher: Person
+) -> None:
+    """A future lesson date and an unknown request are named in the same answer as an empty
+    title, not only once the title is given."""
+    tomorrow = lesson_day(runtime) + timedelta(days=400)
+    payload = registration(
+        runtime,
+        title="",
+        lesson_date=tomorrow.isoformat(),
+        purpose="methodological",
+        request_id=str(uuid.uuid4()),
+        subjects_informed={"method": "e-klase", "at": lesson_day(runtime).isoformat()},
+    )
+    response = client.post(
+        "/api/v1/recordings",
+        json=payload,
+        headers=bearer_for(runtime, teacher.username),
+    )
+    assert response.status_code == 422
+    errors = response.get_json()["errors"]
+    assert set(errors) >= {"title", "lesson_date", "request_id"}
+    assert "Stundas datums nevar būt nākotnē." in errors["lesson_date"]
+    assert errors["request_id"] == ["Nezināms lūgums."]
 
 
 def test_a_future_lesson_date_gets_422(

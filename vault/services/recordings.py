@@ -186,6 +186,68 @@ def parse_registration(raw: Mapping[str, Any]) -> Registration:
     )
 
 
+def register_fields(
+    session: Session,
+    actor: Actor,
+    owner: User,
+    raw: Mapping[str, Any],
+    now: datetime,
+    zone: ZoneInfo,
+) -> Recording:
+    """Register from the submitted fields, with every problem in one answer: a teacher who
+    left a field empty also learns at once that the lesson date is in the future or the
+    request unknown, instead of only after correcting the rest."""
+    _require_teacher(owner)
+    try:
+        registration = parse_registration(raw)
+    except ValidationFailed as invalid:
+        errors = invalid.field_errors
+        lesson_date = fields.iso_date(raw.get("lesson_date"), "lesson_date", {})
+        try:
+            request_id = uuid.UUID(str(raw.get("request_id")))
+        except ValueError:
+            request_id = None
+        _check_against_the_school(session, owner, lesson_date, request_id, now, zone, errors)
+        raise ValidationFailed(errors) from None
+    return register(session, actor, owner, registration, now, zone)
+
+
+def _require_teacher(owner: User) -> None:
+    if Role.TEACHER not in owner.roles:
+        raise PermissionDenied(N_("Only teachers register recordings."))
+
+
+def _check_against_the_school(
+    session: Session,
+    owner: User,
+    lesson_date: date | None,
+    request_id: uuid.UUID | None,
+    now: datetime,
+    zone: ZoneInfo,
+    errors: dict[str, list[str]],
+) -> None:
+    """The rules a registration's fields meet only in this school: its calendar and the
+    owner's requests. Problems are added to ``errors``."""
+    if lesson_date is not None:
+        if lesson_date > now.astimezone(zone).date():
+            errors.setdefault("lesson_date", []).append(
+                N_("The lesson date cannot be in the future.")
+            )
+        school_year = calendar.school_year_of(lesson_date)
+        if lesson_date > calendar.last_day(session, school_year):
+            errors.setdefault("lesson_date", []).append(
+                N_("The lesson date is after the last school day of its school year.")
+            )
+        if access.year_closed(session, school_year):
+            errors.setdefault("lesson_date", []).append(
+                N_("The recordings of this school year have already been deleted.")
+            )
+    if request_id is not None:
+        request = session.get(MethodologicalRequest, request_id)
+        if (request is None or request.teacher_id != owner.id) and "request_id" not in errors:
+            errors["request_id"] = [N_("Unknown request.")]
+
+
 def register(
     session: Session,
     actor: Actor,
@@ -195,28 +257,15 @@ def register(
     zone: ZoneInfo,
 ) -> Recording:
     """Store a registration; the recording then waits for its upload."""
-    if Role.TEACHER not in owner.roles:
-        raise PermissionDenied(N_("Only teachers register recordings."))
-    today = now.astimezone(zone).date()
+    _require_teacher(owner)
     errors: dict[str, list[str]] = {}
-    if registration.lesson_date > today:
-        errors["lesson_date"] = [N_("The lesson date cannot be in the future.")]
-    school_year = calendar.school_year_of(registration.lesson_date)
-    retain_until = calendar.last_day(session, school_year)
-    if registration.lesson_date > retain_until:
-        errors.setdefault("lesson_date", []).append(
-            N_("The lesson date is after the last school day of its school year.")
-        )
-    if access.year_closed(session, school_year):
-        errors.setdefault("lesson_date", []).append(
-            N_("The recordings of this school year have already been deleted.")
-        )
-    if registration.request_id is not None:
-        request = session.get(MethodologicalRequest, registration.request_id)
-        if request is None or request.teacher_id != owner.id:
-            errors["request_id"] = [N_("Unknown request.")]
+    _check_against_the_school(
+        session, owner, registration.lesson_date, registration.request_id, now, zone, errors
+    )
     if errors:
         raise ValidationFailed(errors)
+    school_year = calendar.school_year_of(registration.lesson_date)
+    retain_until = calendar.last_day(session, school_year)
     recording = Recording(
         owner_id=owner.id,
         title=registration.title,

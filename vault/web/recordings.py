@@ -103,14 +103,8 @@ def recording_json(recording: Recording) -> dict[str, Any]:
 def _register(raw: Mapping[str, Any]) -> Recording:
     db = context.db_session()
     owner = accounts.get_user(db, current_actor().account_id)
-    registration = recordings.parse_registration(raw)
-    recording = recordings.register(
-        db,
-        current_actor(),
-        owner,
-        registration,
-        now(),
-        context.settings().zone,
+    recording = recordings.register_fields(
+        db, current_actor(), owner, raw, now(), context.settings().zone
     )
     db.commit()
     return recording
