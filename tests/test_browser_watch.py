@@ -155,3 +155,84 @@ def test_a_designated_person_watches_with_the_watermark_and_heartbeats(
         expect(other.locator("video")).to_have_count(0)
     finally:
         context.close()
+
+
+PICTURE_BOX = """() => {
+    // Where a video element shows its picture: its box, less the bands that keep the aspect.
+    const video = document.querySelector('video');
+    const box = video.getBoundingClientRect();
+    const scale = Math.min(box.width / video.videoWidth, box.height / video.videoHeight);
+    const width = video.videoWidth * scale, height = video.videoHeight * scale;
+    return {x: box.left + (box.width - width) / 2, y: box.top + (box.height - height) / 2,
+            width: width, height: height, boxWidth: box.width, boxHeight: box.height};
+}"""
+
+
+def assert_mark_stays_on_the_picture(page: Page, seconds: float) -> None:
+    """Sample the watermark while it moves (its path joins points inside the picture, so it is
+    inside at every instant) and check that it never leaves the picture for the bands."""
+    picture = page.evaluate(PICTURE_BOX)
+    # The bands are wide here, so a mark placed over the whole video box would land in them.
+    assert picture["width"] < picture["boxWidth"] - 200, picture
+    mark = page.locator(".watch__mark")
+    seen = set()
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline:
+        box = mark.bounding_box()
+        assert box is not None
+        assert picture["x"] - 1 <= box["x"], (box, picture)
+        assert box["x"] + box["width"] <= picture["x"] + picture["width"] + 1, (box, picture)
+        assert picture["y"] - 1 <= box["y"], (box, picture)
+        assert box["y"] + box["height"] <= picture["y"] + picture["height"] + 1, (box, picture)
+        seen.add((round(box["x"]), round(box["y"])))
+        time.sleep(0.3)
+    assert len(seen) > 1, "the watermark did not move"
+
+
+def fullscreen_element(page: Page) -> str | None:
+    found = page.evaluate("document.fullscreenElement && document.fullscreenElement.className")
+    return None if found is None else str(found)
+
+
+def test_the_watermark_stays_on_the_picture_in_full_screen(
+    runtime: Runtime, live_server: LiveServer, page: Page, tmp_path: Path
+) -> None:
+    add_person(runtime, "skolotaja", "teacher", name="Anna Bērziņa")
+    add_person(runtime, "metodikis", "staff", name="Jānis Kalniņš")
+    add_person(runtime, "direktore", "director", name="Ilze Ozola")
+    recording_id = register(runtime, "skolotaja")
+    # A 4:3 picture on a wide, low screen: black bands left and right of it.
+    store_plaintext(runtime, recording_id, sample_mp4(tmp_path / "lesson.mp4").read_bytes())
+    issue_order(runtime, ["metodikis"], [recording_id], ORDER_NUMBER)
+    page.set_viewport_size({"width": 1280, "height": 500})
+    base = live_server.url
+
+    sign_in_with_the_form(page, base, "metodikis")
+    page.goto(f"{base}/recordings/{recording_id}/watch")
+    expect(page.locator("#watch")).to_have_attribute("data-state", "playing", timeout=15_000)
+    wait_for(
+        lambda: bool(page.evaluate("document.querySelector('video').videoWidth > 0")),
+        15,
+        "the video's size",
+    )
+    # The player's own full-screen control would show the video without the mark.
+    assert "nofullscreen" in str(page.get_attribute("video", "controlslist"))
+
+    # The page's button: the whole stage, mark included, fills the screen.
+    page.locator('[data-action="fullscreen"]').click()
+    wait_for(lambda: fullscreen_element(page) == "watch__stage", 5, "full screen")
+    assert page.evaluate(
+        "document.fullscreenElement.contains(document.querySelector('.watch__mark'))"
+    )
+    assert page.evaluate(PICTURE_BOX)["boxWidth"] == 1280
+    assert_mark_stays_on_the_picture(page, 6)
+
+    # Back in the page, where the height limit leaves bands as well.
+    page.evaluate("document.exitFullscreen()")
+    wait_for(lambda: fullscreen_element(page) is None, 5, "the end of full screen")
+    assert_mark_stays_on_the_picture(page, 5)
+
+    # A double click on the picture takes the stage to full screen too, not the video alone.
+    page.dblclick("video")
+    wait_for(lambda: fullscreen_element(page) == "watch__stage", 5, "full screen")
+    assert_mark_stays_on_the_picture(page, 2)

@@ -35,13 +35,43 @@
     mark.querySelector(".watch__mark-order").textContent = orderLine(view ? view.order : null);
   }
 
+  // The player's own controls cover the foot of the video element.
+  const CONTROLS_PX = 48;
+
+  // Where the picture itself lies in the stage. The video element keeps its aspect inside
+  // its box (object-fit: contain), so a box of another shape (full screen, the height
+  // limit) shows black bands beside or above the picture: a mark there could be cropped
+  // away with the bands.
+  function pictureBox() {
+    const box = { left: video.offsetLeft, top: video.offsetTop,
+      width: video.clientWidth, height: video.clientHeight };
+    if (!video.videoWidth || !video.videoHeight || !box.width || !box.height) { return box; }
+    const scale = Math.min(box.width / video.videoWidth, box.height / video.videoHeight);
+    const width = video.videoWidth * scale;
+    const height = video.videoHeight * scale;
+    return { left: box.left + (box.width - width) / 2, top: box.top + (box.height - height) / 2,
+      width: width, height: height };
+  }
+
   // Positions are set through the CSSOM, which the CSP allows (inline style attributes it
   // would not): anywhere inside the picture, so no corner can simply be cropped away.
   function moveMark() {
-    const freeX = Math.max(0, stage.clientWidth - mark.offsetWidth);
-    const freeY = Math.max(0, stage.clientHeight - mark.offsetHeight - 48);
-    mark.style.left = Math.round(Math.random() * freeX) + "px";
-    mark.style.top = Math.round(Math.random() * freeY) + "px";
+    const picture = pictureBox();
+    const controlsTop = video.offsetTop + video.clientHeight - CONTROLS_PX;
+    const bottom = Math.min(picture.top + picture.height, controlsTop);
+    const freeX = Math.max(0, picture.width - mark.offsetWidth);
+    const freeY = Math.max(0, bottom - picture.top - mark.offsetHeight);
+    mark.style.left = Math.round(picture.left + Math.random() * freeX) + "px";
+    mark.style.top = Math.round(picture.top + Math.random() * freeY) + "px";
+  }
+
+  // When the picture itself moves (full screen, a resized window, the video's size known),
+  // the mark jumps into it at once instead of gliding there over the bands.
+  function placeMark() {
+    mark.style.transition = "none";
+    moveMark();
+    void mark.offsetWidth; // apply the jump before the transition returns
+    mark.style.transition = "";
   }
 
   function say(text) {
@@ -117,20 +147,35 @@
     // No "Save video as…": the native menu would offer the download the controls hide.
     stage.addEventListener("contextmenu", (event) => event.preventDefault());
   }
-  // Full screen for the whole stage, so the watermark stays over the picture.
-  root.querySelector('[data-action="fullscreen"]').addEventListener("click", () => {
+  // Full screen for the whole stage, so the watermark stays over the picture. The player's
+  // own full-screen control is off (controlslist="nofullscreen"): it would show the video
+  // element alone, without the mark. A double click, which would do the same, toggles the
+  // stage instead; should the video element still get there, the stage takes its place.
+  function toggleFullscreen() {
     if (document.fullscreenElement) {
-      document.exitFullscreen();
+      document.exitFullscreen().catch(() => {});
     } else if (stage.requestFullscreen) {
-      stage.requestFullscreen();
+      stage.requestFullscreen().catch(() => {});
+    }
+  }
+  root.querySelector('[data-action="fullscreen"]').addEventListener("click", toggleFullscreen);
+  video.addEventListener("dblclick", (event) => {
+    event.preventDefault();
+    toggleFullscreen();
+  });
+  document.addEventListener("fullscreenchange", () => {
+    if (document.fullscreenElement === video) {
+      document.exitFullscreen().then(() => stage.requestFullscreen()).catch(() => {});
     }
   });
+  video.addEventListener("loadedmetadata", placeMark);
+  if (window.ResizeObserver) { new ResizeObserver(placeMark).observe(video); }
   window.addEventListener("pagehide", () => {
     if (view && !ended) { post(view.end_url, true).catch(() => {}); }
   });
 
   renderMark();
-  moveMark();
+  placeMark();
   setInterval(renderMark, 1000);
   setInterval(moveMark, MOVE_EVERY_MS);
   start();
