@@ -17,7 +17,8 @@ from flask.testing import FlaskClient
 from sqlalchemy import select, update
 
 from storage_backends.base import BlobStore, Part, StoreUnavailable
-from tests.support.people import add_person, signed_in
+from tests.support.clock import TestClock
+from tests.support.people import PASSWORD, Person, add_person, signed_in
 from tests.support.recording_support import register
 from tests.support.uploads_support import (
     MIB,
@@ -341,9 +342,7 @@ def test_a_request_still_receiving_keeps_its_upload(
     assert stored_plaintext(runtime, recording_id) == data
 
 
-def test_a_dead_holder_is_not_waited_for(
-    runtime: Runtime, monkeypatch: pytest.MonkeyPatch
-) -> None:
+def test_a_dead_holder_is_not_waited_for(runtime: Runtime, monkeypatch: pytest.MonkeyPatch) -> None:
     """A worker killed while it held an upload leaves its hold behind: the next HEAD and
     PATCH wait only until its silence shows it is dead, then the PATCH takes over and frees
     the upload at its end."""
@@ -663,12 +662,17 @@ def test_a_new_upload_removes_what_failed_attempts_left_in_the_store(
 
 
 def test_a_failed_recording_of_a_closed_year_takes_no_new_upload(
-    client: FlaskClient, runtime: Runtime, token: str
+    app: Flask, client: FlaskClient, runtime: Runtime, token: str, clock: TestClock
 ) -> None:
     recording_id = register(runtime, "skolotaja")
     refused_file(client, token, recording_id)
+    owner_page = signed_in(app, Person("skolotaja", PASSWORD, None, (), clock))
+    upload_link = f'href="/recordings/{recording_id}/upload"'
+    assert upload_link in owner_page.get(f"/recordings/{recording_id}").get_data(as_text=True)
     school_year = recording_row(runtime, recording_id).school_year
     year_end.close_now(runtime, school_year, runtime.clock(), actor=OPERATOR)
+    # The page asks the policy, so it no longer offers what would answer 410.
+    assert upload_link not in owner_page.get(f"/recordings/{recording_id}").get_data(as_text=True)
     with runtime.sessions() as session:
         assert access.year_closed(session, school_year)
     assert create(client, token, recording_id, 300_000).status_code == 410

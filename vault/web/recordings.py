@@ -445,6 +445,7 @@ def detail(recording_id: uuid.UUID) -> str:
         recording=recording,
         owner=accounts.get_user(context.db_session(), recording.owner_id),
         is_owner=recording.owner_id == actor.user_id,
+        may_upload=allowed(Action.UPLOAD),
         may_restrict=allowed(Action.RESTRICT),
         may_erase=allowed(Action.ERASE),
         today=_today(),
