@@ -455,6 +455,36 @@ def test_requests_link_methodological_recordings(
 # -- the calendar --------------------------------------------------------------------------------
 
 
+def test_the_auditor_reads_every_request_and_issues_none(
+    app: Flask, client: FlaskClient, runtime: Runtime, teacher: Person, director: Person
+) -> None:
+    auditor = add_person(runtime, "dpo", "auditor", name="Māris Liepa")
+    made = client.post(
+        "/api/v1/requests",
+        json={"teacher": teacher.username, "lesson": "7.a fizika", "aim": "Paraugstunda"},
+        headers=bearer_for(runtime, director.username),
+    )
+    assert made.status_code == 201
+    seen = client.get("/api/v1/requests", headers=bearer_for(runtime, auditor.username))
+    assert [r["id"] for r in seen.get_json()["requests"]] == [made.get_json()["id"]]
+    browser = signed_in(app, auditor)
+    page = browser.get("/requests")
+    assert page.status_code == 200 and "7.a fizika" in page.get_data(as_text=True)
+    assert 'name="lesson"' not in page.get_data(as_text=True)
+    token = csrf_token_from(browser, "/requests")
+    refused = browser.post(
+        "/requests",
+        data={"csrf_token": token, "teacher": teacher.username, "lesson": "x", "aim": "y"},
+    )
+    assert refused.status_code == 403
+    refused_api = client.post(
+        "/api/v1/requests",
+        json={"teacher": teacher.username, "lesson": "x", "aim": "y"},
+        headers=bearer_for(runtime, auditor.username),
+    )
+    assert refused_api.status_code == 403
+
+
 def test_calendar_set_redates_and_retags(
     runtime: Runtime, recvault: Console, teacher: Person
 ) -> None:

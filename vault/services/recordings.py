@@ -364,9 +364,10 @@ def create_request(
 
 
 def requests_for(session: Session, user: User) -> list[MethodologicalRequest]:
-    """Directors see every request; a teacher sees the requests addressed to them."""
+    """Directors and auditors see every request; a teacher sees the requests addressed to
+    them."""
     query = select(MethodologicalRequest).order_by(MethodologicalRequest.created_at.desc())
-    if Role.DIRECTOR not in user.roles:
+    if not user.roles & {Role.DIRECTOR, Role.AUDITOR}:
         query = query.where(MethodologicalRequest.teacher_id == user.id)
     return list(session.scalars(query))
 

@@ -292,7 +292,7 @@ def _request_json(made: MethodologicalRequest) -> dict[str, Any]:
 
 
 @api.get("/requests")
-@require_roles(Role.DIRECTOR, Role.TEACHER)
+@require_roles(Role.DIRECTOR, Role.TEACHER, Role.AUDITOR)
 def api_requests() -> Response:
     db = context.db_session()
     user = accounts.get_user(db, current_actor().account_id)
@@ -543,7 +543,7 @@ def certificate(certificate_id: uuid.UUID) -> str:
 
 
 @pages.route("/requests", methods=["GET", "POST"])
-@require_roles(Role.DIRECTOR, Role.TEACHER)
+@require_roles(Role.DIRECTOR, Role.TEACHER, Role.AUDITOR)
 def requests_page() -> BaseResponse | tuple[str, int]:
     db = context.db_session()
     user = accounts.get_user(db, current_actor().account_id)
