@@ -743,9 +743,12 @@ class GunicornApplication(BaseApplication):  # type: ignore[misc]  # gunicorn sh
 
 # Streams and uploads hold a thread for as long as they last, so a worker needs many
 # threads; with gthread the worker's liveness is independent of request length, and
-# the timeout only has to cover a stuck worker.
+# the timeout only has to cover a stuck worker. 192 threads per worker carry 256 viewers
+# beside a person holding 200 connections on a two-core server (docs/performance.md, P5's
+# capacity): a gthread worker accepts connections whether or not it has a free thread, and
+# the two workers do not share them evenly, so each needs room for well over half.
 SERVE_WORKERS = 2
-SERVE_THREADS = 32
+SERVE_THREADS = 192
 SERVE_TIMEOUT_SECONDS = 120
 # The access log leaves out query strings: they may carry signed tokens.
 ACCESS_LOG_FORMAT = '%(h)s %(t)s "%(m)s %(U)s %(H)s" %(s)s %(B)s %(M)sms'

@@ -23,8 +23,8 @@ class PasswordCost:
 
 
 PRODUCTION_COST = PasswordCost()
-# Each hash holds its memory while it runs. Unbounded, a burst of sign-ins on the 32 threads
-# of one worker would ask for 2 GiB at once, an easy way to get workers killed for memory;
+# Each hash holds its memory while it runs. Unbounded, a burst of sign-ins on the 192 threads
+# of one worker would ask for 12 GiB at once, an easy way to get workers killed for memory;
 # the burst instead waits here, costing time (which the sign-in limits want anyway) rather
 # than memory. Two at a time keep a two-core server's cores busy.
 HASHES_AT_ONCE = 2
