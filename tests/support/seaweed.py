@@ -137,9 +137,19 @@ class SeaweedServer:
     brings the same objects back, as after a crash of a real server.
     """
 
-    def __init__(self, binary: str, data_dir: Path, ports: SeaweedPorts | None = None) -> None:
+    def __init__(
+        self,
+        binary: str,
+        data_dir: Path,
+        ports: SeaweedPorts | None = None,
+        *,
+        volumes_per_bucket: int = 1,
+    ) -> None:
         self.binary = binary
         self.data_dir = data_dir
+        # A test session writes hundreds of buckets, each one volume; a benchmark writes a
+        # few large ones, which SeaweedFS's own seven volumes each take several times faster.
+        self.volumes_per_bucket = volumes_per_bucket
         self.ports = ports or SeaweedPorts.allocate()
         self.process: subprocess.Popen[bytes] | None = None
         self.log_path = data_dir / "weed.log"
@@ -170,7 +180,7 @@ class SeaweedServer:
             "-master.telemetry=false",
             "-metricsPort=0",
             # Each bucket is a collection, which takes volume slots as it is first written
-            # (one each, by the master.toml that ``start`` writes; seven by default). Small
+            # (``volumes_per_bucket``, by the master.toml that ``start`` writes). Small
             # volumes keep the many slots cheap.
             "-volume.max=1000",
             "-master.volumeSizeLimitMB=64",
@@ -189,7 +199,8 @@ class SeaweedServer:
         # bucket) grows by one volume instead of seven, so a whole test session's buckets
         # fit in the volume slots: at seven each, the 143rd bucket written found none left.
         (self.data_dir / "master.toml").write_text(
-            "[master.volume_growth]\ncopy_1 = 1\ncopy_2 = 2\ncopy_3 = 3\ncopy_other = 1\n",
+            f"[master.volume_growth]\ncopy_1 = {self.volumes_per_bucket}\n"
+            "copy_2 = 2\ncopy_3 = 3\ncopy_other = 1\n",
             encoding="utf-8",
         )
         with self.log_path.open("ab") as log:
