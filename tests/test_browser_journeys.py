@@ -97,6 +97,7 @@ class Journey:
             "staff": ["/available", f"{recording}/watch"],
             "auditor": [
                 "/orders",
+                "/requests",
                 order,
                 "/register",
                 "/audit",
@@ -298,3 +299,17 @@ def test_order_numbers_stay_on_one_line_on_a_phone(
         heading = tab.locator("h1 .order-number")
         expect(heading).to_have_text(LONG_ORDER_NUMBER)
         assert lines_of(heading) == 1
+
+
+@pytest.mark.parametrize("language", LANGUAGES)
+def test_the_order_and_the_certificate_show_the_schools_local_time(
+    chromium: Browser, journey: Journey, language: str
+) -> None:
+    """Both were recorded at 10:30 in Riga (08:30 UTC, the test clock's morning): the pages
+    show the school's time, never UTC or a raw ISO timestamp."""
+    with signed_in_tab(chromium, journey, "auditor", language, DESKTOP) as tab:
+        for path in (f"/orders/{journey.school.order_id}", f"/certificates/{journey.certificate}"):
+            visit(tab, journey.base + path)
+            text = tab.locator("main").inner_text()
+            assert "10:30" in text, path
+            assert "08:30" not in text and "T08:30" not in text and "+00:00" not in text, path
