@@ -244,6 +244,28 @@ class GatedBody:
         return len(piece)
 
 
+def append_in_background(
+    runtime: Runtime, recording_id: uuid.UUID, upload_id: uuid.UUID, body: uploads.BodyReader
+) -> tuple[threading.Thread, list[BaseException | uploads.UploadState]]:
+    """A PATCH from offset 0 of ``body`` on a thread of its own; its answer or its exception
+    lands in the returned list once the thread ends."""
+    outcome: list[BaseException | uploads.UploadState] = []
+
+    def run() -> None:
+        try:
+            outcome.append(
+                uploads.append(
+                    runtime, owner(runtime, recording_id), upload_id, 0, body, runtime.clock()
+                )
+            )
+        except BaseException as exc:  # reported to the test thread
+            outcome.append(exc)
+
+    thread = threading.Thread(target=run)
+    thread.start()
+    return thread, outcome
+
+
 def test_two_requests_racing_from_one_offset_cannot_both_continue(
     runtime: Runtime, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -253,20 +275,7 @@ def test_two_requests_racing_from_one_offset_cannot_both_continue(
     data = media(8 * MIB)
     recording_id, upload_id = start(runtime, len(data))
     slow = GatedBody(data[: 4 * MIB], before=2 * MIB)
-    outcome: list[BaseException | uploads.UploadState] = []
-
-    def run_slow() -> None:
-        try:
-            outcome.append(
-                uploads.append(
-                    runtime, owner(runtime, recording_id), upload_id, 0, slow, runtime.clock()
-                )
-            )
-        except BaseException as exc:  # reported to the test thread below
-            outcome.append(exc)
-
-    thread = threading.Thread(target=run_slow)
-    thread.start()
+    thread, outcome = append_in_background(runtime, recording_id, upload_id, slow)
     assert slow.reached.wait(timeout=60)
     # Meanwhile a retry of the same request (same offset) is served in full.
     assert append(runtime, recording_id, upload_id, 0, data[: 3 * MIB]).offset == 3 * MIB
@@ -309,20 +318,7 @@ def test_a_request_still_receiving_keeps_its_upload(
     data = media(8 * MIB)
     recording_id, upload_id = start(runtime, len(data))
     live = TricklingBody(data)
-    outcome: list[BaseException | uploads.UploadState] = []
-
-    def run_live() -> None:
-        try:
-            outcome.append(
-                uploads.append(
-                    runtime, owner(runtime, recording_id), upload_id, 0, live, runtime.clock()
-                )
-            )
-        except BaseException as exc:  # reported to the test thread below
-            outcome.append(exc)
-
-    thread = threading.Thread(target=run_live)
-    thread.start()
+    thread, outcome = append_in_background(runtime, recording_id, upload_id, live)
     assert live.started.wait(timeout=60)
     with pytest.raises(UploadBusy) as refused:
         append(runtime, recording_id, upload_id, 0, data[: 3 * MIB])
