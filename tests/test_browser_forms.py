@@ -9,7 +9,7 @@ import pytest
 from playwright.sync_api import Page, expect
 from sqlalchemy import update
 
-from tests.support.browser import sign_in_with_a_code
+from tests.support.browser import sign_in_with_a_code, sign_in_with_the_form
 from tests.support.live_server import LiveServer
 from tests.support.people import add_person
 from tests.support.recording_support import insert_recording
@@ -111,3 +111,44 @@ def test_the_order_pickers_offer_only_what_an_order_can_name(
     expect(form).to_contain_text("Pieejamais")
     expect(form).not_to_contain_text("Neizdevies")
     expect(form).not_to_contain_text("Tikai reģistrēts")
+
+
+def test_a_form_checked_in_the_browser_speaks_like_the_server(
+    live_server: LiveServer, page: Page, runtime: Runtime
+) -> None:
+    """A form the browser checks before sending (here the teacher's token form: its name left
+    empty, its lifetime out of range) shows the app's own Latvian messages in the same
+    summary the server would send, never the browser's bubble, and sends nothing."""
+    teacher = add_person(runtime, "skolotaja", "teacher")
+    base = live_server.url
+    sign_in_with_the_form(page, base, teacher.username)
+    page.goto(f"{base}/account")
+    form = page.locator("form", has=page.locator('input[name="name"]'))
+    assert form.evaluate("(form) => form.noValidate")
+    form.locator('input[name="days"]').fill("999")
+    requests: list[str] = []
+    page.on("request", lambda sent: requests.append(sent.method))
+    form.get_by_role("button").click()
+
+    summary = page.locator(".error-summary")
+    expect(summary).to_be_focused()
+    expect(summary.get_by_role("heading")).to_have_text("Dažos laukos nepieciešami labojumi")
+    expect(summary.get_by_role("link")).to_have_text(
+        ["Nosaukums: Šis lauks ir obligāts.", "Derīguma termiņš (dienās): Šī vērtība nav derīga."]
+    )
+    described = dict(page.evaluate(DESCRIBED_FIELDS))
+    assert described == {
+        "field-name": "Šis lauks ir obligāts.",
+        "field-days": "Šī vērtība nav derīga.",
+    }
+    assert "POST" not in requests
+    summary.get_by_role("link").first.click()
+    expect(form.locator('input[name="name"]')).to_be_focused()
+
+    # Corrected, the form goes to the server, and the old messages are gone.
+    form.locator('input[name="name"]').fill("Atskaites skripts")
+    form.locator('input[name="days"]').fill("30")
+    with page.expect_navigation():
+        form.get_by_role("button").click()
+    expect(page.locator(".error-summary")).to_have_count(0)
+    expect(page.locator("main")).to_contain_text("Atskaites skripts")
