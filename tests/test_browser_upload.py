@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import os
 import re
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -73,6 +74,22 @@ def recording(runtime: Runtime, recording_id: object) -> Recording:
 def audit_actions(runtime: Runtime) -> list[str]:
     with runtime.sessions() as session:
         return list(session.scalars(select(AuditEvent.action).order_by(AuditEvent.id)))
+
+
+def upload_throttle(page: Page) -> Callable[[int], None]:
+    """Sets the browser's upload speed in bytes a second (-1: unlimited), so that an upload
+    is still under way when the test pauses it."""
+    network = page.context.new_cdp_session(page)
+    network.send("Network.enable")
+
+    def upload_speed(bytes_per_second: int) -> None:
+        conditions = {"offline": False, "latency": 0, "downloadThroughput": -1}
+        network.send(
+            "Network.emulateNetworkConditions",
+            {**conditions, "uploadThroughput": bytes_per_second},
+        )
+
+    return upload_speed
 
 
 def padded_mp4(path: Path, size: int) -> Path:
@@ -152,16 +169,7 @@ def test_an_unfinished_upload_is_offered_after_a_reload_and_continues(
     size = 6 * MIB
     video = padded_mp4(tmp_path / "long-lesson.mp4", size)
     base = live_server.url
-    network = page.context.new_cdp_session(page)
-    network.send("Network.enable")
-
-    def upload_speed(bytes_per_second: int) -> None:
-        conditions = {"offline": False, "latency": 0, "downloadThroughput": -1}
-        network.send(
-            "Network.emulateNetworkConditions",
-            {**conditions, "uploadThroughput": bytes_per_second},
-        )
-
+    upload_speed = upload_throttle(page)
     shown = reported(page)
     sign_in_with_the_form(page, base, "skolotaja")
     page.goto(f"{base}/recordings/{recording_id}/upload")
@@ -241,3 +249,40 @@ def test_a_locked_upload_is_waited_for_and_not_counted_as_a_failure(
     assert recording(runtime, recording_id).status == "available"
     assert any(shown.endswith(WAITING) for shown in statuses)
     assert not any("upload-status--error" in shown for shown in statuses)
+
+
+def test_another_file_replaces_an_unfinished_upload_only_when_asked(
+    page: Page, live_server: LiveServer, runtime: Runtime, tmp_path: Path
+) -> None:
+    """After a reload, choosing a different file than the unfinished upload's does not
+    continue it; the page offers to discard it, and then sends the new file from the start."""
+    add_person(runtime, "skolotaja", "teacher", name="Anna Bērziņa")
+    recording_id = register(runtime, "skolotaja")
+    wrong = padded_mp4(tmp_path / "vakardienas-stunda.mp4", 6 * MIB)
+    right = sample_mp4(tmp_path / "stunda.mp4")
+    base = live_server.url
+    upload_speed = upload_throttle(page)
+    sign_in_with_the_form(page, base, "skolotaja")
+    page.goto(f"{base}/recordings/{recording_id}/upload")
+    upload_speed(512 * 1024)
+    page.set_input_files('input[type="file"]', str(wrong))
+    page.click('[data-action="start"]')
+    page.wait_for_timeout(2000)
+    page.click('[data-action="pause"]')
+    expect(page.locator(STATUS)).to_have_text(PAUSED)
+
+    upload_speed(-1)
+    page.reload()
+    expect(page.locator('[data-field="offer"]')).to_contain_text("vakardienas-stunda.mp4")
+    discard = page.locator('[data-action="discard"]')
+    expect(discard).to_be_hidden()
+    page.set_input_files('input[type="file"]', str(right))
+    expect(page.locator(STATUS)).to_contain_text("atmetiet nepabeigto augšupielādi")
+    expect(page.locator('[data-action="resume"]')).to_be_disabled()
+    expect(discard).to_be_visible()
+    discard.click()
+    page.wait_for_url(f"{base}/recordings/{recording_id}", timeout=60_000)
+    row = recording(runtime, recording_id)
+    assert row.status == "available" and row.size_bytes == right.stat().st_size
+    actions = audit_actions(runtime)
+    assert actions.count("upload:created") == 2 and actions.count("upload:terminated") == 1

@@ -15,6 +15,7 @@
   const startButton = root.querySelector('[data-action="start"]');
   const pauseButton = root.querySelector('[data-action="pause"]');
   const resumeButton = root.querySelector('[data-action="resume"]');
+  const discardButton = root.querySelector('[data-action="discard"]');
   const bar = root.querySelector("progress");
   const field = (name) => root.querySelector('[data-field="' + name + '"]');
   const language = document.documentElement.lang || undefined;
@@ -264,6 +265,7 @@
   function hideOffer() {
     offer = null;
     field("offer").hidden = true;
+    discardButton.hidden = true;
   }
 
   async function run() {
@@ -359,17 +361,41 @@
   function fileChosen() {
     const file = input.files && input.files[0];
     if (!offer || !file || running) { return; }
-    if (fingerprint(file) === offer.key) {
-      say(data.msgOfferChosen);
-      resumeButton.disabled = false;
-    } else {
-      say(fill(data.msgOfferOther, { name: offer.name, size: formatSize(offer.size) }));
+    const same = fingerprint(file) === offer.key;
+    resumeButton.disabled = !same;
+    // The recording takes one upload at a time: another file needs the unfinished one
+    // discarded first, which the teacher asks for knowingly.
+    discardButton.hidden = same;
+    say(same ? data.msgOfferChosen : fill(data.msgOfferOther, { name: offer.name, size: formatSize(offer.size) }));
+  }
+
+  // tus termination of the offered upload (the server removes what it stored and the
+  // recording waits for a file again), then the chosen file goes up from the start.
+  async function discardAndStart() {
+    if (!offer || running) { return; }
+    discardButton.disabled = true;
+    try {
+      const response = await window.vault.apiFetch(offer.url, { method: "DELETE", headers: tusHeaders() });
+      if (!response.ok && response.status !== 404) {
+        say(await problemText(response), "error");
+        return;
+      }
+      window.localStorage.removeItem(offer.key);
+      hideOffer();
+      showProgress(0, 1);
+    } catch (networkError) {
+      say(data.msgConnectionLost, "error");
+      return;
+    } finally {
+      discardButton.disabled = false;
     }
+    await run();
   }
 
   startButton.addEventListener("click", run);
   pauseButton.addEventListener("click", pause);
   resumeButton.addEventListener("click", () => { resumeButton.disabled = true; run(); });
   input.addEventListener("change", fileChosen);
+  discardButton.addEventListener("click", discardAndStart);
   offerToContinue();
 })();
