@@ -19,10 +19,10 @@ from tests.support.accessibility import assert_accessible
 from tests.support.browser import sign_in_with_a_code, sign_in_with_the_form
 from tests.support.live_server import LiveServer
 from tests.support.people import Person, add_person
-from tests.support.recording_support import register
+from tests.support.recording_support import delete_early, register
 from tests.support.streaming_support import School, issue_order, make_school, user_id
-from vault.models import Recording, User
-from vault.services import deletion, recordings
+from vault.models import User
+from vault.services import recordings
 from vault.services.actors import Actor
 from vault.services.runtime import Runtime
 
@@ -118,29 +118,6 @@ def request_a_recording(runtime: Runtime) -> None:
         recordings.create_request(
             session, Actor(user_id=director.id), director, "skolotaja", "7.a, 3. stunda", "Vērošana"
         )
-
-
-def delete_early(runtime: Runtime, recording_id: uuid.UUID) -> uuid.UUID:
-    with runtime.sessions() as session, session.begin():
-        owner = session.scalars(select(User).where(User.username == "skolotaja")).one()
-        deletion.delete_early(
-            session,
-            deletion.DeletionContext(
-                runtime.keyring,
-                runtime.store,
-                runtime.clock(),
-                runtime.settings.zone,
-                runtime.settings.shred_hour,
-            ),
-            Actor(user_id=owner.id, roles=frozenset({"teacher"})),
-            recording_id,
-        )
-    with runtime.sessions() as session:
-        certificate = session.scalars(
-            select(Recording.certificate_id).where(Recording.id == recording_id)
-        ).one()
-    assert certificate is not None
-    return certificate
 
 
 @pytest.fixture

@@ -15,12 +15,15 @@ from sqlalchemy import func, select, update
 
 from tests.support.clock import TestClock, riga
 from tests.support.people import Person, add_person, signed_in
-from tests.support.recording_support import insert_recording, register, store_plaintext
+from tests.support.recording_support import (
+    delete_early,
+    insert_recording,
+    register,
+    store_plaintext,
+)
 from tests.support.streaming_support import bearer, browser, issue_order
 from vault.app import create_app
 from vault.models import AccessOrder, AuditEvent, Recording, View
-from vault.services import deletion
-from vault.services.actors import Actor
 from vault.services.runtime import Runtime
 from vault.settings import Settings
 
@@ -135,22 +138,7 @@ def test_the_data_subject_report_lists_exactly_the_recordings_that_show_the_clas
     issue_order(runtime, ["metodikis"], [planted.visible, planted.deleted], "7-2/15")
     metodikis = browser(app, planted.staff)
     assert metodikis.start_view(planted.visible).status_code == 201
-    with runtime.sessions() as session, session.begin():
-        owner = session.scalars(
-            select(Recording.owner_id).where(Recording.id == planted.deleted)
-        ).one()
-        deletion.delete_early(
-            session,
-            deletion.DeletionContext(
-                runtime.keyring,
-                runtime.store,
-                runtime.clock(),
-                runtime.settings.zone,
-                runtime.settings.shred_hour,
-            ),
-            Actor(user_id=owner, roles=frozenset({"teacher"})),
-            planted.deleted,
-        )
+    delete_early(runtime, planted.deleted)
 
     query = f"/api/v1/reports/subject?class_group=9.b&from={SCHOOL_YEAR[0]}&to={SCHOOL_YEAR[1]}"
     answer = client.get(query, headers=bearer(runtime, "dpo"))

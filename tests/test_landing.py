@@ -10,11 +10,11 @@ from flask import Flask
 from sqlalchemy import select, update
 
 from tests.support.people import Person, add_person, signed_in
-from tests.support.recording_support import register
+from tests.support.recording_support import delete_early, register
 from tests.support.streaming_support import School, issue_order, make_school
 from vault.app import create_app
-from vault.models import Recording, User
-from vault.services import deletion, recordings
+from vault.models import User
+from vault.services import recordings
 from vault.services.actors import Actor
 from vault.services.runtime import Runtime
 from vault.settings import Settings
@@ -77,26 +77,7 @@ def test_the_certificates_page_lists_what_each_reader_may_read(
 ) -> None:
     school = make_school(runtime)
     other = register(runtime, "kolegis", title="Kolēģa ieraksts")
-    for owner, recording_id in (("skolotaja", school.recording_id), ("kolegis", other)):
-        with runtime.sessions() as session, session.begin():
-            user = session.scalars(select(User).where(User.username == owner)).one()
-            deletion.delete_early(
-                session,
-                deletion.DeletionContext(
-                    runtime.keyring,
-                    runtime.store,
-                    runtime.clock(),
-                    runtime.settings.zone,
-                    runtime.settings.shred_hour,
-                ),
-                Actor(user_id=user.id, roles=frozenset({"teacher"})),
-                recording_id,
-            )
-    with runtime.sessions() as session:
-        mine, theirs = (
-            str(session.scalars(select(Recording.certificate_id).where(Recording.id == rid)).one())
-            for rid in (school.recording_id, other)
-        )
+    mine, theirs = (str(delete_early(runtime, rid)) for rid in (school.recording_id, other))
     teacher = signed_in(app, school.teacher).get("/certificates").get_data(as_text=True)
     assert mine in teacher and theirs not in teacher
     auditor = signed_in(app, school.auditor).get("/certificates").get_data(as_text=True)

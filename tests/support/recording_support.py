@@ -25,7 +25,7 @@ from vault.models import (
     SchoolYear,
     User,
 )
-from vault.services import accounts, calendar, recordings
+from vault.services import accounts, calendar, deletion, recordings
 from vault.services.actors import Actor
 from vault.services.runtime import Runtime
 
@@ -136,6 +136,32 @@ def available_recording(
     recording_id = register(runtime, owner_username)
     store_plaintext(runtime, recording_id, sample_media(size), chunk_size=chunk_size)
     return recording_id
+
+
+def delete_early(runtime: Runtime, recording_id: uuid.UUID) -> uuid.UUID:
+    """Delete a recording before its year ends, as its owner does; its certificate's id."""
+    with runtime.sessions() as session, session.begin():
+        owner_id = session.scalars(
+            select(Recording.owner_id).where(Recording.id == recording_id)
+        ).one()
+        deletion.delete_early(
+            session,
+            deletion.DeletionContext(
+                runtime.keyring,
+                runtime.store,
+                runtime.clock(),
+                runtime.settings.zone,
+                runtime.settings.shred_hour,
+            ),
+            Actor(user_id=owner_id, roles=frozenset({"teacher"})),
+            recording_id,
+        )
+    with runtime.sessions() as session:
+        certificate = session.scalars(
+            select(Recording.certificate_id).where(Recording.id == recording_id)
+        ).one()
+    assert certificate is not None
+    return certificate
 
 
 def insert_recording(
