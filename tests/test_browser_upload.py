@@ -7,8 +7,10 @@ from __future__ import annotations
 
 import os
 import re
+import uuid
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import pytest
 from playwright.sync_api import Page, Route, expect
@@ -92,6 +94,27 @@ def upload_throttle(page: Page) -> Callable[[int], None]:
     return upload_speed
 
 
+def open_upload_page(page: Page, base: str, runtime: Runtime, **registration: Any) -> uuid.UUID:
+    """A teacher's new registration, and its upload page open in the teacher's browser."""
+    add_person(runtime, "skolotaja", "teacher", name="Anna Bērziņa")
+    recording_id = register(runtime, "skolotaja", **registration)
+    sign_in_with_the_form(page, base, "skolotaja")
+    page.goto(f"{base}/recordings/{recording_id}/upload")
+    return recording_id
+
+
+def start_then_pause(
+    page: Page, video: Path, upload_speed: Callable[[int], None], seconds: float
+) -> None:
+    """Start sending ``video`` slowly and pause it ``seconds`` later, part of it sent."""
+    upload_speed(512 * 1024)
+    page.set_input_files('input[type="file"]', str(video))
+    page.click('[data-action="start"]')
+    page.wait_for_timeout(seconds * 1000)
+    page.click('[data-action="pause"]')
+    expect(page.locator(STATUS)).to_have_text(PAUSED)
+
+
 def padded_mp4(path: Path, size: int) -> Path:
     """A real MP4 followed by random bytes up to ``size``: long enough to pause."""
     sample_mp4(path)
@@ -103,13 +126,9 @@ def padded_mp4(path: Path, size: int) -> Path:
 def test_a_teacher_uploads_through_the_page(
     page: Page, live_server: LiveServer, runtime: Runtime, tmp_path: Path
 ) -> None:
-    add_person(runtime, "skolotaja", "teacher", name="Anna Bērziņa")
-    recording_id = register(runtime, "skolotaja")
     video = sample_mp4(tmp_path / "lesson.mp4")
     base = live_server.url
-
-    sign_in_with_the_form(page, base, "skolotaja")
-    page.goto(f"{base}/recordings/{recording_id}/upload")
+    recording_id = open_upload_page(page, base, runtime)
     page.set_input_files('input[type="file"]', str(video))
     page.click('[data-action="start"]')
     page.wait_for_url(f"{base}/recordings/{recording_id}", timeout=60_000)
@@ -123,16 +142,12 @@ def test_a_teacher_uploads_through_the_page(
 def test_after_a_refused_file_the_teacher_uploads_again_without_registering(
     page: Page, live_server: LiveServer, runtime: Runtime, tmp_path: Path
 ) -> None:
-    add_person(runtime, "skolotaja", "teacher", name="Anna Bērziņa")
-    recording_id = register(runtime, "skolotaja", title="Fotosintēze")
     not_video = tmp_path / "lesson.mp4"
     not_video.write_bytes(b"PK\x03\x04" + os.urandom(200_000))
     video = sample_mp4(tmp_path / "lesson-real.mp4")
     base = live_server.url
+    recording_id = open_upload_page(page, base, runtime, title="Fotosintēze")
     upload_link = f'a[href="/recordings/{recording_id}/upload"]'
-
-    sign_in_with_the_form(page, base, "skolotaja")
-    page.goto(f"{base}/recordings/{recording_id}/upload")
     page.set_input_files('input[type="file"]', str(not_video))
     page.click('[data-action="start"]')
     status = page.locator(STATUS)
@@ -164,23 +179,15 @@ def test_after_a_refused_file_the_teacher_uploads_again_without_registering(
 def test_an_unfinished_upload_is_offered_after_a_reload_and_continues(
     page: Page, live_server: LiveServer, runtime: Runtime, tmp_path: Path
 ) -> None:
-    add_person(runtime, "skolotaja", "teacher", name="Anna Bērziņa")
-    recording_id = register(runtime, "skolotaja")
     size = 6 * MIB
     video = padded_mp4(tmp_path / "long-lesson.mp4", size)
     base = live_server.url
     upload_speed = upload_throttle(page)
     shown = reported(page)
-    sign_in_with_the_form(page, base, "skolotaja")
-    page.goto(f"{base}/recordings/{recording_id}/upload")
+    recording_id = open_upload_page(page, base, runtime)
     expect(page.locator('[data-field="offer"]')).to_be_hidden()
     page.evaluate(REPORT_STATUS)
-    upload_speed(512 * 1024)
-    page.set_input_files('input[type="file"]', str(video))
-    page.click('[data-action="start"]')
-    page.wait_for_timeout(3000)
-    page.click('[data-action="pause"]')
-    expect(page.locator(STATUS)).to_have_text(PAUSED)
+    start_then_pause(page, video, upload_speed, 3)
     # "Pausing…" stood until the request under way had stopped and the server had kept
     # what arrived; then "Paused." with the share the server holds.
     assert [text.split(" ", 1)[1] for text in shown[-2:]] == [PAUSING, PAUSED]
@@ -218,8 +225,6 @@ def test_an_unfinished_upload_is_offered_after_a_reload_and_continues(
 def test_a_locked_upload_is_waited_for_and_not_counted_as_a_failure(
     page: Page, live_server: LiveServer, runtime: Runtime, tmp_path: Path
 ) -> None:
-    add_person(runtime, "skolotaja", "teacher", name="Anna Bērziņa")
-    recording_id = register(runtime, "skolotaja")
     video = sample_mp4(tmp_path / "lesson.mp4")
     base = live_server.url
     locked: list[str] = []
@@ -237,8 +242,7 @@ def test_a_locked_upload_is_waited_for_and_not_counted_as_a_failure(
             return
         route.continue_()
 
-    sign_in_with_the_form(page, base, "skolotaja")
-    page.goto(f"{base}/recordings/{recording_id}/upload")
+    recording_id = open_upload_page(page, base, runtime)
     page.route(re.compile(r".*/api/v1/uploads/.*"), answer_423_once)
     statuses = reported(page)
     page.evaluate(REPORT_STATUS)
@@ -256,20 +260,12 @@ def test_another_file_replaces_an_unfinished_upload_only_when_asked(
 ) -> None:
     """After a reload, choosing a different file than the unfinished upload's does not
     continue it; the page offers to discard it, and then sends the new file from the start."""
-    add_person(runtime, "skolotaja", "teacher", name="Anna Bērziņa")
-    recording_id = register(runtime, "skolotaja")
     wrong = padded_mp4(tmp_path / "vakardienas-stunda.mp4", 6 * MIB)
     right = sample_mp4(tmp_path / "stunda.mp4")
     base = live_server.url
     upload_speed = upload_throttle(page)
-    sign_in_with_the_form(page, base, "skolotaja")
-    page.goto(f"{base}/recordings/{recording_id}/upload")
-    upload_speed(512 * 1024)
-    page.set_input_files('input[type="file"]', str(wrong))
-    page.click('[data-action="start"]')
-    page.wait_for_timeout(2000)
-    page.click('[data-action="pause"]')
-    expect(page.locator(STATUS)).to_have_text(PAUSED)
+    recording_id = open_upload_page(page, base, runtime)
+    start_then_pause(page, wrong, upload_speed, 2)
 
     upload_speed(-1)
     page.reload()
