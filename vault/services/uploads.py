@@ -463,14 +463,42 @@ def append(
     loses only the bytes the server never received. A request still receiving the upload is
     waited for first (``status``); one that goes on receiving is answered 423 (``UploadBusy``).
     """
-    if _checked_state(runtime, actor, upload_id, now)[1] and not _wait_for_holder(
-        runtime, upload_id
-    ):
-        raise UploadBusy()
+    appender = _taken(runtime, actor, upload_id, offset, now, content_length, wait=True)
+    if appender is None:
+        # Held by a request still running: wait for it (outside any transaction), then
+        # take the upload over, or refuse if it is still receiving.
+        if not _wait_for_holder(runtime, upload_id):
+            raise UploadBusy()
+        appender = _taken(runtime, actor, upload_id, offset, now, content_length, wait=False)
+        assert appender is not None
+
+    # The read buffer holds plaintext: it is wiped before the pool keeps it.
+    piece = runtime.upload_workers.buffers.take(READ_PIECE_BYTES)
+    try:
+        return _append_body(runtime, appender, body, piece, now)
+    finally:
+        runtime.upload_workers.buffers.give(piece, wipe=True)
+        appender.release()
+
+
+def _taken(
+    runtime: Runtime,
+    actor: Actor,
+    upload_id: uuid.UUID,
+    offset: int,
+    now: datetime,
+    content_length: int | None,
+    *,
+    wait: bool,
+) -> Appender | None:
+    """Check the PATCH against the upload and hold the upload for it. None, with nothing
+    changed, if another request holds it and ``wait`` asks to wait for that one first."""
     with runtime.sessions() as session:
         upload, recording = load_upload(session, upload_id)
         if not _may_upload(session, actor, recording, now, runtime):
             raise UploadClosed()
+        if wait and upload.hold_beat is not None:
+            return None
         if offset != upload.offset:
             raise OffsetMismatch(offset=upload.offset)
         remaining = upload.length - upload.offset
@@ -484,14 +512,7 @@ def append(
         _take_hold(session, upload, now)
         appender = Appender(runtime, actor, upload, recording, data_key, now)
         session.commit()
-
-    # The read buffer holds plaintext: it is wiped before the pool keeps it.
-    piece = runtime.upload_workers.buffers.take(READ_PIECE_BYTES)
-    try:
-        return _append_body(runtime, appender, body, piece, now)
-    finally:
-        runtime.upload_workers.buffers.give(piece, wipe=True)
-        appender.release()
+        return appender
 
 
 def _append_body(
